@@ -1,0 +1,177 @@
+"""im2col and col2im: turning a convolution into one matrix product.
+
+Notation (channels-last, as everywhere in tinycnn)
+--------------------------------------------------
+    N        batch size
+    H, W     input height and width
+    C        input channels
+    KH, KW   kernel height and width
+    SH, SW   strides
+    PT, PB   zero padding added at the top and bottom
+    PL, PR   zero padding added at the left and right
+    OH, OW   output height and width:
+                 OH = (H + PT + PB - KH) // SH + 1
+                 OW = (W + PL + PR - KW) // SW + 1
+
+What im2col does
+----------------
+A convolution slides a KH×KW window over the image. im2col copies every window into one row
+of a matrix ``cols`` of shape (N*OH*OW, KH*KW*C): one row per output pixel, and the columns run
+over (kh, kw, c) in that order. Then the whole convolution is a single matrix product::
+
+    out = cols @ kernel.reshape(KH*KW*C, F)        # (N*OH*OW, F) == (N, OH, OW, F), NHWC
+
+Worked example: one 4×4 image with one channel, a 3×3 kernel, stride 1, no padding, so
+OH = OW = (4 - 3) // 1 + 1 = 2 and ``cols`` has 2*2 = 4 rows and 3*3 = 9 columns::
+
+    image           cols            (kh,kw): 00 01 02 10 11 12 20 21 22
+    a b c d         row 0 (oh=0, ow=0):       a  b  c  e  f  g  i  j  k
+    e f g h         row 1 (oh=0, ow=1):       b  c  d  f  g  h  j  k  l
+    i j k l         row 2 (oh=1, ow=0):       e  f  g  i  j  k  m  n  o
+    m n o p         row 3 (oh=1, ow=1):       f  g  h  j  k  l  n  o  p
+
+Pixel ``f`` appears in four rows (every window that covers it); corner ``a`` in one. With C
+channels each entry becomes C adjacent columns, which is why the column order is (kh, kw, c).
+
+What col2im does
+----------------
+col2im is the adjoint (transpose) of im2col, used by the backward pass: given d(loss)/d(cols), it
+adds every entry back onto the pixel it was copied from. Pixel ``f`` above receives the sum of four
+entries. The fast version is a *gather*: each input pixel loops over the (kh, kw) that could have
+read it and sums them. Every output element is written by exactly one loop iteration, so the
+outer loop runs in parallel with no races and no atomic additions.
+
+Each operation comes twice: a short NumPy version (``*_reference``) to read, and a Numba version
+that runs. Tests prove that they agree.
+"""
+
+import numpy as np
+from numba import prange
+
+from ..backend import get_array_module
+from .jit import jit
+
+
+def output_size(size, kernel, stride, pad_before, pad_after):
+    """Output length of a sliding window: (size + pad_before + pad_after - kernel) // stride + 1."""
+    return (size + pad_before + pad_after - kernel) // stride + 1
+
+
+def same_padding(size, kernel, stride):
+    """Keras's "same" padding along one axis: (before, after), the extra one after.
+
+    The output length is ceil(size / stride); the total padding is what makes the last window
+    fit, split as evenly as possible with the odd pixel at the bottom/right, as Keras and
+    TensorFlow do.
+    """
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy references: read these first.
+# ---------------------------------------------------------------------------------------------
+
+def im2col_reference(x, kh, kw, stride, pad):
+    """(N, H, W, C) -> cols (N*OH*OW, KH*KW*C), the readable way.
+
+    ``stride`` is (SH, SW), ``pad`` is (PT, PB, PL, PR). For each kernel offset (i, j), the pixels
+    every window reads at that offset form a strided slice of the padded image.
+    """
+    (sh, sw), (pt, pb, pl, pr) = stride, pad
+    n, h, w, c = x.shape
+    oh, ow = output_size(h, kh, sh, pt, pb), output_size(w, kw, sw, pl, pr)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            cols[:, :, :, i, j, :] = xp[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :]
+    return cols.reshape(n * oh * ow, kh * kw * c)
+
+
+def col2im_reference(cols, x_shape, kh, kw, stride, pad):
+    """cols (N*OH*OW, KH*KW*C) -> (N, H, W, C): add each entry back where im2col copied it from."""
+    (sh, sw), (pt, pb, pl, pr) = stride, pad
+    n, h, w, c = x_shape
+    oh, ow = output_size(h, kh, sh, pt, pb), output_size(w, kw, sw, pl, pr)
+    cols = cols.reshape(n, oh, ow, kh, kw, c)
+    dxp = np.zeros((n, h + pt + pb, w + pl + pr, c), dtype=cols.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dxp[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :] += cols[:, :, :, i, j, :]
+    return dxp[:, pt:pt + h, pl:pl + w, :]
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba kernels: the same index arithmetic, one loop per element.
+#   input row    h = oh*SH + kh - PT     (zero when outside the image)
+#   input column w = ow*SW + kw - PL
+# ---------------------------------------------------------------------------------------------
+
+@jit(parallel=True)
+def _im2col_numba(x, kh, kw, sh, sw, pt, pl, oh, ow):
+    n, h, w, c = x.shape
+    cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
+    for b in prange(n):
+        for y in range(oh):
+            for xo in range(ow):
+                for i in range(kh):
+                    hi = y * sh + i - pt
+                    for j in range(kw):
+                        wi = xo * sw + j - pl
+                        if 0 <= hi < h and 0 <= wi < w:
+                            for ch in range(c):
+                                cols[b, y, xo, i, j, ch] = x[b, hi, wi, ch]
+                        else:
+                            for ch in range(c):
+                                cols[b, y, xo, i, j, ch] = 0
+    return cols.reshape(n * oh * ow, kh * kw * c)
+
+
+@jit(parallel=True)
+def _col2im_numba(cols, n, h, w, c, kh, kw, sh, sw, pt, pl, oh, ow):
+    cols = cols.reshape(n, oh, ow, kh, kw, c)
+    dx = np.zeros((n, h, w, c), dtype=cols.dtype)
+    for b in prange(n):                      # each image is gathered by one thread: no races
+        for hi in range(h):
+            for i in range(kh):
+                t = hi + pt - i              # t = y*SH for the output row y that read (hi, i)
+                if t < 0 or t % sh != 0 or t // sh >= oh:
+                    continue
+                y = t // sh
+                for wi in range(w):
+                    for j in range(kw):
+                        u = wi + pl - j
+                        if u < 0 or u % sw != 0 or u // sw >= ow:
+                            continue
+                        xo = u // sw
+                        for ch in range(c):
+                            dx[b, hi, wi, ch] += cols[b, y, xo, i, j, ch]
+    return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# What the layers call: the fast kernel for the array's device.
+# ---------------------------------------------------------------------------------------------
+
+def im2col(x, kh, kw, stride, pad):
+    """(N, H, W, C) -> cols (N*OH*OW, KH*KW*C). Same contract as :func:`im2col_reference`."""
+    (sh, sw), (pt, pb, pl, pr) = stride, pad
+    n, h, w, c = x.shape
+    oh, ow = output_size(h, kh, sh, pt, pb), output_size(w, kw, sw, pl, pr)
+    if get_array_module(x) is not np:
+        from . import cuda
+        return cuda.im2col(x, kh, kw, stride, pad)
+    return _im2col_numba(np.ascontiguousarray(x), kh, kw, sh, sw, pt, pl, oh, ow)
+
+
+def col2im(cols, x_shape, kh, kw, stride, pad):
+    """cols (N*OH*OW, KH*KW*C) -> (N, H, W, C). Same contract as :func:`col2im_reference`."""
+    (sh, sw), (pt, pb, pl, pr) = stride, pad
+    n, h, w, c = x_shape
+    oh, ow = output_size(h, kh, sh, pt, pb), output_size(w, kw, sw, pl, pr)
+    if get_array_module(cols) is not np:
+        from . import cuda
+        return cuda.col2im(cols, x_shape, kh, kw, stride, pad)
+    return _col2im_numba(np.ascontiguousarray(cols), n, h, w, c, kh, kw, sh, sw, pt, pl, oh, ow)

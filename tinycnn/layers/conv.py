@@ -1,0 +1,107 @@
+"""Conv2D: a 2-D convolution computed as im2col followed by one matrix product."""
+
+from .. import initializers
+from ..kernels.im2col import col2im, im2col
+from . import activations
+from ._geometry import check_padding, pair, paddings, spatial_output
+from .base import Layer
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation, as Keras and PyTorch compute it), channels-last.
+
+    Shapes
+        x       (N, H, W, C)
+        kernel  (KH, KW, C, F)       Keras layout: F filters, each KH×KW×C
+        bias    (F,)
+        y       (N, OH, OW, F)       OH = (H + PT + PB - KH) // SH + 1, likewise OW
+
+    padding="valid" adds nothing; "same" pads so that OH = ceil(H / SH), splitting the padding as
+    Keras does, with the odd row/column at the bottom/right.
+
+    Forward
+        cols = im2col(x)                       (N*OH*OW, KH*KW*C): one row per output pixel
+        z    = cols @ kernel.reshape(-1, F) + bias   (N*OH*OW, F), which *is* (N, OH, OW, F)
+
+    Backward, with dz = dL/dz reshaped to (N*OH*OW, F). It is the Dense backward applied to the
+    rows of cols, followed by col2im:
+        dL/dkernel = cols.T @ dz               (KH*KW*C, F), reshaped to (KH, KW, C, F)
+        dL/dbias   = dz.sum(axis=0)            (F,)
+        dL/dcols   = dz @ kernel.reshape(-1, F).T
+        dL/dx      = col2im(dL/dcols)          every pixel sums the gradients of all its copies
+
+    ``activation="relu"`` applies ReLU to z; backward first undoes it.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
+                 kernel_initializer="glorot_uniform", name=None, seed=None):
+        super().__init__(name=name, seed=seed)
+        if int(filters) < 1:
+            raise ValueError(f"Conv2D needs filters >= 1, got {filters}")
+        self.filters = int(filters)
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.strides = pair(strides, "strides")
+        self.padding = check_padding(padding)
+        self.activation = activations.get(activation)
+        self.kernel_initializer = kernel_initializer
+
+    def _geometry(self, input_shape):
+        if len(input_shape) != 3:
+            raise ValueError(f"{self.name}: Conv2D takes images (batch, height, width, channels), "
+                             f"got per-sample shape {tuple(input_shape)}; for grayscale images "
+                             "add the channel axis with x[..., None].")
+        h, w, _ = input_shape
+        pad = paddings(h, w, self.kernel_size, self.strides, self.padding)
+        oh, ow = spatial_output(h, w, self.kernel_size, self.strides, pad)
+        if oh < 1 or ow < 1:
+            raise ValueError(f"{self.name}: a {self.kernel_size} kernel does not fit a {h}x{w} image "
+                             "with padding='valid'; use a smaller kernel or padding='same'.")
+        return pad, (oh, ow)
+
+    def output_shape(self, input_shape):
+        _, (oh, ow) = self._geometry(input_shape)
+        return (oh, ow, self.filters)
+
+    def build(self, input_shape, dtype="float32", rng=None):
+        self.pad, _ = self._geometry(input_shape)
+        super().build(input_shape, dtype)
+        kh, kw = self.kernel_size
+        init = initializers.get(self.kernel_initializer)
+        self.params = {
+            "kernel": init((kh, kw, input_shape[2], self.filters), self._rng(rng), self.dtype),
+            "bias": initializers.zeros((self.filters,), dtype=self.dtype),
+        }
+        if self.activation is not None:
+            self.activation.build(self.output_shape(input_shape), self.dtype)
+
+    def forward(self, x, training=False, apply_activation=True):
+        self._prepare(x)
+        kh, kw = self.kernel_size
+        n = x.shape[0]
+        oh, ow, f = self.output_shape(self.input_shape)
+        self.x_shape = x.shape
+        self.cols = im2col(x, kh, kw, self.strides, self.pad)
+        z = self.cols @ self.params["kernel"].reshape(-1, f)
+        z += self.params["bias"]
+        z = z.reshape(n, oh, ow, f)
+        if self.activation is None or not apply_activation:
+            return z
+        return self.activation.forward(z, training)
+
+    def backward(self, dout, apply_activation=True):
+        dz = self.activation.backward(dout) if self.activation is not None and apply_activation else dout
+        kernel = self.params["kernel"]
+        f = self.filters
+        dz = dz.reshape(-1, f)
+        self.grads["kernel"] = (self.cols.T @ dz).reshape(kernel.shape)
+        self.grads["bias"] = dz.sum(axis=0)
+        dcols = dz @ kernel.reshape(-1, f).T
+        kh, kw = self.kernel_size
+        return col2im(dcols, self.x_shape, kh, kw, self.strides, self.pad)
+
+    def get_config(self):
+        return {"name": self.name, "filters": self.filters, "kernel_size": list(self.kernel_size),
+                "strides": list(self.strides), "padding": self.padding,
+                "activation": activations.name_of(self.activation),
+                "kernel_initializer": self.kernel_initializer}
+

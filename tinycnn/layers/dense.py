@@ -1,0 +1,67 @@
+"""Dense: the fully connected layer."""
+
+from .. import initializers
+from . import activations
+from .base import Layer
+
+
+class Dense(Layer):
+    """y = x @ kernel + bias, then the activation if one is given.
+
+    Shapes
+        x       (N, D_in)
+        kernel  (D_in, D_out)        Keras layout
+        bias    (D_out,)
+        y       (N, D_out)
+
+    Backward, with dz = dL/dz for z = x @ kernel + bias (N, D_out):
+        dL/dkernel = x.T @ dz       (D_in, D_out): kernel[i, j] carries x[:, i] into z[:, j]
+        dL/dbias   = dz.sum(axis=0) (D_out,): the bias is added to every sample
+        dL/dx      = dz @ kernel.T  (N, D_in)
+
+    ``activation="relu"`` or ``"softmax"`` applies that layer to z; backward first undoes it.
+    ``apply_activation=False`` stops at z: a model uses it to hand logits to a fused loss.
+    """
+
+    def __init__(self, units, activation=None, kernel_initializer="glorot_uniform", name=None, seed=None):
+        super().__init__(name=name, seed=seed)
+        if int(units) < 1:
+            raise ValueError(f"Dense needs units >= 1, got {units}")
+        self.units = int(units)
+        self.activation = activations.get(activation)
+        self.kernel_initializer = kernel_initializer
+
+    def build(self, input_shape, dtype="float32", rng=None):
+        if len(input_shape) != 1:
+            raise ValueError(f"{self.name}: Dense takes (batch, features) input, got per-sample shape "
+                             f"{tuple(input_shape)}; put a Flatten() layer before it.")
+        super().build(input_shape, dtype)
+        init = initializers.get(self.kernel_initializer)
+        self.params = {
+            "kernel": init((input_shape[0], self.units), self._rng(rng), self.dtype),
+            "bias": initializers.zeros((self.units,), dtype=self.dtype),
+        }
+        if self.activation is not None:
+            self.activation.build((self.units,), self.dtype)
+
+    def output_shape(self, input_shape):
+        return (self.units,)
+
+    def forward(self, x, training=False, apply_activation=True):
+        self._prepare(x)
+        self.x = x
+        z = x @ self.params["kernel"]
+        z += self.params["bias"]
+        if self.activation is None or not apply_activation:
+            return z
+        return self.activation.forward(z, training)
+
+    def backward(self, dout, apply_activation=True):
+        dz = self.activation.backward(dout) if self.activation is not None and apply_activation else dout
+        self.grads["kernel"] = self.x.T @ dz
+        self.grads["bias"] = dz.sum(axis=0)
+        return dz @ self.params["kernel"].T
+
+    def get_config(self):
+        return {"name": self.name, "units": self.units, "activation": activations.name_of(self.activation),
+                "kernel_initializer": self.kernel_initializer}

@@ -1,0 +1,398 @@
+"""Sequential: a stack of layers, trained the way Keras trains it.
+
+The whole of learning is four lines, in ``_train_step``:
+
+    logits = forward pass through every layer          (each layer keeps what backward needs)
+    loss   = cross-entropy of softmax(logits) and the labels
+    dlogits = (softmax(logits) - onehot) / N           the loss's backward
+    backward pass through the layers in reverse order, then one optimizer step
+
+Everything else here is bookkeeping: batching, shuffling, checking the input, progress, history.
+"""
+
+import math
+import sys
+import time
+
+import numpy as np
+
+from . import losses, optimizers
+from .backend import check_device, get_array_module, to_device, to_numpy
+from .callbacks import History
+from .layers.activations import Softmax
+from .losses import check_labels
+
+DEFAULT_EVAL_BATCH = 128
+
+
+class Sequential:
+    """A linear stack of layers.
+
+    ``Sequential(layers, input_shape=(28, 28, 1), seed=0)``: ``input_shape`` is the shape of one
+    sample (no batch axis); with it the model is built at once, otherwise on the first data it
+    sees. ``seed`` (an int or a ``numpy.random.Generator``) makes the initial weights
+    reproducible; layers given their own ``seed`` keep it.
+    """
+
+    def __init__(self, layers=None, input_shape=None, seed=None, name="sequential"):
+        self.name = name
+        self.layers = []
+        self.seed = seed
+        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.dtype = None
+        self.device = "cpu"
+        self.optimizer = None
+        self.loss = None
+        self.metrics = []
+        self.stop_training = False
+        for layer in layers or []:
+            self.add(layer)
+        if self.input_shape is not None:
+            self.build(self.input_shape)
+
+    # -- structure ------------------------------------------------------------------------------
+    def add(self, layer):
+        """Append a layer, renaming it ``conv2d_1``-style if its name is taken."""
+        if self.built:
+            raise RuntimeError("This model is already built; add layers before building or fitting it.")
+        names = {other.name for other in self.layers}
+        base, k = layer.name, 1
+        while layer.name in names:
+            layer.name = f"{base}_{k}"
+            k += 1
+        self.layers.append(layer)
+
+    @property
+    def built(self):
+        return self.dtype is not None
+
+    def build(self, input_shape=None, dtype="float32"):
+        """Create every layer's parameters for samples of ``input_shape`` (no batch axis)."""
+        if not self.layers:
+            raise ValueError("The model has no layers; add some before building it.")
+        shape = tuple(int(d) for d in (input_shape or self.input_shape))
+        self.input_shape = shape
+        rng = np.random.default_rng(self.seed)
+        for layer in self.layers:
+            layer.build(shape, dtype, rng)
+            shape = layer.output_shape(shape)
+        self.dtype = np.dtype(dtype)
+        if self.device != "cpu":
+            for layer in self.layers:
+                layer.to(self.device)
+
+    @property
+    def output_shape(self):
+        shape = self.input_shape
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+        return shape
+
+    def count_params(self):
+        return sum(layer.count_params() for layer in self.layers)
+
+    def to(self, device):
+        """Move the model to ``"cpu"`` or ``"gpu"``, as in PyTorch; returns the model."""
+        check_device(device)
+        if device == "gpu":
+            from .backend import require_cupy
+            require_cupy()
+        for layer in self.layers:
+            layer.to(device)
+        if self.optimizer is not None:
+            self.optimizer.state = {k: to_device(v, device) for k, v in self.optimizer.state.items()}
+        self.device = device
+        return self
+
+    # -- training setup ---------------------------------------------------------------------
+    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=("accuracy",)):
+        """Choose the optimizer and loss: strings ("adam", "sgd", ...) or objects.
+
+        The loss is always computed from logits. If the model ends in a softmax -- a ``Softmax``
+        layer, or ``activation="softmax"`` on the last layer, the Keras way -- training skips
+        that softmax and the fused loss applies it, stably. ``predict`` still applies it.
+        """
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = losses.get(loss)
+        metrics = list(metrics or [])
+        unknown = [m for m in metrics if m not in ("accuracy", "acc")]
+        if unknown:
+            raise ValueError(f"Unknown metrics {unknown}; tinycnn computes 'accuracy'.")
+        self.metrics = ["accuracy"] if metrics else []
+
+    def _softmax_head(self):
+        """How the model ends: "layer" (a Softmax layer), "activation" or None (plain logits)."""
+        last = self.layers[-1]
+        if isinstance(last, Softmax):
+            return "layer"
+        if isinstance(getattr(last, "activation", None), Softmax):
+            return "activation"
+        return None
+
+    # -- the passes -----------------------------------------------------------------------------
+    def forward(self, x, training=False):
+        """Run every layer: the model's output (probabilities when it ends in softmax)."""
+        for layer in self.layers:
+            x = layer.forward(x, training)
+        return x
+
+    def _forward_logits(self, x, training):
+        """Run the layers but stop before a final softmax: the fused loss applies it."""
+        head = self._softmax_head()
+        body = self.layers[:-1] if head else self.layers
+        for layer in body:
+            x = layer.forward(x, training)
+        if head == "activation":
+            x = self.layers[-1].forward(x, training, apply_activation=False)
+        return x
+
+    def _backward_logits(self, dlogits):
+        """Send dL/dlogits back through the layers that ``_forward_logits`` ran, in reverse."""
+        head = self._softmax_head()
+        body = self.layers[:-1] if head else self.layers
+        d = dlogits
+        if head == "activation":
+            d = self.layers[-1].backward(d, apply_activation=False)
+        for layer in reversed(body):
+            d = layer.backward(d)
+        return d
+
+    def _trainable_layers(self):
+        return [layer for layer in self.layers if layer.params]
+
+    def _train_step(self, xb, yb):
+        """One step of gradient descent on one batch; returns (loss, number correct)."""
+        logits = self._forward_logits(xb, training=True)
+        loss = self.loss.forward(logits, yb)
+        dlogits = self.loss.backward()
+        self._backward_logits(dlogits)
+        self.optimizer.step(self._trainable_layers())
+        correct = (logits.argmax(axis=1) == yb).sum()
+        return float(loss), int(correct)
+
+    # -- checking what users pass in -----------------------------------------------------------
+    def _check_x(self, x, what="x"):
+        """Validate ``x`` against the model and return it in the model's dtype."""
+        xp = get_array_module(x)
+        x = xp.asarray(x)
+        if x.ndim == 0 or x.shape[0] == 0:
+            raise ValueError(f"{what} is empty (shape {x.shape}); pass at least one sample.")
+        if not (np.issubdtype(x.dtype, np.floating)):
+            hint = " Scale images to [0, 1] first: x.astype('float32') / 255." if x.dtype == np.uint8 else ""
+            raise TypeError(f"{what} has dtype {x.dtype}; the model takes floating-point input.{hint}")
+        if not self.built:
+            self.build(x.shape[1:], "float64" if x.dtype == np.float64 else "float32")
+        if tuple(x.shape[1:]) != self.input_shape:
+            expected = "(N, " + ", ".join(map(str, self.input_shape)) + ")"
+            hint = ""
+            if tuple(x.shape[1:]) + (1,) == self.input_shape:
+                hint = " It looks like the channel axis is missing: use x[..., None]."
+            raise ValueError(f"{what} has shape {tuple(x.shape)} but the model expects {expected}.{hint}")
+        if not bool(xp.isfinite(x).all()):
+            bad = int((~xp.isfinite(x)).sum())
+            raise ValueError(f"{what} contains {bad} NaN or infinite values; clean or impute them first.")
+        return x.astype(self.dtype, copy=False)
+
+    def _num_classes(self):
+        return self.output_shape[-1]
+
+    @staticmethod
+    def _check_batch_size(batch_size):
+        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        return int(batch_size)
+
+    # -- the Keras API ------------------------------------------------------------------------------
+    def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
+            shuffle=True, verbose=1, seed=None, callbacks=None):
+        """Train for ``epochs`` passes over (x, y); returns a :class:`History`.
+
+        ``validation_split`` holds out the *last* fraction of the data before shuffling, as
+        Keras does. ``seed`` fixes the shuffling. ``verbose``: 1 a progress bar per epoch, 2 one
+        line per epoch, 0 nothing.
+        """
+        if self.optimizer is None:
+            raise RuntimeError("Call model.compile(optimizer=..., loss=...) before model.fit().")
+        batch_size = self._check_batch_size(batch_size)
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        x = self._check_x(x)
+        y = check_labels(to_numpy(y), self._num_classes(), n=len(x))
+        if validation_data is None and validation_split > 0:
+            n_val = int(len(x) * validation_split)
+            if n_val == 0 or n_val == len(x):
+                raise ValueError(f"validation_split={validation_split} of {len(x)} samples leaves "
+                                 "an empty training or validation set.")
+            validation_data = (x[-n_val:], y[-n_val:])
+            x, y = x[:-n_val], y[:-n_val]
+        if validation_data is not None:
+            x_val = self._check_x(validation_data[0], "validation x")
+            y_val = check_labels(to_numpy(validation_data[1]), self._num_classes(), n=len(x_val))
+
+        rng = np.random.default_rng(seed)
+        history = History()
+        callbacks = [history] + list(callbacks or [])
+        for cb in callbacks:
+            cb.set_model(self)
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin()
+
+        n = len(x)
+        steps = math.ceil(n / batch_size)
+        for epoch in range(epochs):
+            for cb in callbacks:
+                cb.on_epoch_begin(epoch)
+            if verbose:
+                print(f"Epoch {epoch + 1}/{epochs}", file=sys.stdout, flush=True)
+            order = rng.permutation(n) if shuffle else np.arange(n)
+            bar = _ProgressBar(steps, verbose)
+            total_loss = total_correct = seen = 0
+            start = time.perf_counter()
+            for step in range(steps):
+                idx = order[step * batch_size:(step + 1) * batch_size]
+                xb = self._to_device(x[idx])
+                yb = self._to_device(y[idx])
+                loss, correct = self._train_step(xb, yb)
+                if not math.isfinite(loss):
+                    raise FloatingPointError(
+                        f"The loss became {loss} at epoch {epoch + 1}, batch {step + 1}: training "
+                        "diverged. Try a lower learning rate (e.g. compile(optimizer=Adam(1e-4))) "
+                        "and check the input for very large values.")
+                total_loss += loss * len(idx)
+                total_correct += correct
+                seen += len(idx)
+                logs = {"loss": total_loss / seen, "accuracy": total_correct / seen}
+                bar.update(step + 1, logs)
+                for cb in callbacks:
+                    cb.on_batch_end(step, logs)
+            logs = {"loss": total_loss / seen, "accuracy": total_correct / seen}
+            if validation_data is not None:
+                val_loss, val_acc = self.evaluate(x_val, y_val, verbose=0)
+                logs.update(val_loss=val_loss, val_accuracy=val_acc)
+            bar.close(logs, time.perf_counter() - start)
+            for cb in callbacks:
+                cb.on_epoch_end(epoch, logs)
+            if self.stop_training:
+                break
+        for cb in callbacks:
+            cb.on_train_end()
+        return history
+
+    def evaluate(self, x, y, batch_size=DEFAULT_EVAL_BATCH, verbose=0):
+        """(mean loss, accuracy) over (x, y), in inference mode."""
+        if self.loss is None:
+            raise RuntimeError("Call model.compile(...) before model.evaluate(): it needs the loss.")
+        batch_size = self._check_batch_size(batch_size)
+        x = self._check_x(x)
+        y = check_labels(to_numpy(y), self._num_classes(), n=len(x))
+        total_loss = total_correct = 0.0
+        for start in range(0, len(x), batch_size):
+            xb = self._to_device(x[start:start + batch_size])
+            yb = self._to_device(y[start:start + batch_size])
+            logits = self._forward_logits(xb, training=False)
+            total_loss += float(self.loss.forward(logits, yb)) * len(yb)
+            total_correct += int((logits.argmax(axis=1) == yb).sum())
+        loss, acc = total_loss / len(x), total_correct / len(x)
+        if verbose:
+            print(f"loss: {loss:.4f} - accuracy: {acc:.4f}")
+        return loss, acc
+
+    def predict(self, x, batch_size=DEFAULT_EVAL_BATCH):
+        """The model's output for ``x``, as a NumPy array: probabilities for a softmax model."""
+        batch_size = self._check_batch_size(batch_size)
+        x = self._check_x(x)
+        out = [to_numpy(self.forward(self._to_device(x[s:s + batch_size]), training=False))
+               for s in range(0, len(x), batch_size)]
+        return np.concatenate(out)
+
+    def _to_device(self, a):
+        return a if self.device == "cpu" else to_device(a, self.device)
+
+    def summary(self, print_fn=print):
+        """Print each layer's name, output shape and parameter count, and the totals."""
+        if not self.built:
+            raise RuntimeError("The model is not built yet: give Sequential(..., input_shape=...) "
+                               "or call build(input_shape) or fit() first.")
+        rule, widths = "_" * 72, (34, 24, 12)
+        lines = [f'Model: "{self.name}"', rule,
+                 f"{'Layer (type)':<{widths[0]}}{'Output Shape':<{widths[1]}}{'Param #':>{widths[2]}}",
+                 "=" * 72]
+        shape = self.input_shape
+        for i, layer in enumerate(self.layers):
+            shape = layer.output_shape(shape)
+            out = "(None, " + ", ".join(map(str, shape)) + ")"
+            lines.append(f"{layer.name + ' (' + type(layer).__name__ + ')':<{widths[0]}}"
+                         f"{out:<{widths[1]}}{layer.count_params():>{widths[2]},}")
+            lines.append(rule if i == len(self.layers) - 1 else "")
+        total = self.count_params()
+        trainable = sum(int(p.size) for layer in self.layers for p in layer.params.values())
+        itemsize = self.dtype.itemsize
+        lines += [f"Total params: {total:,} ({_size(total * itemsize)})",
+                  f"Trainable params: {trainable:,} ({_size(trainable * itemsize)})",
+                  f"Non-trainable params: {total - trainable:,} ({_size((total - trainable) * itemsize)})",
+                  rule]
+        text = "\n".join(lines)
+        print_fn(text)
+        return text
+
+    def get_weights(self):
+        """Every parameter and state array, layer by layer, as NumPy copies."""
+        return [to_numpy(a).copy() for layer in self.layers
+                for a in list(layer.params.values()) + list(layer.state.values())]
+
+    def set_weights(self, weights):
+        """Inverse of :meth:`get_weights`; shapes must match."""
+        slots = [(layer, d, k) for layer in self.layers for d in (layer.params, layer.state) for k in d]
+        if len(weights) != len(slots):
+            raise ValueError(f"Expected {len(slots)} arrays, got {len(weights)}.")
+        for (layer, d, k), w in zip(slots, weights):
+            if tuple(w.shape) != tuple(d[k].shape):
+                raise ValueError(f"{layer.name}.{k}: expected shape {tuple(d[k].shape)}, got {tuple(w.shape)}.")
+            d[k][...] = to_device(np.asarray(w, dtype=d[k].dtype), self.device)
+
+    def save(self, path):
+        """Write the architecture and weights to one ``.npz`` file, atomically."""
+        from .serialization import save_model
+        save_model(self, path)
+
+
+def _size(nbytes):
+    for unit in ("B", "KB", "MB", "GB"):
+        if nbytes < 1024 or unit == "GB":
+            return f"{nbytes:.2f} {unit}"
+        nbytes /= 1024
+
+
+class _ProgressBar:
+    """Keras-style progress: a bar with running loss/accuracy and ETA (verbose=1), or one line
+    per epoch (verbose=2), or nothing (verbose=0). Uses tqdm, imported only when needed."""
+
+    def __init__(self, steps, verbose):
+        self.verbose = verbose
+        self.bar = None
+        if verbose == 1:
+            from tqdm import tqdm
+            self.bar = tqdm(total=steps, file=sys.stdout, ascii=".=", dynamic_ncols=True,
+                            mininterval=0.2 if sys.stdout.isatty() else 5.0,
+                            bar_format="{n_fmt}/{total_fmt} [{bar:30}] {elapsed}<{remaining}{postfix}")
+            self._last = 0.0
+
+    def update(self, step, logs):
+        if self.bar is not None:
+            self.bar.update(step - self.bar.n)
+            now = time.monotonic()
+            if now - self._last > 0.2:
+                self.bar.set_postfix_str(_format_logs(logs), refresh=False)
+                self._last = now
+
+    def close(self, logs, seconds):
+        if self.bar is not None:
+            self.bar.set_postfix_str(_format_logs(logs), refresh=False)
+            self.bar.close()
+        elif self.verbose == 2:
+            print(f"{seconds:.1f}s - {_format_logs(logs)}", flush=True)
+
+
+def _format_logs(logs):
+    return " - ".join(f"{k}: {v:.4f}" for k, v in logs.items())

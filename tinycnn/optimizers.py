@@ -1,0 +1,112 @@
+"""Optimizers: how a gradient becomes a parameter update.
+
+Both update the arrays in ``layer.params`` in place. Their state (velocities, moments) is keyed by
+(layer name, parameter name) -- stable and readable, never ``id()`` -- so a model's layers need
+unique names, which ``Sequential`` guarantees.
+"""
+
+from .backend import get_array_module
+
+
+class Optimizer:
+    def __init__(self, learning_rate):
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        self.learning_rate = float(learning_rate)
+        self.iterations = 0
+        self.state = {}
+
+    def step(self, layers):
+        """Apply one update to every parameter of ``layers`` from its ``grads``."""
+        self.iterations += 1
+        for layer in layers:
+            for name, param in layer.params.items():
+                self.update((layer.name, name), param, layer.grads[name])
+
+    def update(self, key, param, grad):
+        raise NotImplementedError
+
+    def _slot(self, key, param, slot):
+        """A zero-initialised state array for (key, slot), made on first use."""
+        full = key + (slot,)
+        if full not in self.state:
+            self.state[full] = get_array_module(param).zeros_like(param)
+        return self.state[full]
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate}
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent, optionally with momentum, as Keras defines it.
+
+        v = momentum * v - learning_rate * g
+        p = p + v                                     (plain momentum)
+        p = p + momentum * v - learning_rate * g      (nesterov=True)
+
+    With momentum=0 this is p = p - learning_rate * g.
+    """
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
+        super().__init__(learning_rate)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+
+    def update(self, key, param, grad):
+        lr, mu = self.learning_rate, self.momentum
+        if mu == 0.0:
+            param -= lr * grad
+            return
+        v = self._slot(key, param, "velocity")
+        v *= mu
+        v -= lr * grad
+        param += mu * v - lr * grad if self.nesterov else v
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adam(Optimizer):
+    """Adam (Kingma & Ba 2015) with bias correction, written as Keras writes it.
+
+    At step t, for gradient g:
+        m = beta_1 * m + (1 - beta_1) * g            running mean of gradients
+        v = beta_2 * v + (1 - beta_2) * g**2         running mean of squared gradients
+        alpha = learning_rate * sqrt(1 - beta_2**t) / (1 - beta_1**t)     bias correction
+        p = p - alpha * m / (sqrt(v) + epsilon)
+
+    Epsilon is added as in Keras: to sqrt(v) *before* bias correction (the paper's "epsilon hat").
+    PyTorch adds it after, p -= lr * m_hat / (sqrt(v_hat) + eps); the two differ only while
+    sqrt(v) is near epsilon. Keras's default epsilon is 1e-7 (PyTorch's 1e-8).
+    """
+
+    def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
+        super().__init__(learning_rate)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+
+    def update(self, key, param, grad):
+        b1, b2, t = self.beta_1, self.beta_2, self.iterations
+        xp = get_array_module(param)
+        m = self._slot(key, param, "m")
+        v = self._slot(key, param, "v")
+        m += (1 - b1) * (grad - m)
+        v += (1 - b2) * (grad * grad - v)
+        alpha = self.learning_rate * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+        param -= alpha * m / (xp.sqrt(v) + self.epsilon)
+
+    def get_config(self):
+        return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon}
+
+
+OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+
+
+def get(optimizer):
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    try:
+        return OPTIMIZERS[optimizer]()
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown optimizer {optimizer!r}; use 'adam', 'sgd' or an optimizer object.") from None

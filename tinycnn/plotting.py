@@ -1,0 +1,701 @@
+"""Figures to look at after training a CNN: curves, confusion matrix, examples, filters.
+
+This module is the only part of tinycnn that needs matplotlib, and importing
+``tinycnn`` does not import it; ``import tinycnn.plotting`` does. Every function
+here takes plain NumPy data (nothing else from tinycnn), returns the matplotlib
+``Figure`` it drew, and, when ``path`` is given, saves it as a PNG atomically:
+the image is written to a temporary file in the same directory and then moved
+into place with ``os.replace``, so a crash never leaves a half-written PNG.
+
+Headless machines (a server, CI, a container) have no display to open windows
+on. When there is none (Linux without ``DISPLAY``/``WAYLAND_DISPLAY``) and the
+user has not chosen a backend with ``MPLBACKEND``, this module selects the
+non-interactive "Agg" backend before pyplot is imported. With a display,
+``show=True`` opens a window as usual.
+
+Figures are created with ``plt.subplots`` and closed with ``plt.close(fig)``
+after saving (unless ``show=True``), so calling these functions in a loop does
+not pile up open figures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+import matplotlib
+
+_NON_INTERACTIVE = {"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"}
+
+
+def _has_display() -> bool:
+    """Whether a GUI window could be opened (only Linux/BSD-style X11/Wayland can lack one)."""
+    if sys.platform.startswith(("win", "darwin")) or sys.platform == "cygwin":
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def _select_backend() -> None:
+    """Select "Agg" on a headless machine, unless the user already chose a backend."""
+    if os.environ.get("MPLBACKEND"):
+        return  # an explicit choice by the user: respect it
+    if "matplotlib.pyplot" in sys.modules:
+        return  # pyplot is already set up; switching under it would surprise the user
+    if _has_display():
+        return  # let matplotlib pick an interactive backend so show=True works
+    get_backend_or_none = getattr(matplotlib.rcParams, "_get_backend_or_none", None)
+    chosen = get_backend_or_none() if get_backend_or_none is not None else None
+    if chosen and (chosen.lower() in _NON_INTERACTIVE or chosen.startswith("module://")):
+        return  # the user called matplotlib.use() with a backend that works headless
+    matplotlib.use("Agg")
+
+
+_select_backend()
+
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+__all__ = [
+    "plot_history",
+    "confusion_matrix",
+    "plot_confusion_matrix",
+    "choose_examples",
+    "plot_predictions",
+    "plot_filters",
+    "plot_feature_maps",
+    "most_confident_mistakes",
+    "plot_mistakes",
+]
+
+_DPI = 100
+_RIGHT = "tab:green"
+_WRONG = "tab:red"
+
+
+# --------------------------------------------------------------------------- #
+# Saving and showing
+# --------------------------------------------------------------------------- #
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # elsewhere: read it by setting it, then put it back
+    os.umask(mask)
+    return mask
+
+
+def _file_mode(path: str) -> int:
+    """Permissions for a new PNG: an existing file's, else 0o666 minus the umask."""
+    try:
+        return os.stat(path).st_mode & 0o777
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _save_png(fig, path) -> None:
+    """Write ``fig`` to ``path`` as a PNG, atomically (temp file + os.replace).
+
+    Missing parent directories are created. If the directory cannot be created
+    or written to, raises ``OSError`` whose message names the directory; no
+    temporary file is left behind.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
+    except OSError as exc:
+        raise OSError(
+            f"cannot save figure to {path!r}: directory {directory!r} cannot be "
+            f"created or written to ({exc.strerror or exc})"
+        ) from exc
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            fig.savefig(handle, format="png", dpi=_DPI)
+        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise OSError(
+                f"cannot save figure to {path!r} in directory {directory!r} "
+                f"({exc.strerror or exc})"
+            ) from exc
+        raise
+
+
+def _finish(fig, path, show):
+    """Save (if ``path``), then show (if ``show``) or close the figure; return it."""
+    try:
+        if path is not None:
+            _save_png(fig, path)
+    except BaseException:
+        plt.close(fig)
+        raise
+    if show:
+        plt.show()
+    else:
+        plt.close(fig)
+    return fig
+
+
+# --------------------------------------------------------------------------- #
+# Input validation
+# --------------------------------------------------------------------------- #
+
+def _labels(values, name: str) -> np.ndarray:
+    """A 1-D array of non-negative integer class labels, or a clear ValueError."""
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        hint = " (one-hot or probabilities? take .argmax(axis=1) first)" if arr.ndim == 2 else ""
+        raise ValueError(f"{name} must be a 1-D array of class labels, shape (N,); got shape {arr.shape}{hint}")
+    if arr.size == 0:
+        return arr.astype(np.int64)
+    if arr.dtype.kind not in "iu":
+        raise ValueError(
+            f"{name} must hold integer class labels, got dtype {arr.dtype}"
+            " (convert with .astype(int) if the values are whole numbers)"
+        )
+    if arr.min() < 0:
+        raise ValueError(f"{name} must hold non-negative class labels, found {arr.min()}")
+    return arr.astype(np.int64)
+
+
+def _same_length(**arrays) -> int:
+    lengths = {name: len(a) for name, a in arrays.items()}
+    if len(set(lengths.values())) > 1:
+        described = ", ".join(f"{name} has {n}" for name, n in lengths.items())
+        raise ValueError(f"inputs must have the same length N: {described}")
+    return next(iter(lengths.values()))
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _gray_images(images, name: str = "images"):
+    """Images as (N, H, W) plus the (vmin, vmax) to display them with.
+
+    uint8 images are shown on 0..255, floats in [0, 1] on 0..1; anything else
+    (e.g. standardised floats) is scaled to each image's own range.
+    """
+    arr = np.asarray(images)
+    if arr.ndim == 4 and arr.shape[-1] == 1:
+        arr = arr[..., 0]
+    if arr.ndim != 3:
+        raise ValueError(
+            f"{name} must have shape (N, H, W) or (N, H, W, 1) (greyscale); got shape {arr.shape}"
+        )
+    if arr.dtype.kind not in "uif" and arr.dtype != np.bool_:
+        raise ValueError(f"{name} must be numeric (uint8 or float in [0, 1]); got dtype {arr.dtype}")
+    if arr.dtype == np.uint8:
+        return arr, (0, 255)
+    arr = arr.astype(np.float64)
+    if arr.size and np.isfinite(arr).all() and arr.min() >= 0.0 and arr.max() <= 1.0:
+        return arr, (0.0, 1.0)
+    return arr, (None, None)
+
+
+def _class_names(class_names, num_classes: int, labels_name: str = "labels"):
+    """A list of display names for classes 0..num_classes-1."""
+    if class_names is None:
+        return [str(i) for i in range(num_classes)]
+    names = [str(c) for c in class_names]
+    if len(names) < num_classes:
+        raise ValueError(
+            f"class_names has {len(names)} entries but the {labels_name} go up to "
+            f"class {num_classes - 1}, so at least {num_classes} names are needed"
+        )
+    return names
+
+
+def _grid_shape(n: int) -> tuple[int, int]:
+    """A near-square (rows, cols) grid with room for n panels, cols >= rows."""
+    cols = max(1, math.ceil(math.sqrt(n)))
+    rows = max(1, math.ceil(n / cols))
+    return rows, cols
+
+
+def _pred_true_title(pred: str, true: str, conf: str = "") -> str:
+    left, right = f"pred {pred}{conf}", f"true {true}"
+    if len(left) + len(right) > 22:  # long names (e.g. Fashion-MNIST): two lines
+        return f"{left} /\n{right}"
+    return f"{left} / {right}"
+
+
+def _percent(p: float) -> str:
+    """97% style; never shows 100% (or 0%) for a probability that is not exactly 1 (or 0)."""
+    pct = 100.0 * float(p)
+    if round(pct) >= 100 and pct < 100:
+        return f"{math.floor(pct * 10) / 10:.1f}%"
+    if round(pct) <= 0 < pct:
+        return f"{pct:.1g}%"
+    return f"{pct:.0f}%"
+
+
+# --------------------------------------------------------------------------- #
+# 1. Training history
+# --------------------------------------------------------------------------- #
+
+def plot_history(history, path=None, show=False):
+    """Accuracy and loss per epoch, training vs validation, side by side.
+
+    Args:
+        history: dict of per-epoch lists, like Keras's ``History.history``:
+            ``"loss"`` and ``"accuracy"`` (each length E >= 1), optionally
+            ``"val_loss"`` and ``"val_accuracy"`` (also length E). The older
+            Keras names ``"acc"``/``"val_acc"`` are accepted too.
+        path: where to save the PNG (str or path-like), or None.
+        show: call ``plt.show()`` instead of closing the figure.
+
+    Returns:
+        The matplotlib Figure (two axes: accuracy, then loss).
+    """
+    if not isinstance(history, dict):
+        history = getattr(history, "history", history)  # a Keras-like History object
+    if not isinstance(history, dict):
+        raise TypeError(f"history must be a dict of per-epoch lists, got {type(history).__name__}")
+    series = {}
+    for key, aliases in (("loss", ()), ("accuracy", ("acc",)),
+                         ("val_loss", ()), ("val_accuracy", ("val_acc",))):
+        for candidate in (key, *aliases):
+            if candidate in history:
+                values = np.asarray(history[candidate], dtype=np.float64)
+                if values.ndim != 1 or values.size == 0:
+                    raise ValueError(
+                        f"history[{candidate!r}] must be a non-empty list of numbers, one per "
+                        f"epoch (shape (E,)); got shape {values.shape}"
+                    )
+                series[key] = values
+                break
+    missing = [k for k in ("loss", "accuracy") if k not in series]
+    if missing:
+        raise ValueError(
+            f"history is missing {missing}; expected keys 'loss', 'accuracy' and optionally "
+            f"'val_loss', 'val_accuracy'; got keys {sorted(history)}"
+        )
+    epochs = len(series["loss"])
+    wrong_length = {k: len(v) for k, v in series.items() if len(v) != epochs}
+    if wrong_length:
+        raise ValueError(
+            f"every history list must have one value per epoch ({epochs}, the length of "
+            f"'loss'); got lengths {wrong_length}"
+        )
+
+    x = np.arange(1, epochs + 1)
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
+    for ax, key, title in ((ax_acc, "accuracy", "Accuracy"), (ax_loss, "loss", "Loss")):
+        ax.plot(x, series[key], "-o", color="tab:blue", markersize=4, label="training")
+        if f"val_{key}" in series:
+            ax.plot(x, series[f"val_{key}"], "--s", color="tab:orange", markersize=4,
+                    label="validation")
+        ax.set_title(f"{title} per epoch")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.set_xlim(0.5, epochs + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    return _finish(fig, path, show)
+
+
+# --------------------------------------------------------------------------- #
+# 2-3. Confusion matrix
+# --------------------------------------------------------------------------- #
+
+def confusion_matrix(y_true, y_pred, num_classes=None):
+    """Count how often each true class was predicted as each class.
+
+    Args:
+        y_true: (N,) integer true labels, >= 0.
+        y_pred: (N,) integer predicted labels, >= 0.
+        num_classes: K; defaults to ``max(label) + 1`` over both arrays.
+
+    Returns:
+        (K, K) int64 array ``cm`` with ``cm[t, p]`` = number of samples of true
+        class ``t`` predicted as ``p`` (rows true, columns predicted).
+    """
+    t = _labels(y_true, "y_true")
+    p = _labels(y_pred, "y_pred")
+    _same_length(y_true=t, y_pred=p)
+    top = int(max(t.max(initial=-1), p.max(initial=-1)))
+    if num_classes is None:
+        k = top + 1
+    else:
+        k = _positive_int(num_classes, "num_classes")
+        if top >= k:
+            raise ValueError(f"found label {top} but num_classes is {k} (labels must be < {k})")
+    counts = np.bincount(t * k + p, minlength=k * k)
+    return counts.reshape(k, k).astype(np.int64)
+
+
+def plot_confusion_matrix(y_true, y_pred, class_names=None, path=None, show=False, *,
+                          num_classes=None):
+    """A K x K heatmap of the confusion matrix, each count written in its cell.
+
+    Args:
+        y_true: (N,) integer true labels.
+        y_pred: (N,) integer predicted labels.
+        class_names: K names, e.g. ``["T-shirt/top", ..., "Ankle boot"]``; class
+            i is labelled ``class_names[i]``. Default: the digits "0".."K-1".
+        path: where to save the PNG, or None.
+        show: call ``plt.show()`` instead of closing the figure.
+        num_classes: K when class_names is not given. Default: ``len(class_names)``,
+            else ``max(10, max label + 1)`` (10 x 10 for MNIST even if a class is absent).
+
+    Returns:
+        The matplotlib Figure. Rows are true classes, columns predicted; the
+        title gives the overall accuracy.
+    """
+    t = _labels(y_true, "y_true")
+    p = _labels(y_pred, "y_pred")
+    n = _same_length(y_true=t, y_pred=p)
+    if n == 0:
+        raise ValueError("y_true and y_pred are empty; need at least one sample")
+    top = int(max(t.max(), p.max()))
+    if class_names is not None:
+        k = len(class_names)
+    elif num_classes is not None:
+        k = _positive_int(num_classes, "num_classes")
+    else:
+        k = max(10, top + 1)
+    if top >= k:
+        raise ValueError(f"found label {top} but there are only {k} classes "
+                         f"(class_names/num_classes); labels must be < {k}")
+    names = _class_names(class_names, k)
+    cm = confusion_matrix(t, p, num_classes=k)
+    correct = int(np.trace(cm))
+
+    size = max(5.5, 0.55 * k + 2.5)
+    fig, ax = plt.subplots(figsize=(size + 1.0, size), layout="constrained")
+    im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=max(1, cm.max()))
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="count")
+
+    fontsize = max(5, min(10, int(110 / k)))
+    threshold = cm.max() / 2.0
+    for i in range(k):
+        for j in range(k):
+            ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=fontsize,
+                    color="white" if cm[i, j] > threshold else "black")
+
+    ticks = np.arange(k)
+    ax.set_xticks(ticks)
+    ax.set_yticks(ticks)
+    long_names = max(len(s) for s in names) > 3
+    ax.set_xticklabels(names, rotation=45 if long_names else 0,
+                       ha="right" if long_names else "center", rotation_mode="anchor")
+    ax.set_yticklabels(names)
+    ax.set_xlabel("Predicted")
+    ax.set_ylabel("True")
+    ax.set_title(f"Confusion matrix: accuracy {correct / n:.2%} ({correct}/{n})")
+    return _finish(fig, path, show)
+
+
+# --------------------------------------------------------------------------- #
+# 4. Example predictions
+# --------------------------------------------------------------------------- #
+
+def choose_examples(y_true, y_pred, n=25, seed=0):
+    """Pick n sample indices to display, including mistakes whenever there are any.
+
+    Up to a third of the picks (at least one) come from the misclassified
+    samples, the rest from the correctly classified ones; if one group is too
+    small the other fills the gap. Choices use ``np.random.default_rng(seed)``,
+    so the same seed gives the same picks.
+
+    Args:
+        y_true: (N,) integer true labels.
+        y_pred: (N,) integer predicted labels.
+        n: how many to pick (at most N are returned).
+        seed: seed for the random choice.
+
+    Returns:
+        (min(n, N),) int64 array of distinct indices, in increasing order.
+    """
+    t = _labels(y_true, "y_true")
+    p = _labels(y_pred, "y_pred")
+    total = _same_length(y_true=t, y_pred=p)
+    n = min(_positive_int(n, "n"), total)
+    wrong = np.flatnonzero(t != p)
+    right = np.flatnonzero(t == p)
+    n_wrong = min(len(wrong), max(1, n // 3)) if n else 0
+    n_right = min(len(right), n - n_wrong)
+    n_wrong = min(len(wrong), n - n_right)  # too few right ones: show more wrong ones
+    rng = np.random.default_rng(seed)
+    picks = np.concatenate([rng.choice(wrong, size=n_wrong, replace=False),
+                            rng.choice(right, size=n_right, replace=False)])
+    return np.sort(picks).astype(np.int64)
+
+
+def plot_predictions(images, y_true, y_pred, class_names=None, n=25, path=None, show=False,
+                     seed=0):
+    """A grid of test images titled "pred X / true Y" (green if right, red if wrong).
+
+    The images are chosen by :func:`choose_examples`, so misclassified ones are
+    included whenever there are any.
+
+    Args:
+        images: (N, H, W) or (N, H, W, 1) greyscale images, uint8 (0..255) or
+            float in [0, 1] (other floats are scaled per image).
+        y_true: (N,) integer true labels.
+        y_pred: (N,) integer predicted labels.
+        class_names: names indexed by label; default the label numbers.
+        n: number of images (a 5 x 5 grid for 25).
+        path: where to save the PNG, or None.
+        show: call ``plt.show()`` instead of closing the figure.
+        seed: seed for choosing the images.
+
+    Returns:
+        The matplotlib Figure.
+    """
+    imgs, (vmin, vmax) = _gray_images(images)
+    t = _labels(y_true, "y_true")
+    p = _labels(y_pred, "y_pred")
+    total = _same_length(images=imgs, y_true=t, y_pred=p)
+    if total == 0:
+        raise ValueError("no images given (N == 0)")
+    names = _class_names(class_names, int(max(t.max(), p.max())) + 1)
+    idx = choose_examples(t, p, n, seed)
+
+    rows, cols = _grid_shape(len(idx))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows + 0.4),
+                             layout="constrained", squeeze=False)
+    n_wrong = int(np.sum(t[idx] != p[idx]))
+    fig.suptitle(f"{len(idx)} test images ({n_wrong} misclassified, titled in red)")
+    for ax, i in zip(axes.flat, idx):
+        ax.imshow(imgs[i], cmap="gray", vmin=vmin, vmax=vmax)
+        ok = t[i] == p[i]
+        ax.set_title(_pred_true_title(names[p[i]], names[t[i]]), fontsize=8,
+                     color=_RIGHT if ok else _WRONG)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[len(idx):]:
+        ax.axis("off")
+    return _finish(fig, path, show)
+
+
+# --------------------------------------------------------------------------- #
+# 5. Convolution filters
+# --------------------------------------------------------------------------- #
+
+def plot_filters(kernel, path=None, show=False):
+    """Each filter of a convolution kernel as a small image.
+
+    Args:
+        kernel: (KH, KW, C_in, F) weights (Keras layout). With C_in == 1 the
+            single channel is drawn; with C_in > 1, the mean over input channels.
+        path: where to save the PNG, or None.
+        show: call ``plt.show()`` instead of closing the figure.
+
+    Returns:
+        The matplotlib Figure: F panels in a near-square grid, each with a
+        diverging colormap ("bwr") centred at 0 and scaled to that filter's
+        largest absolute weight (blue negative, red positive).
+    """
+    w = np.asarray(kernel)
+    if w.ndim != 4:
+        raise ValueError(
+            f"kernel must have 4 dimensions, shape (KH, KW, C_in, F) (Keras layout); "
+            f"got {w.ndim} dimension(s), shape {w.shape}"
+        )
+    if w.dtype.kind not in "uif":
+        raise ValueError(f"kernel must be numeric, got dtype {w.dtype}")
+    kh, kw, c_in, f = w.shape
+    if min(w.shape) == 0:
+        raise ValueError(f"kernel has an empty dimension: shape {w.shape} (KH, KW, C_in, F)")
+    shown = w.astype(np.float64).mean(axis=2)  # (KH, KW, F)
+
+    rows, cols = _grid_shape(f)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 0.6, 1.4 * rows + 0.6),
+                             layout="constrained", squeeze=False)
+    how = "" if c_in == 1 else f", mean over {c_in} input channels"
+    fig.suptitle(f"{f} filters, {kh}x{kw}{how}")
+    for i, ax in enumerate(axes.flat):
+        if i >= f:
+            ax.axis("off")
+            continue
+        img = shown[:, :, i]
+        limit = float(np.max(np.abs(img))) or 1.0
+        ax.imshow(img, cmap="bwr", vmin=-limit, vmax=limit, interpolation="nearest")
+        ax.set_title(str(i), fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _finish(fig, path, show)
+
+
+# --------------------------------------------------------------------------- #
+# 6. Feature maps
+# --------------------------------------------------------------------------- #
+
+def plot_feature_maps(image, feature_maps, path=None, show=False, max_channels=16):
+    """The input image, then one row of channels per convolution output.
+
+    Args:
+        image: (H, W) or (H, W, 1) greyscale input image.
+        feature_maps: list of ``(name, array)`` pairs (or a dict name -> array),
+            one per layer, each array (H', W', C) for this one image (a leading
+            batch axis of size 1, (1, H', W', C), is dropped).
+        path: where to save the PNG, or None.
+        show: call ``plt.show()`` instead of closing the figure.
+        max_channels: at most this many channels (the first ones) per row.
+
+    Returns:
+        The matplotlib Figure: row 0 the input, row r the r-th map, labelled
+        with its layer name; each channel uses its own colour range.
+    """
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[-1] == 1:
+        img = img[..., 0]
+    if img.ndim != 2:
+        raise ValueError(f"image must have shape (H, W) or (H, W, 1); got shape {img.shape}")
+    max_channels = _positive_int(max_channels, "max_channels")
+    if isinstance(feature_maps, dict):
+        feature_maps = list(feature_maps.items())
+    entries = []
+    for k, entry in enumerate(feature_maps):
+        if not (isinstance(entry, (tuple, list)) and len(entry) == 2):
+            raise ValueError(f"feature_maps[{k}] must be a (name, array) pair, got {type(entry).__name__}")
+        name, fmap = entry
+        fmap = np.asarray(fmap)
+        if fmap.ndim == 4 and fmap.shape[0] == 1:
+            fmap = fmap[0]
+        if fmap.ndim != 3 or fmap.shape[-1] == 0:
+            raise ValueError(
+                f"feature map {name!r} must have shape (H', W', C) for one image; got shape {fmap.shape}"
+            )
+        entries.append((str(name), fmap))
+    if not entries:
+        raise ValueError("feature_maps is empty; expected a list of (name, array (H', W', C)) pairs")
+
+    cols = min(max_channels, max(fmap.shape[-1] for _, fmap in entries))
+    rows = 1 + len(entries)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols + 1.0, 1.35 * rows + 0.4),
+                             layout="constrained", squeeze=False)
+    fig.suptitle("Feature maps")
+    gray = (0, 255) if img.dtype == np.uint8 else (None, None)
+    ax = axes[0, 0]
+    ax.imshow(img, cmap="gray", vmin=gray[0], vmax=gray[1])
+    ax.set_ylabel(f"input\n{img.shape[0]}x{img.shape[1]}", fontsize=8)
+    for ax in axes[0, 1:]:
+        ax.axis("off")
+    for r, (name, fmap) in enumerate(entries, start=1):
+        c = fmap.shape[-1]
+        for j, ax in enumerate(axes[r]):
+            if j >= min(c, max_channels):
+                ax.axis("off")
+                continue
+            ax.imshow(fmap[:, :, j], cmap="viridis", interpolation="nearest")
+            ax.set_title(str(j), fontsize=6, pad=2)
+        shown = f"{min(c, max_channels)} of {c} ch" if c > max_channels else f"{c} ch"
+        axes[r, 0].set_ylabel(f"{name}\n{fmap.shape[0]}x{fmap.shape[1]}, {shown}", fontsize=8)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    return _finish(fig, path, show)
+
+
+# --------------------------------------------------------------------------- #
+# 7. Most confident mistakes
+# --------------------------------------------------------------------------- #
+
+def _probabilities(probs, n_expected: int) -> np.ndarray:
+    arr = np.asarray(probs, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise ValueError(f"probs must have shape (N, K) with K >= 2 classes; got shape {arr.shape}")
+    if arr.shape[0] != n_expected:
+        raise ValueError(f"probs has {arr.shape[0]} rows but y_true has {n_expected} labels; "
+                         f"expected shape ({n_expected}, K)")
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError("probs contains NaN or infinite values")
+    if arr.size and (arr.min() < -1e-6 or arr.max() > 1 + 1e-6):
+        raise ValueError(f"probs must be probabilities in [0, 1], got values in "
+                         f"[{arr.min():.3g}, {arr.max():.3g}] (apply softmax to logits first)")
+    return arr
+
+
+def most_confident_mistakes(y_true, probs, n=16):
+    """Indices of the n misclassified samples predicted most confidently.
+
+    A sample is misclassified when ``argmax(probs[i]) != y_true[i]``; its
+    confidence is the probability given to that wrong predicted class.
+
+    Args:
+        y_true: (N,) integer true labels.
+        probs: (N, K) predicted class probabilities.
+        n: at most this many indices are returned.
+
+    Returns:
+        int64 array of up to n indices, by confidence descending (ties by index);
+        empty if nothing is misclassified.
+    """
+    t = _labels(y_true, "y_true")
+    pr = _probabilities(probs, len(t))
+    n = _positive_int(n, "n")
+    if t.size and t.max() >= pr.shape[1]:
+        raise ValueError(f"y_true has label {t.max()} but probs has only {pr.shape[1]} classes")
+    pred = pr.argmax(axis=1)
+    wrong = np.flatnonzero(pred != t)
+    confidence = pr[wrong, pred[wrong]]
+    order = np.argsort(-confidence, kind="stable")
+    return wrong[order][:n].astype(np.int64)
+
+
+def plot_mistakes(images, y_true, probs, class_names=None, n=16, path=None, show=False):
+    """The most confidently wrong predictions, titled "pred X (97%) / true Y" in red.
+
+    Args:
+        images: (N, H, W) or (N, H, W, 1) greyscale images, uint8 or float in [0, 1].
+        y_true: (N,) integer true labels.
+        probs: (N, K) predicted probabilities (e.g. softmax outputs).
+        class_names: K names indexed by label; default the label numbers.
+        n: at most this many images, chosen by :func:`most_confident_mistakes`.
+        path: where to save the PNG, or None.
+        show: call ``plt.show()`` instead of closing the figure.
+
+    Returns:
+        The matplotlib Figure. With no mistakes it holds a message saying so.
+    """
+    imgs, (vmin, vmax) = _gray_images(images)
+    t = _labels(y_true, "y_true")
+    _same_length(images=imgs, y_true=t)
+    pr = _probabilities(probs, len(t))
+    names = _class_names(class_names, pr.shape[1], "probs columns")
+    idx = most_confident_mistakes(t, pr, n)
+
+    if len(idx) == 0:
+        fig, ax = plt.subplots(figsize=(6, 2.5), layout="constrained")
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"No mistakes: all {len(t)} predictions are correct.",
+                ha="center", va="center", fontsize=14, color=_RIGHT, transform=ax.transAxes)
+        return _finish(fig, path, show)
+
+    pred = pr.argmax(axis=1)
+    rows, cols = _grid_shape(len(idx))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows + 0.4),
+                             layout="constrained", squeeze=False)
+    total_wrong = int(np.sum(pred != t))
+    fig.suptitle(f"Most confident mistakes ({len(idx)} of {total_wrong} misclassified)")
+    for ax, i in zip(axes.flat, idx):
+        ax.imshow(imgs[i], cmap="gray", vmin=vmin, vmax=vmax)
+        conf = f" ({_percent(pr[i, pred[i]])})"
+        ax.set_title(_pred_true_title(names[pred[i]], names[t[i]], conf), fontsize=8, color=_WRONG)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[len(idx):]:
+        ax.axis("off")
+    return _finish(fig, path, show)

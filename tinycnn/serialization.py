@@ -1,0 +1,119 @@
+"""Saving and loading a model as one ``.npz`` file.
+
+The file holds plain arrays only, so loading it never runs code (``allow_pickle=False``):
+
+    tinycnn_format   format version (int); a newer one than this code knows is refused
+    architecture     JSON text: the input shape, dtype, and every layer's type and config
+    training         JSON text: the optimizer and loss given to ``compile`` (no optimizer state)
+    p/<i>/<name>     layer i's parameter ``name`` (e.g. p/0/kernel)
+    s/<i>/<name>     layer i's non-trainable state (e.g. a moving mean)
+
+Writes are atomic: the file is written under a temporary name in the same directory and then
+renamed over the target with ``os.replace``, so a crash never leaves half a model behind.
+"""
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT_VERSION = 1
+
+
+class ModelFileError(ValueError):
+    """A file that cannot be loaded as a tinycnn model; the message says why."""
+
+
+def save_model(model, path):
+    from .backend import to_numpy
+
+    if not model.built:
+        raise RuntimeError("Build or fit the model before saving it: it has no weights yet.")
+    path = os.fspath(path)
+    architecture = {
+        "class": "Sequential", "name": model.name, "input_shape": list(model.input_shape),
+        "dtype": model.dtype.name,
+        "layers": [{"type": type(layer).__name__, "config": layer.get_config()} for layer in model.layers],
+    }
+    training = None
+    if model.optimizer is not None:
+        training = {"optimizer": type(model.optimizer).__name__.lower(),
+                    "optimizer_config": model.optimizer.get_config(), "loss": model.loss.name}
+    arrays = {"tinycnn_format": np.array(FORMAT_VERSION),
+              "architecture": np.array(json.dumps(architecture)),
+              "training": np.array(json.dumps(training))}
+    for i, layer in enumerate(model.layers):
+        arrays.update({f"p/{i}/{k}": to_numpy(v) for k, v in layer.params.items()})
+        arrays.update({f"s/{i}/{k}": to_numpy(v) for k, v in layer.state.items()})
+    atomic_write(path, lambda f: np.savez(f, **arrays))
+
+
+def atomic_write(path, write):
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it into place."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
+    except OSError as err:
+        raise OSError(f"Cannot write {path!r}: the directory {directory!r} is missing or not "
+                      f"writable ({err.strerror}). Choose another path.") from err
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def load_model(path):
+    """Rebuild a model saved by ``model.save(path)``, weights and all, with no user code."""
+    from .layers import LAYERS
+    from .model import Sequential
+
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"No model file at {path!r}.")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as err:
+        raise ModelFileError(f"{path!r} is not a readable .npz file: it is truncated or corrupt "
+                             f"({err}). Save the model again.") from err
+    if "tinycnn_format" not in arrays or "architecture" not in arrays:
+        raise ModelFileError(f"{path!r} is an .npz file but not a tinycnn model "
+                             "(it has no 'tinycnn_format' entry).")
+    version = int(arrays["tinycnn_format"])
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{path!r} was saved in model format {version}, newer than this "
+                             f"tinycnn ({FORMAT_VERSION}) can read. Upgrade tinycnn.")
+    try:
+        arch = json.loads(str(arrays["architecture"]))
+        training = json.loads(str(arrays.get("training", np.array("null"))))
+        layers = []
+        for spec in arch["layers"]:
+            if spec["type"] not in LAYERS:
+                raise ModelFileError(f"{path!r} uses the layer type {spec['type']!r}, which this "
+                                     f"tinycnn does not know (known: {', '.join(sorted(LAYERS))}).")
+            layers.append(LAYERS[spec["type"]].from_config(spec["config"]))
+        model = Sequential(layers, name=arch.get("name", "sequential"))
+        model.build(tuple(arch["input_shape"]), arch["dtype"])
+    except ModelFileError:
+        raise
+    except (KeyError, TypeError, ValueError) as err:
+        raise ModelFileError(f"{path!r} has a damaged architecture entry ({err!r}).") from err
+    for i, layer in enumerate(model.layers):
+        for prefix, store in (("p", layer.params), ("s", layer.state)):
+            for name in store:
+                key = f"{prefix}/{i}/{name}"
+                if key not in arrays or arrays[key].shape != store[name].shape:
+                    raise ModelFileError(f"{path!r} is missing or has a wrongly shaped {key!r}.")
+                store[name][...] = arrays[key]
+    if training:
+        from .losses import get as get_loss
+        from .optimizers import OPTIMIZERS
+        model.compile(OPTIMIZERS[training["optimizer"]](**training["optimizer_config"]),
+                      get_loss(training["loss"]))
+    return model
