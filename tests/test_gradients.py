@@ -1,0 +1,107 @@
+"""Every backward pass, proven against central differences in float64 (max rel. error < 1e-6)."""
+
+import numpy as np
+import pytest
+
+from conftest import seed_model
+from tinycnn.gradcheck import check_layer, check_loss, check_model, rel_error
+from tinycnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Softmax
+from tinycnn.losses import SoftmaxCrossEntropy
+
+TOL = 1e-6
+
+
+def assert_all_close(errors):
+    worst = max(errors.values())
+    assert worst < TOL, f"gradient check failed: {errors}"
+
+
+def distinct_values(rng, shape, spacing=0.01):
+    """Distinct values far apart compared with h = 1e-5: no ties for max-pooling."""
+    n = int(np.prod(shape))
+    return ((rng.permutation(n) - n / 2) * spacing).reshape(shape).astype(np.float64)
+
+
+@pytest.mark.parametrize("kernel_size, strides, padding, shape", [
+    (3, 1, "valid", (2, 6, 6, 3)),
+    (3, 2, "valid", (2, 7, 7, 2)),
+    (3, 1, "same", (2, 5, 5, 2)),
+    (3, 2, "same", (2, 6, 5, 2)),
+    ((2, 3), 1, "valid", (2, 5, 6, 2)),
+    ((3, 2), (2, 1), "same", (1, 5, 4, 3)),   # non-square kernel and stride, batch 1
+    (1, 1, "valid", (3, 4, 4, 4)),
+])
+def test_conv2d(rng, kernel_size, strides, padding, shape):
+    layer = Conv2D(4, kernel_size, strides=strides, padding=padding, seed=0)
+    assert_all_close(check_layer(layer, rng.standard_normal(shape)))
+    assert set(layer.grads) == {"kernel", "bias"}
+
+
+@pytest.mark.parametrize("pool_size, strides, padding, shape", [
+    (2, None, "valid", (2, 6, 6, 3)),
+    (2, None, "same", (2, 5, 5, 2)),
+    (3, 2, "valid", (2, 7, 7, 2)),              # overlapping windows
+    (3, 2, "same", (1, 6, 6, 2)),
+    ((2, 3), (1, 2), "valid", (2, 5, 7, 2)),
+])
+def test_maxpool(rng, pool_size, strides, padding, shape):
+    layer = MaxPool2D(pool_size, strides=strides, padding=padding)
+    assert_all_close(check_layer(layer, distinct_values(rng, shape)))
+
+
+def test_dense(rng):
+    assert_all_close(check_layer(Dense(5, seed=0), rng.standard_normal((4, 7))))
+
+
+def test_dense_with_relu(rng):
+    layer = Dense(5, activation="relu", seed=0)
+    assert_all_close(check_layer(layer, rng.standard_normal((4, 7))))
+
+
+def test_relu_away_from_zero(rng):
+    x = rng.choice([-1, 1], size=(3, 4, 5)) * rng.uniform(0.1, 1.0, size=(3, 4, 5))
+    assert_all_close(check_layer(ReLU(), x))
+
+
+def test_softmax(rng):
+    assert_all_close(check_layer(Softmax(), rng.standard_normal((4, 6))))
+
+
+def test_flatten_and_reshape(rng):
+    assert_all_close(check_layer(Flatten(), rng.standard_normal((2, 3, 4, 2))))
+    assert_all_close(check_layer(Reshape((6, 4)), rng.standard_normal((2, 3, 4, 2))))
+
+
+def test_softmax_cross_entropy(rng):
+    logits = rng.standard_normal((5, 10))
+    labels = rng.integers(0, 10, size=5)
+    assert check_loss(SoftmaxCrossEntropy(), logits, labels) < TOL
+
+
+def test_seed_model_end_to_end(rng):
+    """The whole seed model, loss included: dL/dx and samples of every parameter gradient."""
+    model = seed_model(dtype="float64", seed=3)
+    model.compile("adam")
+    x = rng.uniform(0, 1, size=(2, 28, 28, 1))
+    y = np.array([3, 7])
+    errors = check_model(model, x, y, samples=40)
+    assert len(errors) == 1 + 8  # x and kernel/bias of four layers
+    assert_all_close(errors)
+
+
+class PermutedDense(Dense):
+    """A deliberately wrong backward: it reverses dout along the batch before using it."""
+
+    def backward(self, dout, apply_activation=True):
+        return super().backward(dout[::-1].copy(), apply_activation)
+
+
+def test_checker_catches_a_wrong_backward(rng):
+    errors = check_layer(PermutedDense(4, seed=0), rng.standard_normal((3, 5)))
+    assert errors["x"] > 1e-2 and errors["kernel"] > 1e-2
+
+
+def test_rel_error_definition():
+    assert rel_error([1.0, 2.0], [1.0, 2.0]) == 0.0
+    # |1 - 3| / (1 + 3) = 0.5 ; |0 - 0| / max(1e-8, 0) = 0
+    assert rel_error([1.0, 0.0], [3.0, 0.0]) == pytest.approx(0.5)

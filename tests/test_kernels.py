@@ -1,0 +1,129 @@
+"""The Numba kernels equal the NumPy references, on random shapes; and small hand-made cases."""
+
+import numpy as np
+import pytest
+
+from tinycnn.kernels import im2col as conv_kernels
+from tinycnn.kernels import pooling as pool_kernels
+from tinycnn.kernels.im2col import output_size, same_padding
+
+CASES = [
+    # (N, H, W, C), (KH, KW), (SH, SW), padding
+    ((2, 7, 6, 3), (3, 3), (1, 1), "valid"),
+    ((2, 7, 6, 3), (3, 3), (2, 2), "valid"),
+    ((1, 8, 8, 1), (3, 3), (1, 1), "same"),      # batch 1, one channel
+    ((3, 9, 7, 2), (3, 3), (2, 2), "same"),
+    ((2, 6, 9, 4), (2, 5), (1, 2), "same"),      # non-square kernel and stride
+    ((2, 5, 5, 2), (1, 1), (1, 1), "valid"),
+    ((2, 10, 10, 5), (4, 2), (3, 1), "valid"),
+]
+
+
+def pad_for(shape, k, s, padding):
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    return same_padding(shape[1], k[0], s[0]) + same_padding(shape[2], k[1], s[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, k, s, padding", CASES)
+def test_im2col_col2im_match_reference(rng, shape, k, s, padding, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    pad = pad_for(shape, k, s, padding)
+    cols = conv_kernels.im2col(x, *k, s, pad)
+    np.testing.assert_array_equal(cols, conv_kernels.im2col_reference(x, *k, s, pad))
+    assert cols.dtype == dtype
+    dcols = rng.standard_normal(cols.shape).astype(dtype)
+    fast = conv_kernels.col2im(dcols, shape, *k, s, pad)
+    ref = conv_kernels.col2im_reference(dcols, shape, *k, s, pad)
+    np.testing.assert_allclose(fast, ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    assert fast.dtype == dtype
+
+
+@pytest.mark.parametrize("shape, k, s, padding", CASES)
+def test_col2im_is_the_adjoint_of_im2col(rng, shape, k, s, padding):
+    """<im2col(x), c> == <x, col2im(c)> for all x, c: that is what 'transpose' means."""
+    pad = pad_for(shape, k, s, padding)
+    x = rng.standard_normal(shape)
+    c = rng.standard_normal(conv_kernels.im2col(x, *k, s, pad).shape)
+    lhs = np.sum(conv_kernels.im2col(x, *k, s, pad) * c)
+    rhs = np.sum(x * conv_kernels.col2im(c, shape, *k, s, pad))
+    assert lhs == pytest.approx(rhs, rel=1e-10)
+
+
+def test_im2col_worked_example_from_the_docstring():
+    """The 4x4 image, 3x3 kernel example: rows are windows, columns run over (kh, kw)."""
+    x = np.arange(16, dtype=np.float64).reshape(1, 4, 4, 1)   # a=0, b=1, ..., p=15
+    cols = conv_kernels.im2col(x, 3, 3, (1, 1), (0, 0, 0, 0))
+    expected = np.array([[0, 1, 2, 4, 5, 6, 8, 9, 10],
+                         [1, 2, 3, 5, 6, 7, 9, 10, 11],
+                         [4, 5, 6, 8, 9, 10, 12, 13, 14],
+                         [5, 6, 7, 9, 10, 11, 13, 14, 15]], dtype=np.float64)
+    np.testing.assert_array_equal(cols, expected)
+    # col2im of all ones counts how many windows read each pixel.
+    counts = conv_kernels.col2im(np.ones_like(cols), x.shape, 3, 3, (1, 1), (0, 0, 0, 0))[0, :, :, 0]
+    np.testing.assert_array_equal(counts, [[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]])
+
+
+def test_keras_same_padding_puts_the_extra_pixel_after():
+    assert same_padding(5, 3, 1) == (1, 1)
+    assert same_padding(6, 3, 2) == (0, 1)     # out 3; total (3-1)*2+3-6 = 1, at the bottom
+    assert same_padding(5, 2, 2) == (0, 1)
+    assert same_padding(4, 1, 1) == (0, 0)
+    assert output_size(28, 3, 1, 0, 0) == 26
+    assert output_size(7, 3, 2, 0, 0) == 3
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, k, s, padding", CASES)
+def test_maxpool_matches_reference(rng, shape, k, s, padding, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    pad = pad_for(shape, k, s, padding)
+    y, argmax = pool_kernels.maxpool_forward(x, *k, s, pad)
+    y_ref, argmax_ref = pool_kernels.maxpool_forward_reference(x, *k, s, pad)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(argmax, argmax_ref)
+    dout = rng.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_allclose(pool_kernels.maxpool_backward(dout, argmax, shape),
+                               pool_kernels.maxpool_backward_reference(dout, argmax_ref, shape), rtol=1e-6)
+
+
+def test_maxpool_ties_pick_the_first_in_reading_order():
+    x = np.zeros((1, 2, 2, 1))                    # every entry ties
+    y, argmax = pool_kernels.maxpool_forward(x, 2, 2, (2, 2), (0, 0, 0, 0))
+    assert argmax[0, 0, 0, 0] == 0
+    _, argmax_ref = pool_kernels.maxpool_forward_reference(x, 2, 2, (2, 2), (0, 0, 0, 0))
+    assert argmax_ref[0, 0, 0, 0] == 0
+    x = np.array([1.0, 5.0, 5.0, 2.0]).reshape(1, 2, 2, 1)   # tie between positions 1 and 2
+    _, argmax = pool_kernels.maxpool_forward(x, 2, 2, (2, 2), (0, 0, 0, 0))
+    assert argmax[0, 0, 0, 0] == 1
+
+
+def test_maxpool_same_padding_is_minus_infinity_not_zero():
+    """A window of negative numbers partly in the padding must return a negative maximum."""
+    x = -np.arange(1, 10, dtype=np.float64).reshape(1, 3, 3, 1)   # -1 ... -9
+    pad = same_padding(3, 2, 2) + same_padding(3, 2, 2)              # (0, 1, 0, 1)
+    y, _ = pool_kernels.maxpool_forward(x, 2, 2, (2, 2), pad)
+    np.testing.assert_array_equal(y[0, :, :, 0], [[-1, -3], [-7, -9]])
+    y_ref, _ = pool_kernels.maxpool_forward_reference(x, 2, 2, (2, 2), pad)
+    np.testing.assert_array_equal(y_ref[0, :, :, 0], [[-1, -3], [-7, -9]])
+
+
+def test_jit_falls_back_when_numba_cannot_cache(monkeypatch):
+    """No writable cache directory: the kernel still compiles and runs, with one warning."""
+    import numba
+    from tinycnn.kernels import jit as jit_module
+
+    real_njit = numba.njit
+
+    def refusing_njit(*args, cache=False, **kwargs):
+        if cache:
+            raise RuntimeError("cannot cache function 'f': no locator available for file 'x.py'")
+        return real_njit(*args, **kwargs)
+
+    monkeypatch.setattr(jit_module.numba, "njit", refusing_njit)
+    with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR"):
+        @jit_module.jit()
+        def double(a):
+            return a * 2
+    assert double(21) == 42

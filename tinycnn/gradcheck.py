@@ -1,0 +1,117 @@
+"""Prove a backward pass right by comparing it with finite differences.
+
+For any function f of an array x, the central difference
+
+    df/dx_i  ≈  (f(x + h e_i) - f(x - h e_i)) / (2h)
+
+has an error of order h², so with h = 1e-5 in float64 it matches a correct analytic gradient to
+about 1e-8 relative error, while a wrong one is off by order 1.
+
+A layer maps x to y, and ``backward(dout)`` claims to return dL/dx for a loss whose gradient
+with respect to y is ``dout``. We make that loss explicit, L = sum(y * dout), with a *random*
+``dout`` (all ones would hide bugs that mix up or permute outputs), and differentiate it
+numerically with respect to x and to every parameter.
+
+The error reported is the cs231n relative error, max_i |a_i - b_i| / max(1e-8, |a_i| + |b_i|).
+
+Point it at your own layer:
+
+    >>> from tinycnn.gradcheck import check_layer
+    >>> check_layer(MyLayer(), x)            # x: float64 array; returns {"x": err, "kernel": err, ...}
+"""
+
+import numpy as np
+
+
+def rel_error(a, b):
+    """max |a - b| / max(1e-8, |a| + |b|), element-wise then the worst element."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"Cannot compare gradients of shapes {a.shape} and {b.shape}.")
+    if a.size == 0:
+        return 0.0
+    return float(np.max(np.abs(a - b) / np.maximum(1e-8, np.abs(a) + np.abs(b))))
+
+
+def numerical_gradient(f, x, h=1e-5, indices=None):
+    """Central differences of the scalar function ``f()`` with respect to array ``x``.
+
+    ``x`` is perturbed in place, one entry at a time, and restored; ``f`` must read it.
+    ``indices`` (flat positions) limits the work to those entries; the others stay 0.
+    """
+    if x.dtype != np.float64:
+        raise TypeError(f"Gradient checks need float64 (got {x.dtype}): float32 rounding at "
+                        "h = 1e-5 would swamp the difference.")
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size) if indices is None else indices:
+        old = flat[i]
+        flat[i] = old + h
+        plus = f()
+        flat[i] = old - h
+        minus = f()
+        flat[i] = old
+        gflat[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+def check_layer(layer, x, seed=0, h=1e-5, training=True):
+    """Relative errors of ``layer``'s backward pass: {"x": ..., "<param>": ...} for every param.
+
+    ``x`` must be float64; the layer is built from it on first use (so its parameters are
+    float64 too). The upstream gradient is random, drawn from ``seed``.
+    """
+    x = np.array(x, dtype=np.float64)
+    y = layer.forward(x, training=training)
+    dout = np.random.default_rng(seed).standard_normal(y.shape)
+
+    def loss():
+        return float(np.sum(layer.forward(x, training=training) * dout))
+
+    layer.forward(x, training=training)
+    dx = layer.backward(dout)
+    analytic = {"x": dx, **{name: g.copy() for name, g in layer.grads.items()}}
+    errors = {"x": rel_error(dx, numerical_gradient(loss, x, h))}
+    for name, param in layer.params.items():
+        errors[name] = rel_error(analytic[name], numerical_gradient(loss, param, h))
+    return errors
+
+
+def check_loss(loss, logits, labels, h=1e-5):
+    """Relative error of a loss's backward (dL/dlogits) against finite differences."""
+    logits = np.array(logits, dtype=np.float64)
+    loss.forward(logits, labels)
+    analytic = loss.backward()
+    return rel_error(analytic, numerical_gradient(lambda: float(loss.forward(logits, labels)), logits, h))
+
+
+def check_model(model, x, y, h=1e-5, samples=None, seed=0):
+    """End to end: errors of dL/dx and of every parameter of every layer, L the model's loss.
+
+    Runs the same path as training (logits, fused loss, backward through every layer) without
+    the optimizer step. Returns {"x": ..., "<layer>/<param>": ...}. A whole model has too many
+    parameters to perturb one by one, so ``samples=k`` checks k random entries of each array
+    (all of them when it has fewer), as cs231n's ``grad_check_sparse`` does.
+    """
+    x = np.array(x, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+
+    def compare(analytic, array, f):
+        idx = None if samples is None or array.size <= samples else rng.choice(array.size, samples, replace=False)
+        numeric = numerical_gradient(f, array, h, idx)
+        if idx is None:
+            return rel_error(analytic, numeric)
+        return rel_error(analytic.reshape(-1)[idx], numeric.reshape(-1)[idx])
+
+    def loss():
+        return float(model.loss.forward(model._forward_logits(x, training=True), y))
+
+    loss()
+    dx = model._backward_logits(model.loss.backward())
+    analytic = {f"{layer.name}/{k}": g.copy() for layer in model.layers for k, g in layer.grads.items()}
+    errors = {"x": compare(dx, x, loss)}
+    for layer in model.layers:
+        for name, param in layer.params.items():
+            key = f"{layer.name}/{name}"
+            errors[key] = compare(analytic[key], param, loss)
+    return errors
