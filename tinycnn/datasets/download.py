@@ -261,9 +261,10 @@ def stream_with_retries(
             delay = backoff * 2**attempt
             logger.warning("Downloading %s failed (%s); retrying in %.3g s.", url, reason, delay)
             time.sleep(delay)
+    offline = "" if isinstance(error, requests.HTTPError) else "Are you offline? "
     raise DownloadError(
-        f"Could not download {url} after {retries + 1} attempts; last error: {reason}. "
-        f"\nAre you offline? {advice}"
+        f"Could not download {url} after {retries + 1} attempts; last error: {reason}.\n"
+        f"{offline}{advice}"
     ) from error
 
 
