@@ -109,7 +109,7 @@ def col2im_reference(cols, x_shape, kh, kw, stride, pad):
 #   input column w = ow*SW + kw - PL
 # ---------------------------------------------------------------------------------------------
 
-@jit(parallel=True)
+@jit()
 def _im2col_numba(x, kh, kw, sh, sw, pt, pl, oh, ow):
     n, h, w, c = x.shape
     cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
@@ -129,7 +129,7 @@ def _im2col_numba(x, kh, kw, sh, sw, pt, pl, oh, ow):
     return cols.reshape(n * oh * ow, kh * kw * c)
 
 
-@jit(parallel=True)
+@jit()
 def _col2im_numba(cols, n, h, w, c, kh, kw, sh, sw, pt, pl, oh, ow):
     cols = cols.reshape(n, oh, ow, kh, kw, c)
     dx = np.zeros((n, h, w, c), dtype=cols.dtype)

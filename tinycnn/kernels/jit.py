@@ -5,6 +5,14 @@ first run of the library pays the compile time. Numba stores it beside the sourc
 ``__pycache__``) or, when that is read-only, in ``NUMBA_CACHE_DIR`` or the user's cache directory.
 If no writable place exists at all, Numba refuses ``cache=True``; we then compile in memory every
 run and say so once, instead of failing to import.
+
+Serial by default. The kernels' outer loops are written with ``prange`` over images and are free
+of races (every output element is written by one iteration), so ``parallel=True`` would spread
+them over Numba's thread pool. On the 2-core machines we measure on, that is much slower: NumPy's
+BLAS keeps its own threads spinning between matrix products, the two pools fight for the cores,
+and a training step of the MNIST CNN took up to 50 times longer. Serial kernels next to a
+multi-threaded BLAS were fastest (see ``benchmarks/kernels.py``). Without ``parallel=True``,
+``prange`` is simply ``range``.
 """
 
 import warnings
@@ -12,7 +20,10 @@ import warnings
 import numba
 
 
-def jit(parallel=False):
+PARALLEL = False
+
+
+def jit(parallel=PARALLEL):
     """Decorator: compile a kernel with Numba in nopython mode, cached on disk when possible."""
 
     def decorate(fn):

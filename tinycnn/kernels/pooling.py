@@ -62,7 +62,7 @@ def maxpool_backward_reference(dout, argmax, x_shape):
 # Numba kernels
 # ---------------------------------------------------------------------------------------------
 
-@jit(parallel=True)
+@jit()
 def _maxpool_forward_numba(x, ph, pw, sh, sw, pt, pl, oh, ow):
     n, h, w, c = x.shape
     y = np.empty((n, oh, ow, c), dtype=x.dtype)
@@ -88,7 +88,7 @@ def _maxpool_forward_numba(x, ph, pw, sh, sw, pt, pl, oh, ow):
     return y, argmax
 
 
-@jit(parallel=True)
+@jit()
 def _maxpool_backward_numba(dout, argmax, h, w):
     n, oh, ow, c = dout.shape
     dx = np.zeros((n, h, w, c), dtype=dout.dtype)
