@@ -32,26 +32,36 @@ import matplotlib
 _NON_INTERACTIVE = {"agg", "pdf", "ps", "svg", "pgf", "cairo", "template"}
 
 
-def _has_display() -> bool:
-    """Whether a GUI window could be opened (only Linux/BSD-style X11/Wayland can lack one)."""
-    if sys.platform.startswith(("win", "darwin")) or sys.platform == "cygwin":
-        return True
-    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+def _should_use_agg(environ, platform: str, pyplot_loaded: bool, chosen_backend) -> bool:
+    """Whether to select "Agg": only when headless and nobody has chosen a backend.
+
+    Args:
+        environ: the environment (``os.environ``).
+        platform: ``sys.platform``.
+        pyplot_loaded: whether ``matplotlib.pyplot`` was already imported.
+        chosen_backend: the backend explicitly set via ``matplotlib.use()`` or
+            matplotlibrc, or None when matplotlib would auto-detect one.
+    """
+    if environ.get("MPLBACKEND"):
+        return False  # an explicit choice by the user: respect it
+    if pyplot_loaded:
+        return False  # pyplot is already set up; switching under it would surprise the user
+    if platform.startswith(("win", "darwin", "cygwin")):
+        return False  # these always have a window system
+    if environ.get("DISPLAY") or environ.get("WAYLAND_DISPLAY"):
+        return False  # let matplotlib pick an interactive backend so show=True works
+    if chosen_backend and (chosen_backend.lower() in _NON_INTERACTIVE
+                           or chosen_backend.startswith("module://")):
+        return False  # the user already chose a backend that works without a display
+    return True
 
 
 def _select_backend() -> None:
     """Select "Agg" on a headless machine, unless the user already chose a backend."""
-    if os.environ.get("MPLBACKEND"):
-        return  # an explicit choice by the user: respect it
-    if "matplotlib.pyplot" in sys.modules:
-        return  # pyplot is already set up; switching under it would surprise the user
-    if _has_display():
-        return  # let matplotlib pick an interactive backend so show=True works
     get_backend_or_none = getattr(matplotlib.rcParams, "_get_backend_or_none", None)
     chosen = get_backend_or_none() if get_backend_or_none is not None else None
-    if chosen and (chosen.lower() in _NON_INTERACTIVE or chosen.startswith("module://")):
-        return  # the user called matplotlib.use() with a backend that works headless
-    matplotlib.use("Agg")
+    if _should_use_agg(os.environ, sys.platform, "matplotlib.pyplot" in sys.modules, chosen):
+        matplotlib.use("Agg")
 
 
 _select_backend()
@@ -146,7 +156,9 @@ def _finish(fig, path, show):
         plt.close(fig)
         raise
     if show:
-        plt.show()
+        plt.show()  # blocks until the window is closed (interactive backends)
+        if matplotlib.get_backend().lower() in _NON_INTERACTIVE:
+            plt.close(fig)  # nothing could be shown (matplotlib warns); don't keep it open
     else:
         plt.close(fig)
     return fig
@@ -298,11 +310,12 @@ def plot_history(history, path=None, show=False):
         )
 
     x = np.arange(1, epochs + 1)
+    size = 4 if epochs <= 30 else 2.5  # markers keep a single epoch visible
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
     for ax, key, title in ((ax_acc, "accuracy", "Accuracy"), (ax_loss, "loss", "Loss")):
-        ax.plot(x, series[key], "-o", color="tab:blue", markersize=4, label="training")
+        ax.plot(x, series[key], "-o", color="tab:blue", markersize=size, label="training")
         if f"val_{key}" in series:
-            ax.plot(x, series[f"val_{key}"], "--s", color="tab:orange", markersize=4,
+            ax.plot(x, series[f"val_{key}"], "--s", color="tab:orange", markersize=size,
                     label="validation")
         ax.set_title(f"{title} per epoch")
         ax.set_xlabel("epoch")
