@@ -7,6 +7,8 @@
 ``self.model.stop_training = True``.
 """
 
+import time
+
 
 class Callback:
     """Base class: every hook does nothing. ``self.model`` is set by ``fit``."""
@@ -35,16 +37,22 @@ class Callback:
 class History(Callback):
     """Records the logs of every epoch: ``history.history["loss"]`` is a list, one per epoch.
 
-    ``fit`` always adds one and returns it. ``epoch`` lists the epoch indices (from 0), and
-    ``interrupted`` says whether Ctrl-C stopped training early.
+    ``fit`` always adds one and returns it. ``epoch`` lists the epoch indices (from 0),
+    ``seconds`` the wall-clock time of each epoch (validation included), and ``interrupted``
+    says whether Ctrl-C stopped training early.
     """
 
     def __init__(self):
         self.history = {}
         self.epoch = []
+        self.seconds = []
         self.interrupted = False
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))

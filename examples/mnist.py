@@ -1,0 +1,199 @@
+"""Train the classic Keras MNIST CNN with tinycnn, and show what it learned.
+
+    python examples/mnist.py                         # MNIST, 5 epochs, batch 32, as in Keras
+    python examples/mnist.py --dataset fashion-mnist --data /usr/share/datasets/fashion-mnist
+    python examples/mnist.py --epochs 1 --limit 2000 # a quick look
+
+It downloads mnist.npz (the file Keras uses) once into ~/.tinycnn/datasets, checks its SHA-256,
+trains with a held-out 10% for validation, evaluates once on the test set, and writes to a new
+folder under runs/: history.png, confusion_matrix.png, predictions.png, model.npz and
+metrics.json. Every option is in --help.
+"""
+
+import argparse
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--epochs", type=int, default=5, help="passes over the training set")
+    p.add_argument("--batch-size", type=int, default=32, help="images per gradient step")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed for the weights and the shuffling")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    p.add_argument("--data", metavar="PATH",
+                   help="a local mnist.npz, or a directory with the four Fashion-MNIST IDX files")
+    p.add_argument("--data-url", metavar="URL",
+                   help="a mirror: the mnist.npz URL (give --sha256 too), or for fashion-mnist "
+                        "the base URL of the four .gz files (checked against the official hashes)")
+    p.add_argument("--sha256", metavar="HEX", help="SHA-256 of the file at --data-url (mnist)")
+    p.add_argument("--cache-dir", metavar="DIR",
+                   help="where downloads are kept (default: $TINYCNN_HOME/datasets or ~/.tinycnn/datasets)")
+    p.add_argument("--out", metavar="DIR", help="where this run's files go (default: a new folder under runs/)")
+    p.add_argument("--limit", type=int, metavar="N", help="train on the first N training images only")
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to train")
+    p.add_argument("--show", action="store_true", help="also open the figures in windows")
+    args = p.parse_args(argv)
+    for name in ("epochs", "batch_size", "limit"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.sha256 and not args.data_url:
+        p.error("--sha256 goes with --data-url (the hash of the mirror's file)")
+    if args.dataset == "mnist" and args.data_url and not args.sha256:
+        p.error("--data-url needs --sha256: every download is checked against its hash")
+    return args
+
+
+def new_run_dir(base="runs"):
+    """A folder under ``base`` named after the time, never one that exists already."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for k in range(1, 1000):
+        path = os.path.join(base, stamp if k == 1 else f"{stamp}-{k}")
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"Could not create a new run folder under {base!r}")
+
+
+def prepare_out_dir(out):
+    """Create the output folder before training, so a bad path fails in seconds, not after an hour."""
+    try:
+        path = new_run_dir() if out is None else out
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".write-test")
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError as err:
+        sys.exit(f"error: cannot write to the output folder {out or 'runs/'!r} ({err.strerror}). "
+                 "Choose another with --out DIR.")
+    return path
+
+
+def load_dataset(args):
+    """(x_train, y_train), (x_test, y_test), class names, and a description of the source."""
+    from tinycnn.datasets import fashion_mnist, mnist
+
+    if args.dataset == "mnist":
+        kwargs = {"path": args.data, "cache_dir": args.cache_dir}
+        if args.data_url:
+            kwargs.update(url=args.data_url, sha256=args.sha256)
+        source = args.data or args.data_url or mnist.DEFAULT_URL
+        return mnist.load_data(**kwargs), mnist.CLASS_NAMES, source
+    kwargs = {"path": args.data, "cache_dir": args.cache_dir}
+    if args.data_url:
+        kwargs["base_url"] = args.data_url
+    source = args.data or args.data_url or fashion_mnist.DEFAULT_BASE_URL
+    return fashion_mnist.load_data(**kwargs), fashion_mnist.CLASS_NAMES, source
+
+
+def build_model(seed):
+    """The Keras MNIST CNN, line for line."""
+    from tinycnn import Sequential
+    from tinycnn.layers import Conv2D, Dense, Flatten, MaxPool2D
+
+    return Sequential([
+        Conv2D(32, 3, activation="relu"),
+        MaxPool2D(2),
+        Conv2D(64, 3, activation="relu"),
+        MaxPool2D(2),
+        Flatten(),
+        Dense(64, activation="relu"),
+        Dense(10, activation="softmax"),
+    ], input_shape=(28, 28, 1), seed=seed)
+
+
+def write_json(path, data):
+    from tinycnn.serialization import atomic_write
+    atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    out = prepare_out_dir(args.out)
+
+    import numba
+    import numpy as np
+
+    import tinycnn
+    from tinycnn.datasets import DatasetError
+    from tinycnn.optimizers import Adam
+
+    try:
+        ((x_train, y_train), (x_test, y_test)), class_names, source = load_dataset(args)
+    except (DatasetError, FileNotFoundError) as err:
+        sys.exit(f"error: {err}")
+    if args.limit:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+
+    # Preprocessing, as in the Keras example: pixels 0..255 -> floats in [0, 1], and a channel
+    # axis, since images are (N, height, width, channels): (N, 28, 28) -> (N, 28, 28, 1).
+    x_train = (x_train.astype("float32") / 255.0)[..., None]
+    x_test = (x_test.astype("float32") / 255.0)[..., None]
+    print(f"{args.dataset}: {len(x_train)} training and {len(x_test)} test images of shape {x_train.shape[1:]}")
+
+    model = build_model(args.seed)
+    if args.device != "cpu":
+        try:
+            model.to(args.device)
+        except RuntimeError as err:
+            sys.exit(f"error: {err}")
+    model.summary()
+    model.compile(optimizer=Adam(learning_rate=args.lr), loss="sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                        validation_split=0.1, seed=args.seed)
+
+    test_loss, test_accuracy = model.evaluate(x_test, y_test)
+    print(f"Test accuracy: {test_accuracy:.4f}")
+    probs = model.predict(x_test)
+    y_pred = probs.argmax(axis=1)
+
+    from tinycnn import plotting
+
+    paths = {
+        "history": os.path.join(out, "history.png"),
+        "confusion_matrix": os.path.join(out, "confusion_matrix.png"),
+        "predictions": os.path.join(out, "predictions.png"),
+        "model": os.path.join(out, "model.npz"),
+        "metrics": os.path.join(out, "metrics.json"),
+    }
+    plotting.plot_history(history.history, path=paths["history"], show=args.show)
+    plotting.plot_confusion_matrix(y_test, y_pred, class_names=class_names,
+                                   path=paths["confusion_matrix"], show=args.show)
+    plotting.plot_predictions(x_test[..., 0], y_test, y_pred, class_names=class_names,
+                              path=paths["predictions"], show=args.show, seed=args.seed)
+    model.save(paths["model"])
+    write_json(paths["metrics"], {
+        "test_loss": test_loss,
+        "test_accuracy": test_accuracy,
+        "history": history.history,
+        "seconds_per_epoch": history.seconds,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "learning_rate": args.lr,
+        "seed": args.seed,
+        "dataset": args.dataset,
+        "data_source": source,
+        "train_images": int(len(x_train)),
+        "device": args.device,
+        "versions": {"tinycnn": tinycnn.__version__, "numpy": np.__version__, "numba": numba.__version__,
+                     "python": sys.version.split()[0]},
+    })
+    print("Wrote:")
+    for path in paths.values():
+        print(f"  {path}")
+    return test_accuracy
+
+
+if __name__ == "__main__":
+    main()

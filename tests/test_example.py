@@ -1,0 +1,76 @@
+"""examples/mnist.py end to end, as a subprocess, against the loopback server: no network."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import matplotlib.image
+import pytest
+
+from loopback_server import loopback_server, make_mnist_npz  # noqa: F401
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "examples", "mnist.py")
+
+
+def run_script(*args, cwd=None):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True,
+                          env=env, cwd=cwd or ROOT, timeout=300)
+
+
+def test_one_epoch_end_to_end(loopback_server, tmp_path):  # noqa: F811
+    payload, sha256 = make_mnist_npz(n_train=400, n_test=100)
+    url = loopback_server.add("/mnist.npz", payload)
+    out = tmp_path / "run"
+    result = run_script("--epochs", "1", "--limit", "300", "--data-url", url, "--sha256", sha256,
+                        "--cache-dir", str(tmp_path / "cache"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Test accuracy: 0." in result.stdout
+    assert "Total params: 121,930" in result.stdout
+    for name in ("history.png", "confusion_matrix.png", "predictions.png"):
+        image = matplotlib.image.imread(out / name)
+        assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
+        assert image.reshape(-1, image.shape[2]).std(axis=0).max() > 0.01   # not a blank image
+    assert (out / "model.npz").stat().st_size > 100_000
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("test_loss", "test_accuracy", "history", "seconds_per_epoch", "data_source", "seed", "versions"):
+        assert key in metrics
+    assert set(metrics["versions"]) >= {"tinycnn", "numpy", "numba"}
+    assert metrics["data_source"] == url and metrics["train_images"] == 300
+    assert len(metrics["history"]["val_accuracy"]) == 1 and len(metrics["seconds_per_epoch"]) == 1
+    assert loopback_server.count("/mnist.npz") == 1
+
+
+def test_help_lists_every_option():
+    result = run_script("--help")
+    assert result.returncode == 0
+    for option in ("--epochs", "--batch-size", "--lr", "--seed", "--dataset", "--data", "--data-url",
+                   "--sha256", "--cache-dir", "--out", "--limit", "--show", "--device"):
+        assert option in result.stdout
+
+
+def test_unwritable_output_folder_fails_before_training(tmp_path):
+    (tmp_path / "afile").write_text("")
+    result = run_script("--out", str(tmp_path / "afile" / "run"), "--data", str(tmp_path / "none.npz"))
+    assert result.returncode != 0
+    assert "cannot write to the output folder" in result.stderr and "--out" in result.stderr
+
+
+def test_missing_local_data_is_a_clear_error(tmp_path):
+    result = run_script("--data", str(tmp_path / "none.npz"), "--out", str(tmp_path / "o"))
+    assert result.returncode != 0 and "none.npz" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_default_output_folders_never_overwrite(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("mnist_example", SCRIPT)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    monkeypatch.chdir(tmp_path)
+    first, second = example.new_run_dir(), example.new_run_dir()
+    assert first != second and os.path.isdir(first) and os.path.isdir(second)
+    assert os.path.dirname(first) == "runs"

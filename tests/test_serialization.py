@@ -1,0 +1,133 @@
+"""model.save / tinycnn.load_model: a round trip, and a clear error for every kind of bad file."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from conftest import seed_model
+from tinycnn import Sequential, load_model
+from tinycnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Softmax
+from tinycnn.serialization import FORMAT_VERSION, ModelFileError
+
+
+@pytest.fixture
+def trained(rng):
+    model = seed_model(seed=5)
+    model.compile("adam")
+    x = rng.random((64, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, size=64)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, seed=0)
+    return model, x
+
+
+def test_round_trip_gives_identical_predictions(trained, tmp_path):
+    model, x = trained
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = load_model(path)
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert [type(a) for a in loaded.layers] == [type(b) for b in model.layers]
+    assert [a.get_config() for a in loaded.layers] == [b.get_config() for b in model.layers]
+    assert loaded.optimizer is not None and loaded.optimizer.learning_rate == model.optimizer.learning_rate
+    assert not [f for f in os.listdir(tmp_path) if f != "model.npz"]   # no temporary file left
+
+
+def test_every_layer_type_round_trips(tmp_path, rng):
+    model = Sequential([Conv2D(3, (2, 3), strides=(2, 1), padding="same", activation="relu"),
+                        MaxPool2D(2, strides=1, padding="same"), ReLU(), Flatten(),
+                        Reshape((4 * 6 * 3,)), Dense(4), Softmax()],
+                       input_shape=(7, 6, 2), seed=1)
+    x = rng.random((3, 7, 6, 2), dtype=np.float32)
+    model.save(tmp_path / "m.npz")
+    np.testing.assert_array_equal(load_model(tmp_path / "m.npz").predict(x), model.predict(x))
+
+
+def test_float64_model_round_trips(tmp_path):
+    model = seed_model(dtype="float64")
+    model.save(tmp_path / "m.npz")
+    assert load_model(tmp_path / "m.npz").layers[0].params["kernel"].dtype == np.float64
+
+
+def test_loading_runs_no_code(trained, tmp_path):
+    """The file holds only plain arrays: np.load with allow_pickle=False reads all of it."""
+    model, _ = trained
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
+        assert all(f[k].dtype != object for k in f.files)
+        arch = json.loads(str(f["architecture"]))
+    assert arch["layers"][0]["type"] == "Conv2D"
+
+
+def test_truncated_file(trained, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / "m.npz")
+    data = (tmp_path / "m.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="truncated or corrupt"):
+        load_model(tmp_path / "cut.npz")
+
+
+def test_not_a_model(tmp_path):
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(ModelFileError, match="not a tinycnn model"):
+        load_model(tmp_path / "other.npz")
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(ModelFileError, match="truncated or corrupt"):
+        load_model(tmp_path / "text.npz")
+    with pytest.raises(FileNotFoundError):
+        load_model(tmp_path / "missing.npz")
+
+
+def _rewrite(src, dst, **changes):
+    with np.load(src, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    arrays.update(changes)
+    np.savez(dst, **arrays)
+
+
+def test_newer_format_version(trained, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / "m.npz")
+    _rewrite(tmp_path / "m.npz", tmp_path / "new.npz", tinycnn_format=np.array(FORMAT_VERSION + 1))
+    with pytest.raises(ModelFileError, match="newer.*Upgrade tinycnn"):
+        load_model(tmp_path / "new.npz")
+
+
+def test_unknown_layer_type(trained, tmp_path):
+    model, _ = trained
+    model.save(tmp_path / "m.npz")
+    with np.load(tmp_path / "m.npz", allow_pickle=False) as f:
+        arch = json.loads(str(f["architecture"]))
+    arch["layers"][1]["type"] = "Teleport2D"
+    _rewrite(tmp_path / "m.npz", tmp_path / "unknown.npz", architecture=np.array(json.dumps(arch)))
+    with pytest.raises(ModelFileError, match="Teleport2D"):
+        load_model(tmp_path / "unknown.npz")
+
+
+def test_save_is_atomic_and_reports_a_bad_directory(trained, tmp_path, monkeypatch):
+    model, _ = trained
+    target = tmp_path / "m.npz"
+    model.save(target)
+    before = target.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"half a file")
+        raise KeyboardInterrupt                     # Ctrl-C in the middle of writing
+
+    monkeypatch.setattr(np, "savez", broken_savez)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(target)
+    assert target.read_bytes() == before           # the old model is intact
+    assert os.listdir(tmp_path) == ["m.npz"]       # and no temporary file remains
+    monkeypatch.undo()
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(OSError, match="not writable"):
+        model.save(tmp_path / "afile" / "m.npz")
+
+
+def test_save_before_build():
+    with pytest.raises(RuntimeError, match="Build or fit"):
+        Sequential([Dense(3)]).save("never.npz")
