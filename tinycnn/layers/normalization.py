@@ -1,0 +1,89 @@
+"""BatchNormalization: normalise each channel with the batch's statistics, then scale and shift."""
+
+import numpy as np
+
+from ..backend import get_array_module
+from .base import Layer
+
+
+class BatchNormalization(Layer):
+    """y = gamma * (x - mean) / sqrt(var + epsilon) + beta, per channel (Ioffe & Szegedy 2015).
+
+    Shapes
+        x, y            (N, H, W, C) or (N, D): any shape; the LAST axis holds the channels
+        gamma, beta     (C,)   trainable: scale (starts at 1) and shift (starts at 0)
+        moving_mean     (C,)   in ``self.state``: not trained, saved with the model (starts at 0)
+        moving_variance (C,)   in ``self.state`` (starts at 1)
+
+    Statistics are taken over every axis but the last, so each channel of an image is averaged
+    over the batch *and* all its pixels: M = N*H*W values per channel (M = N for (N, D) input).
+
+    Training (``training=True``): mean and var are the batch's, var the biased one (divided by M,
+    as Keras does), and the moving averages follow them, in place:
+        moving_mean     = momentum * moving_mean     + (1 - momentum) * mean
+        moving_variance = momentum * moving_variance + (1 - momentum) * var
+    Inference: mean and var are the moving averages, so a sample's output does not depend on the
+    other samples in its batch.
+
+    Backward. Write s = sqrt(var + eps), xhat = (x - mean) / s and dxhat = dout * gamma; sums Σ
+    run over the M values of one channel.
+        dL/dbeta  = Σ dout                  beta is added to every value
+        dL/dgamma = Σ dout * xhat           gamma multiplies xhat
+    In training, mean and var depend on x too: d mean/dx_i = 1/M and d var/dx_i = 2(x_i - mean)/M.
+    So the chain rule through xhat_j = (x_j - mean) / s gives
+        dL/dx_i = Σ_j dxhat_j * [(δ_ij - 1/M) / s - (x_j - mean)(x_i - mean) / (M s³)]
+                = (1 / (M s)) * (M dxhat_i - Σ_j dxhat_j - xhat_i Σ_j dxhat_j xhat_j)
+    and since gamma is constant within a channel, Σ dxhat = gamma dL/dbeta and
+    Σ dxhat*xhat = gamma dL/dgamma:
+        dL/dx = gamma / (M s) * (M dout - dL/dbeta - xhat * dL/dgamma)
+    In inference mean and var are constants, and dL/dx = dout * gamma / s.
+    """
+
+    def __init__(self, momentum=0.99, epsilon=1e-3, name=None):
+        super().__init__(name=name)
+        # Python floats, never NumPy float64 scalars: in NumPy 2, np.float64(0.99) * a float32
+        # array is float64, while 0.99 * the same array stays float32.
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ValueError(f"BatchNormalization needs 0 <= momentum <= 1, got {momentum}")
+        if not self.epsilon > 0.0:
+            raise ValueError(f"BatchNormalization needs epsilon > 0, got {epsilon}")
+
+    def build(self, input_shape, dtype="float32", rng=None):
+        if len(input_shape) < 1:
+            raise ValueError(f"{self.name}: BatchNormalization needs at least one axis per sample.")
+        super().build(input_shape, dtype)
+        c = self.input_shape[-1]
+        self.params = {"gamma": np.ones(c, dtype=self.dtype), "beta": np.zeros(c, dtype=self.dtype)}
+        self.state = {"moving_mean": np.zeros(c, dtype=self.dtype),
+                      "moving_variance": np.ones(c, dtype=self.dtype)}
+
+    def forward(self, x, training=False):
+        self._prepare(x)
+        xp = get_array_module(x)
+        axes = tuple(range(x.ndim - 1))          # every axis but the channels
+        if training:
+            mean, var = x.mean(axis=axes), x.var(axis=axes)
+            m, v = self.state["moving_mean"], self.state["moving_variance"]
+            m[...] = self.momentum * m + (1.0 - self.momentum) * mean
+            v[...] = self.momentum * v + (1.0 - self.momentum) * var
+        else:
+            mean, var = self.state["moving_mean"], self.state["moving_variance"]
+        self.training = bool(training)
+        self.axes = axes
+        self.inv_std = 1.0 / xp.sqrt(var + self.epsilon)     # 1 / s, (C,)
+        self.xhat = (x - mean) * self.inv_std
+        return self.params["gamma"] * self.xhat + self.params["beta"]
+
+    def backward(self, dout):
+        gamma, xhat, axes = self.params["gamma"], self.xhat, self.axes
+        self.grads["beta"] = dout.sum(axis=axes)
+        self.grads["gamma"] = (dout * xhat).sum(axis=axes)
+        if not self.training:
+            return dout * (gamma * self.inv_std)
+        m = dout.size // dout.shape[-1]          # M values per channel
+        return (gamma * self.inv_std / m) * (m * dout - self.grads["beta"] - xhat * self.grads["gamma"])
+
+    def get_config(self):
+        return {"name": self.name, "momentum": self.momentum, "epsilon": self.epsilon}
