@@ -56,3 +56,98 @@ class History(Callback):
         self.epoch.append(epoch)
         for key, value in (logs or {}).items():
             self.history.setdefault(key, []).append(float(value))
+
+
+def _improvement_test(monitor, mode, min_delta):
+    """Return a function better(current, best) for a metric: lower is better for losses."""
+    if mode == "auto":
+        mode = "max" if "acc" in monitor else "min"
+    if mode not in ("min", "max"):
+        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
+    if mode == "min":
+        return lambda current, best: current < best - min_delta
+    return lambda current, best: current > best + min_delta
+
+
+class _Monitor(Callback):
+    """Shared by EarlyStopping and ModelCheckpoint: watch one metric, warn once if it is missing."""
+
+    def __init__(self, monitor, mode, min_delta=0.0):
+        self.monitor = monitor
+        self.better = _improvement_test(monitor, mode, abs(min_delta))
+        self._warned = False
+
+    def _current(self, logs):
+        value = (logs or {}).get(self.monitor)
+        if value is None and not self._warned:
+            import warnings
+            warnings.warn(f"{type(self).__name__} is watching {self.monitor!r}, which is not among the "
+                          f"metrics {sorted(logs or {})}. Pass validation data for 'val_*' metrics, "
+                          "or choose one of those.", RuntimeWarning, stacklevel=3)
+            self._warned = True
+        return value
+
+
+class EarlyStopping(_Monitor):
+    """Stop training when ``monitor`` has not improved for ``patience`` epochs in a row.
+
+    As in Keras, the epoch that makes the count reach ``patience`` is the last one (with
+    patience=0, the first epoch that does not improve).
+
+    With ``restore_best_weights=True`` the model ends with the weights of its best epoch
+    (when it stopped early or not, a choice Keras 3 made too).
+    """
+
+    def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
+        super().__init__(monitor, mode, min_delta)
+        self.patience = int(patience)
+        self.restore_best_weights = restore_best_weights
+
+    def on_train_begin(self, logs=None):
+        self.best, self.best_epoch, self.best_weights, self.wait = None, None, None, 0
+        self.stopped_epoch = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        current = self._current(logs)
+        if current is None:
+            return
+        if self.best is None or self.better(current, self.best):
+            self.best, self.best_epoch, self.wait = current, epoch, 0
+            if self.restore_best_weights:
+                self.best_weights = self.model.get_weights()
+            return
+        self.wait += 1
+        if self.wait >= self.patience:
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        if self.restore_best_weights and self.best_weights is not None:
+            self.model.set_weights(self.best_weights)
+
+
+class ModelCheckpoint(_Monitor):
+    """Save the model after every epoch, or only when ``monitor`` improves (``save_best_only``).
+
+    ``path`` may contain ``{epoch}`` and any metric, formatted as in Keras:
+    ``"checkpoints/model-{epoch:02d}-{val_loss:.3f}.npz"`` (epochs counted from 1). Each save is
+    atomic (``model.save``), so an interrupted save never corrupts an earlier checkpoint.
+    """
+
+    def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto"):
+        super().__init__(monitor, mode)
+        self.path = str(path)
+        self.save_best_only = save_best_only
+        self.best = None
+        self.saved = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        if self.save_best_only:
+            current = self._current(logs)
+            if current is None or (self.best is not None and not self.better(current, self.best)):
+                return
+            self.best = current
+        path = self.path.format(epoch=epoch + 1, **logs)
+        self.model.save(path)
+        self.saved.append(path)

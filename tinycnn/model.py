@@ -11,7 +11,9 @@ Everything else here is bookkeeping: batching, shuffling, checking the input, pr
 """
 
 import math
+import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -225,9 +227,10 @@ class Sequential:
                                  "an empty training or validation set.")
             validation_data = (x[-n_val:], y[-n_val:])
             x, y = x[:-n_val], y[:-n_val]
+        val = None
         if validation_data is not None:
             x_val = self._check_x(validation_data[0], "validation x")
-            y_val = check_labels(to_numpy(validation_data[1]), self._num_classes(), n=len(x_val))
+            val = (x_val, check_labels(to_numpy(validation_data[1]), self._num_classes(), n=len(x_val)))
 
         rng = np.random.default_rng(seed)
         history = History()
@@ -237,47 +240,55 @@ class Sequential:
         self.stop_training = False
         for cb in callbacks:
             cb.on_train_begin()
-
-        n = len(x)
-        steps = math.ceil(n / batch_size)
-        for epoch in range(epochs):
-            for cb in callbacks:
-                cb.on_epoch_begin(epoch)
-            if verbose:
-                print(f"Epoch {epoch + 1}/{epochs}", file=sys.stdout, flush=True)
-            order = rng.permutation(n) if shuffle else np.arange(n)
-            bar = _ProgressBar(steps, verbose)
-            total_loss = total_correct = seen = 0
-            start = time.perf_counter()
-            for step in range(steps):
-                idx = order[step * batch_size:(step + 1) * batch_size]
-                xb = self._to_device(x[idx])
-                yb = self._to_device(y[idx])
-                loss, correct = self._train_step(xb, yb)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"The loss became {loss} at epoch {epoch + 1}, batch {step + 1}: training "
-                        "diverged. Try a lower learning rate (e.g. compile(optimizer=Adam(1e-4))) "
-                        "and check the input for very large values.")
-                total_loss += loss * len(idx)
-                total_correct += correct
-                seen += len(idx)
-                logs = {"loss": total_loss / seen, "accuracy": total_correct / seen}
-                bar.update(step + 1, logs)
-                for cb in callbacks:
-                    cb.on_batch_end(step, logs)
-            logs = {"loss": total_loss / seen, "accuracy": total_correct / seen}
-            if validation_data is not None:
-                val_loss, val_acc = self.evaluate(x_val, y_val, verbose=0)
-                logs.update(val_loss=val_loss, val_accuracy=val_acc)
-            bar.close(logs, time.perf_counter() - start)
-            for cb in callbacks:
-                cb.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
+        try:
+            with _CtrlC() as ctrl_c:
+                for epoch in range(epochs):
+                    self._fit_epoch(x, y, batch_size, epoch, epochs, rng.permutation(len(x)) if shuffle
+                                    else np.arange(len(x)), val, verbose, callbacks, ctrl_c)
+                    if self.stop_training:
+                        break
+        except KeyboardInterrupt:
+            history.interrupted = True
+            print(f"\nInterrupted: training stopped after {len(history.epoch)} complete epoch(s). "
+                  "The model keeps the weights of its last finished batch.", flush=True)
         for cb in callbacks:
             cb.on_train_end()
         return history
+
+    def _fit_epoch(self, x, y, batch_size, epoch, epochs, order, val, verbose, callbacks, ctrl_c):
+        """One pass over the shuffled training data, then validation and the epoch's callbacks."""
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch)
+        if verbose:
+            print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+        steps = math.ceil(len(x) / batch_size)
+        bar = _ProgressBar(steps, verbose)
+        total_loss = total_correct = seen = 0
+        start = time.perf_counter()
+        for step in range(steps):
+            idx = order[step * batch_size:(step + 1) * batch_size]
+            loss, correct = self._train_step(self._to_device(x[idx]), self._to_device(y[idx]))
+            if not math.isfinite(loss):
+                raise FloatingPointError(
+                    f"The loss became {loss} at epoch {epoch + 1}, batch {step + 1}: training "
+                    "diverged. Try a lower learning rate (e.g. compile(optimizer=Adam(1e-4))) "
+                    "and check the input for very large values.")
+            total_loss += loss * len(idx)
+            total_correct += correct
+            seen += len(idx)
+            logs = {"loss": total_loss / seen, "accuracy": total_correct / seen}
+            bar.update(step + 1, logs)
+            for cb in callbacks:
+                cb.on_batch_end(step, logs)
+            if ctrl_c.pressed:          # Ctrl-C: stop here, after a whole batch
+                bar.close(logs, time.perf_counter() - start)
+                raise KeyboardInterrupt
+        if val is not None:
+            val_loss, val_acc = self.evaluate(*val, verbose=0)
+            logs.update(val_loss=val_loss, val_accuracy=val_acc)
+        bar.close(logs, time.perf_counter() - start)
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
 
     def evaluate(self, x, y, batch_size=DEFAULT_EVAL_BATCH, verbose=0):
         """(mean loss, accuracy) over (x, y), in inference mode."""
@@ -362,6 +373,32 @@ def _size(nbytes):
         if nbytes < 1024 or unit == "GB":
             return f"{nbytes:.2f} {unit}"
         nbytes /= 1024
+
+
+class _CtrlC:
+    """While training, the first Ctrl-C only asks ``fit`` to stop after the current batch, so the
+    weights are never left half-updated; a second Ctrl-C interrupts at once, as usual.
+
+    Signal handlers can only be set from the main thread; elsewhere Ctrl-C behaves as usual.
+    """
+
+    def __enter__(self):
+        self.pressed = False
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.pressed:
+            raise KeyboardInterrupt
+        self.pressed = True
+        print("\nCtrl-C: stopping after this batch (press again to stop now).", flush=True)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 class _ProgressBar:

@@ -1,0 +1,115 @@
+"""EarlyStopping, ModelCheckpoint and Ctrl-C during fit, on a tiny model."""
+
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from tinycnn import Sequential, load_model
+from tinycnn.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from tinycnn.layers import Dense
+
+
+def tiny(seed=0):
+    model = Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")], input_shape=(4,), seed=seed)
+    model.compile("adam")
+    return model
+
+
+def data(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, 4)).astype(np.float32)
+    return x, (x[:, 0] > 0).astype(int) + (x[:, 1] > 1).astype(int)
+
+
+class Scripted(Callback):
+    """Overwrites val_loss with a scripted sequence, so the test knows which epoch is best."""
+
+    def __init__(self, values):
+        self.values = values
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs["val_loss"] = self.values[epoch]
+
+
+def test_early_stopping_waits_patience_epochs_and_restores_the_best():
+    model = tiny()
+    x, y = data()
+    seen = []
+
+    class Snapshot(Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(model.get_weights())
+
+    stopper = EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    history = model.fit(x, y, epochs=20, batch_size=16, verbose=0, validation_split=0.2,
+                        callbacks=[Scripted([1.0, 0.5, 0.7, 0.6, 0.4, 0.1]), Snapshot(), stopper])
+    # best 0.5 at epoch 2 (index 1); 0.7 and 0.6 are two epochs without improvement -> stop at index 3
+    assert len(history.epoch) == 4 and stopper.stopped_epoch == 3 and stopper.best_epoch == 1
+    for restored, best in zip(model.get_weights(), seen[1]):
+        np.testing.assert_array_equal(restored, best)
+
+
+def test_early_stopping_warns_about_a_missing_metric():
+    model = tiny()
+    x, y = data()
+    with pytest.warns(RuntimeWarning, match="val_loss"):
+        history = model.fit(x, y, epochs=3, verbose=0, callbacks=[EarlyStopping(patience=0)])
+    assert len(history.epoch) == 3                   # nothing to watch, so nothing stops
+
+
+def test_model_checkpoint_save_best_only(tmp_path):
+    model = tiny()
+    x, y = data()
+    path = str(tmp_path / "best-{epoch:02d}.npz")
+    ckpt = ModelCheckpoint(path, monitor="val_loss", save_best_only=True)
+    model.fit(x, y, epochs=5, verbose=0, validation_split=0.2,
+              callbacks=[Scripted([0.9, 0.8, 0.85, 0.3, 0.5]), ckpt])
+    assert [os.path.basename(p) for p in ckpt.saved] == ["best-01.npz", "best-02.npz", "best-04.npz"]
+    assert sorted(os.listdir(tmp_path)) == ["best-01.npz", "best-02.npz", "best-04.npz"]  # no temp files
+    assert load_model(ckpt.saved[-1]).predict(x).shape == (60, 3)
+
+
+def test_model_checkpoint_every_epoch(tmp_path):
+    model = tiny()
+    x, y = data()
+    ckpt = ModelCheckpoint(tmp_path / "last.npz")
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[ckpt])
+    np.testing.assert_array_equal(load_model(tmp_path / "last.npz").predict(x), model.predict(x))
+
+
+def test_keyboard_interrupt_from_a_callback_keeps_history_and_model():
+    model = tiny()
+    x, y = data()
+
+    class CtrlCAtEpoch3(Callback):
+        def on_batch_end(self, batch, logs=None):
+            if len(history_holder) == 2 and batch == 1:
+                raise KeyboardInterrupt
+
+        def on_epoch_end(self, epoch, logs=None):
+            history_holder.append(epoch)
+
+    history_holder = []
+    history = model.fit(x, y, epochs=10, batch_size=16, verbose=0, callbacks=[CtrlCAtEpoch3()])
+    assert history.interrupted
+    assert history.epoch == [0, 1] and len(history.history["loss"]) == 2
+    assert model.predict(x).shape == (60, 3)         # still usable
+    assert model.evaluate(x, y)[1] >= 0.0
+
+
+def test_ctrl_c_signal_stops_after_the_current_batch():
+    model = tiny()
+    x, y = data()
+    batches = []
+
+    class PressCtrlC(Callback):
+        def on_batch_end(self, batch, logs=None):
+            batches.append(batch)
+            if batch == 1:
+                os.kill(os.getpid(), signal.SIGINT)    # as if the user pressed Ctrl-C
+
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[PressCtrlC()])
+    assert history.interrupted and batches == [0, 1]   # batch 1 finished, batch 2 never started
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
