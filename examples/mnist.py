@@ -3,11 +3,13 @@
     python examples/mnist.py                         # MNIST, 5 epochs, batch 32, as in Keras
     python examples/mnist.py --dataset fashion-mnist --data /usr/share/datasets/fashion-mnist
     python examples/mnist.py --epochs 1 --limit 2000 # a quick look
+    python examples/mnist.py --arch bn-dropout --augment --epochs 10   # the stronger network
 
 It downloads mnist.npz (the file Keras uses) once into ~/.tinycnn/datasets, checks its SHA-256,
 trains with a held-out 10% for validation, evaluates once on the test set, and writes to a new
-folder under runs/: history.png, confusion_matrix.png, predictions.png, model.npz and
-metrics.json. Every option is in --help.
+folder under runs/: history.png, confusion_matrix.png, predictions.png, filters.png,
+feature_maps.png, mistakes.png, model.npz and metrics.json. Ctrl-C stops training after the
+current batch and still writes all of them for the epochs that finished. Every option is in --help.
 """
 
 import argparse
@@ -37,6 +39,10 @@ def parse_args(argv=None):
                    help="where downloads are kept (default: $TINYCNN_HOME/datasets or ~/.tinycnn/datasets)")
     p.add_argument("--out", metavar="DIR", help="where this run's files go (default: a new folder under runs/)")
     p.add_argument("--limit", type=int, metavar="N", help="train on the first N training images only")
+    p.add_argument("--arch", choices=["seed", "bn-dropout"], default="seed",
+                   help="seed: the Keras MNIST CNN; bn-dropout: with batch normalisation and dropout")
+    p.add_argument("--augment", action="store_true",
+                   help="random rotations (up to ±10°) and shifts (up to ±10%%) while training")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to train")
     p.add_argument("--show", action="store_true", help="also open the figures in windows")
     args = p.parse_args(argv)
@@ -96,20 +102,49 @@ def load_dataset(args):
     return fashion_mnist.load_data(**kwargs), fashion_mnist.CLASS_NAMES, source
 
 
-def build_model(seed):
-    """The Keras MNIST CNN, line for line."""
+def build_model(arch, augment, seed):
+    """The Keras MNIST CNN line for line ("seed"), or the PyTorch version's stronger network."""
     from tinycnn import Sequential
-    from tinycnn.layers import Conv2D, Dense, Flatten, MaxPool2D
+    from tinycnn.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
+                                RandomRotation, RandomTranslation, ReLU)
 
-    return Sequential([
-        Conv2D(32, 3, activation="relu"),
-        MaxPool2D(2),
-        Conv2D(64, 3, activation="relu"),
-        MaxPool2D(2),
-        Flatten(),
-        Dense(64, activation="relu"),
-        Dense(10, activation="softmax"),
-    ], input_shape=(28, 28, 1), seed=seed)
+    # Augmentation layers change each training image a little (and nothing at test time).
+    layers = [RandomRotation(10 / 360), RandomTranslation(0.1, 0.1)] if augment else []
+    if arch == "seed":
+        layers += [
+            Conv2D(32, 3, activation="relu"),
+            MaxPool2D(2),
+            Conv2D(64, 3, activation="relu"),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(64, activation="relu"),
+            Dense(10, activation="softmax"),
+        ]
+    else:
+        layers += [
+            Conv2D(32, 3), BatchNormalization(), ReLU(), MaxPool2D(2),
+            Conv2D(64, 3), BatchNormalization(), ReLU(), MaxPool2D(2),
+            Dropout(0.25),
+            Flatten(),
+            Dense(128), ReLU(),
+            Dropout(0.5),
+            Dense(10, activation="softmax"),
+        ]
+    return Sequential(layers, input_shape=(28, 28, 1), seed=seed)
+
+
+def conv_feature_maps(model, image):
+    """[(layer name, (H', W', F) output)] of every Conv2D, for one image (H, W, 1), in inference."""
+    from tinycnn.backend import to_numpy
+    from tinycnn.layers import Conv2D
+
+    x, maps = image[None], []
+    x = model._to_device(x)
+    for layer in model.layers:
+        x = layer.forward(x, training=False)
+        if isinstance(layer, Conv2D):
+            maps.append((layer.name, to_numpy(x)[0]))
+    return maps
 
 
 def write_json(path, data):
@@ -141,7 +176,7 @@ def main(argv=None):
     x_test = (x_test.astype("float32") / 255.0)[..., None]
     print(f"{args.dataset}: {len(x_train)} training and {len(x_test)} test images of shape {x_train.shape[1:]}")
 
-    model = build_model(args.seed)
+    model = build_model(args.arch, args.augment, args.seed)
     if args.device != "cpu":
         try:
             model.to(args.device)
@@ -153,21 +188,36 @@ def main(argv=None):
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
                         validation_split=0.1, seed=args.seed)
 
+    if history.interrupted:
+        print("Training was interrupted; evaluating and saving what was learned so far.")
     test_loss, test_accuracy = model.evaluate(x_test, y_test)
     print(f"Test accuracy: {test_accuracy:.4f}")
     probs = model.predict(x_test)
     y_pred = probs.argmax(axis=1)
 
     from tinycnn import plotting
+    from tinycnn.backend import to_numpy
 
     paths = {
         "history": os.path.join(out, "history.png"),
         "confusion_matrix": os.path.join(out, "confusion_matrix.png"),
         "predictions": os.path.join(out, "predictions.png"),
+        "filters": os.path.join(out, "filters.png"),
+        "feature_maps": os.path.join(out, "feature_maps.png"),
+        "mistakes": os.path.join(out, "mistakes.png"),
         "model": os.path.join(out, "model.npz"),
         "metrics": os.path.join(out, "metrics.json"),
     }
-    plotting.plot_history(history.history, path=paths["history"], show=args.show)
+    if history.epoch:
+        plotting.plot_history(history.history, path=paths["history"], show=args.show)
+    else:
+        del paths["history"]             # interrupted before the first epoch ended: no curves
+    first_conv = next(layer for layer in model.layers if type(layer).__name__ == "Conv2D")
+    plotting.plot_filters(to_numpy(first_conv.params["kernel"]), path=paths["filters"], show=args.show)
+    plotting.plot_feature_maps(x_test[0], conv_feature_maps(model, x_test[0]), path=paths["feature_maps"],
+                               show=args.show)
+    plotting.plot_mistakes(x_test[..., 0], y_test, probs, class_names=class_names, path=paths["mistakes"],
+                           show=args.show)
     plotting.plot_confusion_matrix(y_test, y_pred, class_names=class_names,
                                    path=paths["confusion_matrix"], show=args.show)
     plotting.plot_predictions(x_test[..., 0], y_test, y_pred, class_names=class_names,
@@ -182,6 +232,9 @@ def main(argv=None):
         "batch_size": args.batch_size,
         "learning_rate": args.lr,
         "seed": args.seed,
+        "arch": args.arch,
+        "augment": args.augment,
+        "interrupted": history.interrupted,
         "dataset": args.dataset,
         "data_source": source,
         "train_images": int(len(x_train)),

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -31,7 +32,8 @@ def test_one_epoch_end_to_end(loopback_server, tmp_path):  # noqa: F811
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Test accuracy: 0." in result.stdout
     assert "Total params: 121,930" in result.stdout
-    for name in ("history.png", "confusion_matrix.png", "predictions.png"):
+    for name in ("history.png", "confusion_matrix.png", "predictions.png", "filters.png",
+                 "feature_maps.png", "mistakes.png"):
         image = matplotlib.image.imread(out / name)
         assert image.ndim == 3 and image.shape[0] > 200 and image.shape[1] > 200
         assert image.reshape(-1, image.shape[2]).std(axis=0).max() > 0.01   # not a blank image
@@ -49,7 +51,7 @@ def test_help_lists_every_option():
     result = run_script("--help")
     assert result.returncode == 0
     for option in ("--epochs", "--batch-size", "--lr", "--seed", "--dataset", "--data", "--data-url",
-                   "--sha256", "--cache-dir", "--out", "--limit", "--show", "--device"):
+                   "--sha256", "--cache-dir", "--out", "--limit", "--show", "--device", "--arch", "--augment"):
         assert option in result.stdout
 
 
@@ -74,3 +76,41 @@ def test_default_output_folders_never_overwrite(tmp_path, monkeypatch):
     first, second = example.new_run_dir(), example.new_run_dir()
     assert first != second and os.path.isdir(first) and os.path.isdir(second)
     assert os.path.dirname(first) == "runs"
+
+
+def test_bn_dropout_with_augmentation_and_a_local_file(tmp_path):
+    payload, _ = make_mnist_npz(n_train=300, n_test=60)
+    (tmp_path / "mnist.npz").write_bytes(payload)
+    out = tmp_path / "run"
+    result = run_script("--arch", "bn-dropout", "--augment", "--epochs", "1", "--data",
+                        str(tmp_path / "mnist.npz"), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "batch_normalization" in result.stdout and "random_rotation" in result.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["arch"] == "bn-dropout" and metrics["augment"] is True
+    assert (out / "feature_maps.png").exists() and (out / "mistakes.png").exists()
+
+
+def test_ctrl_c_still_writes_everything_for_the_finished_epochs(tmp_path):
+    payload, _ = make_mnist_npz(n_train=2000, n_test=60)
+    (tmp_path / "mnist.npz").write_bytes(payload)
+    out = tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "MPLBACKEND")}
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    proc = subprocess.Popen([sys.executable, "-u", SCRIPT, "--epochs", "200", "--data", str(tmp_path / "mnist.npz"),
+                             "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=ROOT)
+    try:
+        for line in proc.stdout:                      # wait until epoch 1 has finished
+            if "Epoch 2/200" in line:
+                proc.send_signal(signal.SIGINT)
+                break
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "Interrupted" in stdout and "Test accuracy" in stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["interrupted"] is True and 1 <= len(metrics["history"]["loss"]) < 200
+    for name in ("history.png", "confusion_matrix.png", "predictions.png", "model.npz"):
+        assert (out / name).exists()
