@@ -22,6 +22,8 @@ from . import losses, optimizers
 from .backend import check_device, get_array_module, to_device, to_numpy
 from .callbacks import History
 from .layers.activations import Softmax
+from .layers.conv import Conv2D
+from .layers.dense import Dense
 from .losses import check_labels
 
 DEFAULT_EVAL_BATCH = 128
@@ -148,15 +150,19 @@ class Sequential:
             x = self.layers[-1].forward(x, training, apply_activation=False)
         return x
 
-    def _backward_logits(self, dlogits):
-        """Send dL/dlogits back through the layers that ``_forward_logits`` ran, in reverse."""
+    def _backward_logits(self, dlogits, input_grad=True):
+        """Send dL/dlogits back through the layers that ``_forward_logits`` ran, in reverse;
+        returns dL/dx. With ``input_grad=False`` (training: x is data, nobody needs its gradient)
+        a first Conv2D or Dense layer skips computing it, and this returns None."""
         head = self._softmax_head()
-        body = self.layers[:-1] if head else self.layers
-        d = dlogits
+        steps = [(layer, {}) for layer in (self.layers[:-1] if head else self.layers)]
         if head == "activation":
-            d = self.layers[-1].backward(d, apply_activation=False)
-        for layer in reversed(body):
-            d = layer.backward(d)
+            steps.append((self.layers[-1], {"apply_activation": False}))
+        d = dlogits
+        for k, (layer, kwargs) in enumerate(reversed(steps)):
+            if k == len(steps) - 1 and not input_grad and isinstance(layer, (Conv2D, Dense)):
+                kwargs = {**kwargs, "input_grad": False}
+            d = layer.backward(d, **kwargs)
         return d
 
     def _trainable_layers(self):
@@ -167,7 +173,7 @@ class Sequential:
         logits = self._forward_logits(xb, training=True)
         loss = self.loss.forward(logits, yb)
         dlogits = self.loss.backward()
-        self._backward_logits(dlogits)
+        self._backward_logits(dlogits, input_grad=False)
         self.optimizer.step(self._trainable_layers())
         correct = (logits.argmax(axis=1) == yb).sum()
         return float(loss), int(correct)

@@ -38,8 +38,10 @@ What col2im does
 col2im is the adjoint (transpose) of im2col, used by the backward pass: given d(loss)/d(cols), it
 adds every entry back onto the pixel it was copied from. Pixel ``f`` above receives the sum of four
 entries. The fast version is a *gather*: each input pixel loops over the (kh, kw) that could have
-read it and sums them. Every output element is written by exactly one loop iteration, so the
-outer loop runs in parallel with no races and no atomic additions.
+read it, sums those entries in a small buffer and writes its result once. Every output element is
+written by exactly one loop iteration, so the outer loop can run in parallel with no races and no
+atomic additions (the GPU kernel does exactly that). Which output position read pixel p at
+offset i solves o*S + i - P = p; that division is done once per call, into a lookup table.
 
 Each operation comes twice: a short NumPy version (``*_reference``) to read, and a Numba version
 that runs. Tests prove that they agree.
@@ -104,7 +106,7 @@ def col2im_reference(cols, x_shape, kh, kw, stride, pad):
 
 
 # ---------------------------------------------------------------------------------------------
-# Numba kernels: the same index arithmetic, one loop per element.
+# Numba kernels: the same index arithmetic, written as loops.
 #   input row    h = oh*SH + kh - PT     (zero when outside the image)
 #   input column w = ow*SW + kw - PL
 # ---------------------------------------------------------------------------------------------
@@ -130,24 +132,40 @@ def _im2col_numba(x, kh, kw, sh, sw, pt, pl, oh, ow):
 
 
 @jit()
+def _source_table(size, k, stride, pad, out):
+    """table[p, i] = the output position o whose window put input p at offset i (o*stride + i -
+    pad == p), or -1 if none: col2im's index arithmetic, worked out once per call."""
+    table = np.full((size, k), -1, dtype=np.int64)
+    for o in range(out):
+        for i in range(k):
+            p = o * stride + i - pad
+            if 0 <= p < size:
+                table[p, i] = o
+    return table
+
+
+@jit()
 def _col2im_numba(cols, n, h, w, c, kh, kw, sh, sw, pt, pl, oh, ow):
     cols = cols.reshape(n, oh, ow, kh, kw, c)
-    dx = np.zeros((n, h, w, c), dtype=cols.dtype)
-    for b in prange(n):                      # each image is gathered by one thread: no races
+    rows = _source_table(h, kh, sh, pt, oh)        # rows[hi, i] = y, or -1
+    cols_of = _source_table(w, kw, sw, pl, ow)     # cols_of[wi, j] = xo, or -1
+    dx = np.empty((n, h, w, c), dtype=cols.dtype)
+    for b in prange(n):                      # each input pixel gathers its own sum: no races
+        acc = np.empty(c, dtype=cols.dtype)
         for hi in range(h):
-            for i in range(kh):
-                t = hi + pt - i              # t = y*SH for the output row y that read (hi, i)
-                if t < 0 or t % sh != 0 or t // sh >= oh:
-                    continue
-                y = t // sh
-                for wi in range(w):
+            for wi in range(w):
+                acc[:] = 0
+                for i in range(kh):
+                    y = rows[hi, i]
+                    if y < 0:
+                        continue
                     for j in range(kw):
-                        u = wi + pl - j
-                        if u < 0 or u % sw != 0 or u // sw >= ow:
+                        xo = cols_of[wi, j]
+                        if xo < 0:
                             continue
-                        xo = u // sw
                         for ch in range(c):
-                            dx[b, hi, wi, ch] += cols[b, y, xo, i, j, ch]
+                            acc[ch] += cols[b, y, xo, i, j, ch]
+                dx[b, hi, wi, :] = acc
     return dx
 
 

@@ -1,6 +1,7 @@
 """Conv2D: a 2-D convolution computed as im2col followed by one matrix product."""
 
 from .. import initializers
+from ..backend import get_array_module
 from ..kernels.im2col import col2im, im2col
 from . import activations
 from ._geometry import check_padding, pair, paddings, spatial_output
@@ -26,11 +27,14 @@ class Conv2D(Layer):
     Backward, with dz = dL/dz reshaped to (N*OH*OW, F). It is the Dense backward applied to the
     rows of cols, followed by col2im:
         dL/dkernel = cols.T @ dz               (KH*KW*C, F), reshaped to (KH, KW, C, F)
-        dL/dbias   = dz.sum(axis=0)            (F,)
+        dL/dbias   = dz.sum(axis=0)            (F,), computed as ones @ dz: the same column sums,
+                                               but BLAS does them about 5x faster
         dL/dcols   = dz @ kernel.reshape(-1, F).T
         dL/dx      = col2im(dL/dcols)          every pixel sums the gradients of all its copies
 
-    ``activation="relu"`` applies ReLU to z; backward first undoes it.
+    ``activation="relu"`` applies ReLU to z; backward first undoes it. ``input_grad=False`` skips
+    the last two lines and returns None: a model's first layer reads the data, which needs no
+    gradient, and col2im is a good share of a training step.
     """
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
@@ -88,13 +92,15 @@ class Conv2D(Layer):
             return z
         return self.activation.forward(z, training)
 
-    def backward(self, dout, apply_activation=True):
+    def backward(self, dout, apply_activation=True, input_grad=True):
         dz = self.activation.backward(dout) if self.activation is not None and apply_activation else dout
         kernel = self.params["kernel"]
         f = self.filters
         dz = dz.reshape(-1, f)
         self.grads["kernel"] = (self.cols.T @ dz).reshape(kernel.shape)
-        self.grads["bias"] = dz.sum(axis=0)
+        self.grads["bias"] = get_array_module(dz).ones(dz.shape[0], dtype=dz.dtype) @ dz
+        if not input_grad:
+            return None
         dcols = dz @ kernel.reshape(-1, f).T
         kh, kw = self.kernel_size
         return col2im(dcols, self.x_shape, kh, kw, self.strides, self.pad)

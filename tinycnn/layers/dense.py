@@ -21,6 +21,7 @@ class Dense(Layer):
 
     ``activation="relu"`` or ``"softmax"`` applies that layer to z; backward first undoes it.
     ``apply_activation=False`` stops at z: a model uses it to hand logits to a fused loss.
+    ``input_grad=False`` skips dL/dx and returns None, for a first layer that reads the data.
     """
 
     def __init__(self, units, activation=None, kernel_initializer="glorot_uniform", name=None, seed=None):
@@ -56,11 +57,11 @@ class Dense(Layer):
             return z
         return self.activation.forward(z, training)
 
-    def backward(self, dout, apply_activation=True):
+    def backward(self, dout, apply_activation=True, input_grad=True):
         dz = self.activation.backward(dout) if self.activation is not None and apply_activation else dout
         self.grads["kernel"] = self.x.T @ dz
         self.grads["bias"] = dz.sum(axis=0)
-        return dz @ self.params["kernel"].T
+        return dz @ self.params["kernel"].T if input_grad else None
 
     def get_config(self):
         return {"name": self.name, "units": self.units, "activation": activations.name_of(self.activation),
