@@ -117,17 +117,22 @@ def _im2col_numba(x, kh, kw, sh, sw, pt, pl, oh, ow):
     cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
     for b in prange(n):
         for y in range(oh):
+            h0 = y * sh - pt                               # top input row of the window
             for xo in range(ow):
-                for i in range(kh):
-                    hi = y * sh + i - pt
+                w0 = xo * sw - pl                          # left input column of the window
+                if h0 >= 0 and h0 + kh <= h and w0 >= 0 and w0 + kw <= w:
+                    for i in range(kh):                    # inside the image: no checks needed
+                        for j in range(kw):
+                            for ch in range(c):
+                                cols[b, y, xo, i, j, ch] = x[b, h0 + i, w0 + j, ch]
+                    continue
+                for i in range(kh):                        # at an edge: padding reads as zero
+                    hi = h0 + i
                     for j in range(kw):
-                        wi = xo * sw + j - pl
-                        if 0 <= hi < h and 0 <= wi < w:
-                            for ch in range(c):
-                                cols[b, y, xo, i, j, ch] = x[b, hi, wi, ch]
-                        else:
-                            for ch in range(c):
-                                cols[b, y, xo, i, j, ch] = 0
+                        wi = w0 + j
+                        inside = 0 <= hi < h and 0 <= wi < w
+                        for ch in range(c):
+                            cols[b, y, xo, i, j, ch] = x[b, hi, wi, ch] if inside else 0
     return cols.reshape(n * oh * ow, kh * kw * c)
 
 

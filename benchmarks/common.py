@@ -1,0 +1,133 @@
+"""Shared by the benchmark scripts: data, the seed model in tinycnn and in PyTorch, timing, output."""
+
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:          # run from a checkout without installing: python benchmarks/X.py
+    sys.path.insert(0, ROOT)
+
+FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def load_images(n=60000, seed=0):
+    """(x float32 (n, 28, 28, 1) in [0, 1], y int64 (n,), source): real Fashion-MNIST when the
+    Debian package is installed, else synthetic images of the same shape."""
+    if os.path.isdir(FASHION_DIR):
+        from tinycnn.datasets import fashion_mnist
+        (x, y), _ = fashion_mnist.load_data(path=FASHION_DIR)
+        reps = -(-n // len(x))
+        x, y = np.concatenate([x] * reps)[:n], np.concatenate([y] * reps)[:n]
+        return (x.astype(np.float32) / 255)[..., None], y.astype(np.int64), FASHION_DIR
+    rng = np.random.default_rng(seed)
+    return rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), "synthetic"
+
+
+def tinycnn_seed_model(seed=0):
+    from tinycnn import Sequential
+    from tinycnn.layers import Conv2D, Dense, Flatten, MaxPool2D
+    from tinycnn.optimizers import Adam
+
+    model = Sequential([
+        Conv2D(32, 3, activation="relu"), MaxPool2D(2),
+        Conv2D(64, 3, activation="relu"), MaxPool2D(2),
+        Flatten(), Dense(64, activation="relu"), Dense(10, activation="softmax"),
+    ], input_shape=(28, 28, 1), seed=seed)
+    model.compile(Adam(1e-3), "sparse_categorical_crossentropy")
+    return model
+
+
+def torch_available():
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def torch_seed_model(seed=0, device="cpu"):
+    """The same network in PyTorch (channels-first), with Keras's Adam epsilon."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(1600, 64), nn.ReLU(), nn.Linear(64, 10),
+    ).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
+    return model, optimizer
+
+
+def torch_epoch(model, optimizer, x, y, batch_size, seed, device="cpu"):
+    """One epoch of plain PyTorch training: shuffled index batches of pre-made tensors."""
+    import torch
+    from torch import nn
+
+    loss_fn = nn.CrossEntropyLoss()
+    n = len(x)
+    order = torch.from_numpy(np.random.default_rng(seed).permutation(n))
+    model.train()
+    for start in range(0, n, batch_size):
+        idx = order[start:start + batch_size]
+        xb, yb = x[idx], y[idx]
+        if device != "cpu":
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+    if device != "cpu":
+        torch.cuda.synchronize()
+
+
+def median(values):
+    return statistics.median(values)
+
+
+def peak_rss_mb():
+    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed(fn, *args, **kwargs):
+    start = time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - start
+
+
+def print_table(rows, columns):
+    """rows: list of dicts; columns: list of (key, header, format)."""
+    cells = [[h for _, h, _ in columns]] + [[fmt.format(r[k]) if r.get(k) is not None else "-"
+                                              for k, _, fmt in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    for j, row in enumerate(cells):
+        print("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def write_json(path, data):
+    if path:
+        with open(path, "w") as f:
+            json.dump(data, f, indent=2)
+        print(f"wrote {path}")
+
+
+def machine():
+    import platform
+
+    import numba
+    info = {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__,
+            "numba": numba.__version__, "processor": platform.processor() or platform.machine()}
+    if torch_available():
+        import torch
+        info["torch"] = torch.__version__
+    return info

@@ -1,0 +1,119 @@
+"""The kernels alone: Numba against the NumPy references, and serial against parallel Numba.
+
+    python benchmarks/kernels.py                # the seed model's shapes at batch 32
+    python benchmarks/kernels.py --batch 128 --json kernels.json
+
+Part 1 times im2col, col2im and max-pool forward/backward on the seed model's shapes: the NumPy
+reference, the Numba kernel tinycnn uses (serial), and the same Numba code compiled with
+parallel=True. GB/s counts the bytes each kernel must read and write once.
+Part 2 times whole training steps with the serial kernels and then with the parallel ones: the
+measurement behind tinycnn's choice of serial kernels beside a multi-threaded BLAS.
+"""
+
+import argparse
+import time
+
+import common
+import numba
+import numpy as np
+
+from tinycnn.kernels import im2col as K
+from tinycnn.kernels import pooling as P
+
+
+def bench(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return common.median(times)
+
+
+def parallel(fn):
+    return numba.njit(parallel=True)(fn.py_func)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeat", type=int, default=50)
+    p.add_argument("--json", metavar="PATH")
+    args = p.parse_args()
+    n, rng, f32 = args.batch, np.random.default_rng(0), np.float32
+    none = (0, 0, 0, 0)
+    par = {name: parallel(getattr(mod, name)) for mod, name in
+           [(K, "_im2col_numba"), (K, "_col2im_numba"), (P, "_maxpool_forward_numba"), (P, "_maxpool_backward_numba")]}
+
+    rows = []
+    for label, shape in [("conv1", (n, 28, 28, 1)), ("conv2", (n, 13, 13, 32))]:
+        x = rng.random(shape, dtype=f32)
+        _, h, w, c = shape
+        oh, ow = h - 2, w - 2
+        cols = K.im2col(x, 3, 3, (1, 1), none)
+        moved = (x.nbytes + cols.nbytes)
+        rows.append({"kernel": f"im2col {label} {shape}", "bytes": moved,
+                     "numpy": bench(lambda: K.im2col_reference(x, 3, 3, (1, 1), none), args.repeat),
+                     "numba": bench(lambda: K.im2col(x, 3, 3, (1, 1), none), args.repeat),
+                     "parallel": bench(lambda: par["_im2col_numba"](x, 3, 3, 1, 1, 0, 0, oh, ow), args.repeat)})
+        rows.append({"kernel": f"col2im {label} {shape}", "bytes": moved,
+                     "numpy": bench(lambda: K.col2im_reference(cols, shape, 3, 3, (1, 1), none), args.repeat),
+                     "numba": bench(lambda: K.col2im(cols, shape, 3, 3, (1, 1), none), args.repeat),
+                     "parallel": bench(lambda: par["_col2im_numba"](cols, n, h, w, c, 3, 3, 1, 1, 0, 0, oh, ow),
+                                       args.repeat)})
+    for label, shape in [("pool1", (n, 26, 26, 32)), ("pool2", (n, 11, 11, 64))]:
+        x = rng.random(shape, dtype=f32)
+        _, h, w, c = shape
+        y, am = P.maxpool_forward(x, 2, 2, (2, 2), none)
+        dout = rng.random(y.shape, dtype=f32)
+        rows.append({"kernel": f"maxpool fwd {label} {shape}", "bytes": x.nbytes + y.nbytes + am.nbytes,
+                     "numpy": bench(lambda: P.maxpool_forward_reference(x, 2, 2, (2, 2), none), args.repeat),
+                     "numba": bench(lambda: P.maxpool_forward(x, 2, 2, (2, 2), none), args.repeat),
+                     "parallel": bench(lambda: par["_maxpool_forward_numba"](x, 2, 2, 2, 2, 0, 0, h // 2, w // 2),
+                                       args.repeat)})
+        rows.append({"kernel": f"maxpool bwd {label} {shape}", "bytes": x.nbytes + y.nbytes + am.nbytes,
+                     "numpy": bench(lambda: P.maxpool_backward_reference(dout, am, shape), args.repeat),
+                     "numba": bench(lambda: P.maxpool_backward(dout, am, shape), args.repeat),
+                     "parallel": bench(lambda: par["_maxpool_backward_numba"](dout, am, h, w), args.repeat)})
+    for r in rows:
+        for k in ("numpy", "numba", "parallel"):
+            r[k + "_us"] = r[k] * 1e6
+        r["numba_gbs"] = r["bytes"] / r["numba"] / 1e9
+        r["speedup"] = r["numpy"] / r["numba"]
+    print(f"Kernels at batch {n}, median of {args.repeat}; machine {common.machine()}")
+    common.print_table(rows, [("kernel", "kernel", "{}"), ("numpy_us", "NumPy µs", "{:,.0f}"),
+                              ("numba_us", "Numba µs", "{:,.0f}"), ("numba_gbs", "Numba GB/s", "{:.1f}"),
+                              ("speedup", "vs NumPy", "{:.1f}x"), ("parallel_us", "parallel Numba µs", "{:,.0f}")])
+
+    # Part 2: whole training steps, serial kernels then parallel kernels.
+    x, y, _ = common.load_images(n * 40)
+
+    def steps():
+        model = common.tinycnn_seed_model()
+        for i in range(5):
+            model._train_step(x[i * n:(i + 1) * n], y[i * n:(i + 1) * n])
+        times = []
+        for i in range(40):
+            start = time.perf_counter()
+            model._train_step(x[i * n:(i + 1) * n], y[i * n:(i + 1) * n])
+            times.append(time.perf_counter() - start)
+        return common.median(times) * 1e3
+
+    serial_ms = steps()
+    saved = {name: getattr(K if "col" in name else P, name) for name in par}
+    for name, fn in par.items():
+        setattr(K if "col" in name else P, name, fn)
+    try:
+        parallel_ms = steps()
+    finally:
+        for name, fn in saved.items():
+            setattr(K if "col" in name else P, name, fn)
+    print(f"\nTraining step, batch {n}: serial kernels {serial_ms:.2f} ms, parallel kernels {parallel_ms:.2f} ms "
+          f"({numba.config.NUMBA_NUM_THREADS} Numba threads, threading layer {numba.threading_layer()})")
+    common.write_json(args.json, {"batch": n, "rows": [{k: v for k, v in r.items()} for r in rows],
+                                  "step_serial_ms": serial_ms, "step_parallel_ms": parallel_ms})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Seconds per epoch of the seed model (the Keras MNIST CNN), tinycnn against PyTorch.
+
+    python benchmarks/train_epoch.py                       # batch 32 and 128, CPU
+    python benchmarks/train_epoch.py --epochs 3 --json results.json
+    python benchmarks/train_epoch.py --device gpu          # batch 32, 128, 512 on an NVIDIA GPU
+
+What it measures, on 60,000 28x28 images (real Fashion-MNIST when Debian's dataset-fashion-mnist
+is installed, else synthetic):
+- steady-state seconds per epoch and images per second, for each batch size. When PyTorch is
+  installed (pip install torch==2.13.0), the same network in PyTorch is timed in the same run, on
+  the same data, batch and thread count, alternating epochs (tinycnn, PyTorch, tinycnn, ...) so
+  that drift on a shared machine hits both; the table gives the median and the ratio;
+- peak resident memory of a process that loads the data and trains one epoch (each framework
+  in its own subprocess, so neither inflates the other);
+- Numba's JIT overhead on the first epoch, in a subprocess with an empty cache (cold) and again
+  with the cache it left (warm), apart from the steady state.
+PyTorch is only ever imported here, never by tinycnn.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import common
+import numpy as np
+
+
+def tinycnn_epoch(model, x, y, batch_size, seed):
+    model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, seed=seed)
+
+
+def steady_state(x, y, batch_sizes, epochs, device, use_torch):
+    rows = []
+    for bs in batch_sizes:
+        model = common.tinycnn_seed_model()
+        if device == "gpu":
+            model.to("gpu")
+        tinycnn_epoch(model, x[:20 * bs], y[:20 * bs], bs, 0)         # warm-up: compile, caches
+        t_times, p_times = [], []
+        if use_torch:
+            import torch
+            tdev = "cuda" if device == "gpu" else "cpu"
+            tmodel, topt = common.torch_seed_model(device=tdev)
+            tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))   # NCHW
+            ty = torch.from_numpy(y)
+            common.torch_epoch(tmodel, topt, tx[:20 * bs], ty[:20 * bs], bs, 0, tdev)
+        for epoch in range(epochs):
+            t_times.append(common.timed(tinycnn_epoch, model, x, y, bs, epoch))
+            if use_torch:
+                p_times.append(common.timed(common.torch_epoch, tmodel, topt, tx, ty, bs, epoch, tdev))
+            print(f"  batch {bs}, epoch {epoch + 1}: tinycnn {t_times[-1]:.1f} s"
+                  + (f", PyTorch {p_times[-1]:.1f} s" if p_times else ""), flush=True)
+        t = common.median(t_times)
+        row = {"batch": bs, "tinycnn_s": t, "tinycnn_img_s": len(x) / t, "tinycnn_all": t_times}
+        if p_times:
+            p = common.median(p_times)
+            row.update(torch_s=p, torch_img_s=len(x) / p, ratio=t / p, torch_all=p_times)
+        rows.append(row)
+    return rows
+
+
+def run_worker(args_list, env=None):
+    out = subprocess.run([sys.executable, __file__, *args_list], capture_output=True, text=True,
+                         env={**os.environ, **(env or {})}, timeout=1800)
+    if out.returncode != 0:
+        raise RuntimeError(f"worker {args_list} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def worker_memory(framework, batch_size, images):
+    x, y, _ = common.load_images(images)
+    if framework == "tinycnn":
+        model = common.tinycnn_seed_model()
+        tinycnn_epoch(model, x, y, batch_size, 0)
+    else:
+        import torch
+        model, opt = common.torch_seed_model()
+        common.torch_epoch(model, opt, torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))),
+                           torch.from_numpy(y), batch_size, 0)
+    return {"peak_rss_mb": common.peak_rss_mb()}
+
+
+def worker_jit(batch_size):
+    """First epoch minus steady epoch on 20 batches: the time spent compiling (or loading) kernels."""
+    start = time.perf_counter()
+    import tinycnn  # noqa: F401
+    import_s = time.perf_counter() - start
+    x, y, _ = common.load_images(20 * batch_size)
+    model = common.tinycnn_seed_model()
+    first = common.timed(model.fit, x, y, epochs=1, batch_size=batch_size, verbose=0, validation_split=0.1)
+    second = common.timed(model.fit, x, y, epochs=1, batch_size=batch_size, verbose=0, validation_split=0.1)
+    return {"import_s": import_s, "first_s": first, "steady_s": second, "jit_s": first - second}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--batch-sizes", type=int, nargs="+")
+    p.add_argument("--epochs", type=int, default=3, help="timed epochs per framework and batch size")
+    p.add_argument("--images", type=int, default=60000)
+    p.add_argument("--no-torch", action="store_true", help="time tinycnn alone")
+    p.add_argument("--skip-memory", action="store_true")
+    p.add_argument("--skip-jit", action="store_true")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--worker", choices=["memory-tinycnn", "memory-torch", "jit"], help=argparse.SUPPRESS)
+    p.add_argument("--worker-batch", type=int, default=32, help=argparse.SUPPRESS)
+    args = p.parse_args()
+
+    if args.worker == "jit":
+        print(json.dumps(worker_jit(args.worker_batch)))
+        return
+    if args.worker:
+        print(json.dumps(worker_memory(args.worker.split("-")[1], args.worker_batch, args.images)))
+        return
+
+    batch_sizes = args.batch_sizes or ([32, 128, 512] if args.device == "gpu" else [32, 128])
+    use_torch = common.torch_available() and not args.no_torch
+    if use_torch:
+        import torch
+        torch.set_num_threads(os.cpu_count())
+    x, y, source = common.load_images(args.images)
+    info = common.machine()
+    print(f"machine: {info}")
+    print(f"data: {source}, {len(x)} images; device {args.device}; "
+          f"{'PyTorch in the same run' if use_torch else 'PyTorch not installed or --no-torch'}")
+    results = {"machine": info, "data": source, "images": len(x), "device": args.device}
+
+    rows = steady_state(x, y, batch_sizes, args.epochs, args.device, use_torch)
+    results["epochs"] = rows
+    print(f"\nSeconds per epoch, median of {args.epochs} (device {args.device}):")
+    common.print_table(rows, [("batch", "batch", "{}"), ("tinycnn_s", "tinycnn s/epoch", "{:.1f}"),
+                              ("tinycnn_img_s", "images/s", "{:,.0f}"), ("torch_s", "PyTorch s/epoch", "{:.1f}"),
+                              ("torch_img_s", "images/s", "{:,.0f}"), ("ratio", "tinycnn/PyTorch", "{:.2f}")])
+
+    if not args.skip_memory and args.device == "cpu":
+        mem = [{"framework": "tinycnn", **run_worker(["--worker", "memory-tinycnn", "--images", str(args.images)])}]
+        if use_torch:
+            mem.append({"framework": "PyTorch", **run_worker(["--worker", "memory-torch", "--images", str(args.images)])})
+        results["memory"] = mem
+        print(f"\nPeak resident memory, one process loading {args.images} images and training one epoch (batch 32):")
+        common.print_table(mem, [("framework", "framework", "{}"), ("peak_rss_mb", "peak RSS MB", "{:.0f}")])
+
+    if not args.skip_jit and args.device == "cpu":
+        with tempfile.TemporaryDirectory() as cache:
+            env = {"NUMBA_CACHE_DIR": cache}
+            jit = [{"cache": "cold", **run_worker(["--worker", "jit"], env)},
+                   {"cache": "warm", **run_worker(["--worker", "jit"], env)}]
+        results["jit"] = jit
+        print("\nJIT overhead: the first epoch (20 batches of 32) minus the same epoch again:")
+        common.print_table(jit, [("cache", "Numba cache", "{}"), ("import_s", "import s", "{:.2f}"),
+                                 ("jit_s", "JIT overhead s", "{:.2f}"), ("steady_s", "steady epoch s", "{:.2f}")])
+    common.write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
