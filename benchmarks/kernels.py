@@ -74,7 +74,7 @@ def main():
                                        args.repeat)})
         rows.append({"kernel": f"maxpool bwd {label} {shape}", "bytes": x.nbytes + y.nbytes + am.nbytes,
                      "numpy": bench(lambda: P.maxpool_backward_reference(dout, am, shape), args.repeat),
-                     "numba": bench(lambda: P.maxpool_backward(dout, am, shape), args.repeat),
+                     "numba": bench(lambda: P.maxpool_backward(dout, am, shape, 2, 2, (2, 2), none), args.repeat),
                      "parallel": bench(lambda: par["_maxpool_backward_numba"](dout, am, h, w), args.repeat)})
     for r in rows:
         for k in ("numpy", "numba", "parallel"):

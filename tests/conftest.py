@@ -1,4 +1,6 @@
-"""Shared test helpers: the seed model and float64 data."""
+"""Shared test helpers: the seed model, float64 data, and the devices to run on."""
+
+import functools
 
 import numpy as np
 import pytest
@@ -25,3 +27,28 @@ def seed_model(input_shape=(28, 28, 1), seed=0, dtype="float32"):
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+GPU_SKIP_REASON = ("CuPy with a CUDA device is not available "
+                   "(pip install 'tinycnn[gpu]' on a machine with an NVIDIA GPU)")
+
+
+@functools.lru_cache(maxsize=None)
+def gpu_available():
+    """True when CuPy imports and sees at least one CUDA device (asked once per session)."""
+    try:
+        import cupy
+        return cupy.cuda.runtime.getDeviceCount() > 0
+    except Exception:  # ImportError, or CUDARuntimeError when there is no driver or device
+        return False
+
+
+requires_gpu = pytest.mark.skipif(not gpu_available(), reason=GPU_SKIP_REASON)
+
+
+@pytest.fixture(params=["cpu", "gpu"])
+def device(request):
+    """Run the test once per device: "cpu" always, "gpu" when CuPy has a CUDA device."""
+    if request.param == "gpu" and not gpu_available():
+        pytest.skip(GPU_SKIP_REASON)
+    return request.param

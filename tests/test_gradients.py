@@ -1,4 +1,5 @@
-"""Every backward pass, proven against central differences in float64 (max rel. error < 1e-6)."""
+"""Every backward pass, proven against central differences in float64 (max rel. error < 1e-6),
+on every available device (the ``device`` fixture: "cpu", and "gpu" when CuPy has a CUDA device)."""
 
 import numpy as np
 import pytest
@@ -31,9 +32,9 @@ def distinct_values(rng, shape, spacing=0.01):
     ((3, 2), (2, 1), "same", (1, 5, 4, 3)),   # non-square kernel and stride, batch 1
     (1, 1, "valid", (3, 4, 4, 4)),
 ])
-def test_conv2d(rng, kernel_size, strides, padding, shape):
+def test_conv2d(rng, device, kernel_size, strides, padding, shape):
     layer = Conv2D(4, kernel_size, strides=strides, padding=padding, seed=0)
-    assert_all_close(check_layer(layer, rng.standard_normal(shape)))
+    assert_all_close(check_layer(layer, rng.standard_normal(shape), device=device))
     assert set(layer.grads) == {"kernel", "bias"}
 
 
@@ -44,47 +45,47 @@ def test_conv2d(rng, kernel_size, strides, padding, shape):
     (3, 2, "same", (1, 6, 6, 2)),
     ((2, 3), (1, 2), "valid", (2, 5, 7, 2)),
 ])
-def test_maxpool(rng, pool_size, strides, padding, shape):
+def test_maxpool(rng, device, pool_size, strides, padding, shape):
     layer = MaxPool2D(pool_size, strides=strides, padding=padding)
-    assert_all_close(check_layer(layer, distinct_values(rng, shape)))
+    assert_all_close(check_layer(layer, distinct_values(rng, shape), device=device))
 
 
-def test_dense(rng):
-    assert_all_close(check_layer(Dense(5, seed=0), rng.standard_normal((4, 7))))
+def test_dense(rng, device):
+    assert_all_close(check_layer(Dense(5, seed=0), rng.standard_normal((4, 7)), device=device))
 
 
-def test_dense_with_relu(rng):
+def test_dense_with_relu(rng, device):
     layer = Dense(5, activation="relu", seed=0)
-    assert_all_close(check_layer(layer, rng.standard_normal((4, 7))))
+    assert_all_close(check_layer(layer, rng.standard_normal((4, 7)), device=device))
 
 
-def test_relu_away_from_zero(rng):
+def test_relu_away_from_zero(rng, device):
     x = rng.choice([-1, 1], size=(3, 4, 5)) * rng.uniform(0.1, 1.0, size=(3, 4, 5))
-    assert_all_close(check_layer(ReLU(), x))
+    assert_all_close(check_layer(ReLU(), x, device=device))
 
 
-def test_softmax(rng):
-    assert_all_close(check_layer(Softmax(), rng.standard_normal((4, 6))))
+def test_softmax(rng, device):
+    assert_all_close(check_layer(Softmax(), rng.standard_normal((4, 6)), device=device))
 
 
-def test_flatten_and_reshape(rng):
-    assert_all_close(check_layer(Flatten(), rng.standard_normal((2, 3, 4, 2))))
-    assert_all_close(check_layer(Reshape((6, 4)), rng.standard_normal((2, 3, 4, 2))))
+def test_flatten_and_reshape(rng, device):
+    assert_all_close(check_layer(Flatten(), rng.standard_normal((2, 3, 4, 2)), device=device))
+    assert_all_close(check_layer(Reshape((6, 4)), rng.standard_normal((2, 3, 4, 2)), device=device))
 
 
-def test_softmax_cross_entropy(rng):
+def test_softmax_cross_entropy(rng, device):
     logits = rng.standard_normal((5, 10))
     labels = rng.integers(0, 10, size=5)
-    assert check_loss(SoftmaxCrossEntropy(), logits, labels) < TOL
+    assert check_loss(SoftmaxCrossEntropy(), logits, labels, device=device) < TOL
 
 
-def test_seed_model_end_to_end(rng):
+def test_seed_model_end_to_end(rng, device):
     """The whole seed model, loss included: dL/dx and samples of every parameter gradient."""
     model = seed_model(dtype="float64", seed=3)
     model.compile("adam")
     x = rng.uniform(0, 1, size=(2, 28, 28, 1))
     y = np.array([3, 7])
-    errors = check_model(model, x, y, samples=40)
+    errors = check_model(model, x, y, samples=40, device=device)
     assert len(errors) == 1 + 8  # x and kernel/bias of four layers
     assert_all_close(errors)
 
@@ -96,8 +97,8 @@ class PermutedDense(Dense):
         return super().backward(dout[::-1].copy(), apply_activation)
 
 
-def test_checker_catches_a_wrong_backward(rng):
-    errors = check_layer(PermutedDense(4, seed=0), rng.standard_normal((3, 5)))
+def test_checker_catches_a_wrong_backward(rng, device):
+    errors = check_layer(PermutedDense(4, seed=0), rng.standard_normal((3, 5)), device=device)
     assert errors["x"] > 1e-2 and errors["kernel"] > 1e-2
 
 

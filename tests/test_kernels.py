@@ -1,8 +1,13 @@
-"""The Numba kernels equal the NumPy references, on random shapes; and small hand-made cases."""
+"""The fast kernels equal the NumPy references, on random shapes; and small hand-made cases.
+
+Each test runs on every available device (the ``device`` fixture): "cpu" runs the Numba kernels,
+"gpu" the CUDA ones (the input is copied to the GPU and the result compared after ``to_numpy``).
+"""
 
 import numpy as np
 import pytest
 
+from tinycnn.backend import device_of, to_device, to_numpy
 from tinycnn.kernels import im2col as conv_kernels
 from tinycnn.kernels import pooling as pool_kernels
 from tinycnn.kernels.im2col import output_size, same_padding
@@ -27,41 +32,45 @@ def pad_for(shape, k, s, padding):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, k, s, padding", CASES)
-def test_im2col_col2im_match_reference(rng, shape, k, s, padding, dtype):
+def test_im2col_col2im_match_reference(rng, device, shape, k, s, padding, dtype):
     x = rng.standard_normal(shape).astype(dtype)
     pad = pad_for(shape, k, s, padding)
-    cols = conv_kernels.im2col(x, *k, s, pad)
-    np.testing.assert_array_equal(cols, conv_kernels.im2col_reference(x, *k, s, pad))
+    cols = conv_kernels.im2col(to_device(x, device), *k, s, pad)
+    assert device_of(cols) == device
+    np.testing.assert_array_equal(to_numpy(cols), conv_kernels.im2col_reference(x, *k, s, pad))
     assert cols.dtype == dtype
     dcols = rng.standard_normal(cols.shape).astype(dtype)
-    fast = conv_kernels.col2im(dcols, shape, *k, s, pad)
+    fast = conv_kernels.col2im(to_device(dcols, device), shape, *k, s, pad)
+    assert device_of(fast) == device
     ref = conv_kernels.col2im_reference(dcols, shape, *k, s, pad)
-    np.testing.assert_allclose(fast, ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    np.testing.assert_allclose(to_numpy(fast), ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
     assert fast.dtype == dtype
 
 
 @pytest.mark.parametrize("shape, k, s, padding", CASES)
-def test_col2im_is_the_adjoint_of_im2col(rng, shape, k, s, padding):
+def test_col2im_is_the_adjoint_of_im2col(rng, device, shape, k, s, padding):
     """<im2col(x), c> == <x, col2im(c)> for all x, c: that is what 'transpose' means."""
     pad = pad_for(shape, k, s, padding)
     x = rng.standard_normal(shape)
     c = rng.standard_normal(conv_kernels.im2col(x, *k, s, pad).shape)
-    lhs = np.sum(conv_kernels.im2col(x, *k, s, pad) * c)
-    rhs = np.sum(x * conv_kernels.col2im(c, shape, *k, s, pad))
+    xd, cd = to_device(x, device), to_device(c, device)
+    lhs = float((conv_kernels.im2col(xd, *k, s, pad) * cd).sum())
+    rhs = float((xd * conv_kernels.col2im(cd, shape, *k, s, pad)).sum())
     assert lhs == pytest.approx(rhs, rel=1e-10)
 
 
-def test_im2col_worked_example_from_the_docstring():
+def test_im2col_worked_example_from_the_docstring(device):
     """The 4x4 image, 3x3 kernel example: rows are windows, columns run over (kh, kw)."""
-    x = np.arange(16, dtype=np.float64).reshape(1, 4, 4, 1)   # a=0, b=1, ..., p=15
+    x = to_device(np.arange(16, dtype=np.float64).reshape(1, 4, 4, 1), device)   # a=0, ..., p=15
     cols = conv_kernels.im2col(x, 3, 3, (1, 1), (0, 0, 0, 0))
     expected = np.array([[0, 1, 2, 4, 5, 6, 8, 9, 10],
                          [1, 2, 3, 5, 6, 7, 9, 10, 11],
                          [4, 5, 6, 8, 9, 10, 12, 13, 14],
                          [5, 6, 7, 9, 10, 11, 13, 14, 15]], dtype=np.float64)
-    np.testing.assert_array_equal(cols, expected)
+    np.testing.assert_array_equal(to_numpy(cols), expected)
     # col2im of all ones counts how many windows read each pixel.
-    counts = conv_kernels.col2im(np.ones_like(cols), x.shape, 3, 3, (1, 1), (0, 0, 0, 0))[0, :, :, 0]
+    ones = to_device(np.ones(cols.shape), device)
+    counts = to_numpy(conv_kernels.col2im(ones, x.shape, 3, 3, (1, 1), (0, 0, 0, 0)))[0, :, :, 0]
     np.testing.assert_array_equal(counts, [[1, 2, 2, 1], [2, 4, 4, 2], [2, 4, 4, 2], [1, 2, 2, 1]])
 
 
@@ -76,35 +85,39 @@ def test_keras_same_padding_puts_the_extra_pixel_after():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, k, s, padding", CASES)
-def test_maxpool_matches_reference(rng, shape, k, s, padding, dtype):
+def test_maxpool_matches_reference(rng, device, shape, k, s, padding, dtype):
     x = rng.standard_normal(shape).astype(dtype)
     pad = pad_for(shape, k, s, padding)
-    y, argmax = pool_kernels.maxpool_forward(x, *k, s, pad)
+    y, argmax = pool_kernels.maxpool_forward(to_device(x, device), *k, s, pad)
+    assert device_of(y) == device and device_of(argmax) == device
     y_ref, argmax_ref = pool_kernels.maxpool_forward_reference(x, *k, s, pad)
-    np.testing.assert_array_equal(y, y_ref)
-    np.testing.assert_array_equal(argmax, argmax_ref)
+    np.testing.assert_array_equal(to_numpy(y), y_ref)
+    np.testing.assert_array_equal(to_numpy(argmax), argmax_ref)
+    assert y.dtype == dtype and argmax.dtype == np.int32
     dout = rng.standard_normal(y.shape).astype(dtype)
-    np.testing.assert_allclose(pool_kernels.maxpool_backward(dout, argmax, shape),
+    dx = pool_kernels.maxpool_backward(to_device(dout, device), argmax, shape, *k, s, pad)
+    assert device_of(dx) == device and dx.dtype == dtype
+    np.testing.assert_allclose(to_numpy(dx),
                                pool_kernels.maxpool_backward_reference(dout, argmax_ref, shape), rtol=1e-6)
 
 
-def test_maxpool_ties_pick_the_first_in_reading_order():
+def test_maxpool_ties_pick_the_first_in_reading_order(device):
     x = np.zeros((1, 2, 2, 1))                    # every entry ties
-    y, argmax = pool_kernels.maxpool_forward(x, 2, 2, (2, 2), (0, 0, 0, 0))
-    assert argmax[0, 0, 0, 0] == 0
+    y, argmax = pool_kernels.maxpool_forward(to_device(x, device), 2, 2, (2, 2), (0, 0, 0, 0))
+    assert int(argmax[0, 0, 0, 0]) == 0
     _, argmax_ref = pool_kernels.maxpool_forward_reference(x, 2, 2, (2, 2), (0, 0, 0, 0))
     assert argmax_ref[0, 0, 0, 0] == 0
     x = np.array([1.0, 5.0, 5.0, 2.0]).reshape(1, 2, 2, 1)   # tie between positions 1 and 2
-    _, argmax = pool_kernels.maxpool_forward(x, 2, 2, (2, 2), (0, 0, 0, 0))
-    assert argmax[0, 0, 0, 0] == 1
+    _, argmax = pool_kernels.maxpool_forward(to_device(x, device), 2, 2, (2, 2), (0, 0, 0, 0))
+    assert int(argmax[0, 0, 0, 0]) == 1
 
 
-def test_maxpool_same_padding_is_minus_infinity_not_zero():
+def test_maxpool_same_padding_is_minus_infinity_not_zero(device):
     """A window of negative numbers partly in the padding must return a negative maximum."""
     x = -np.arange(1, 10, dtype=np.float64).reshape(1, 3, 3, 1)   # -1 ... -9
     pad = same_padding(3, 2, 2) + same_padding(3, 2, 2)              # (0, 1, 0, 1)
-    y, _ = pool_kernels.maxpool_forward(x, 2, 2, (2, 2), pad)
-    np.testing.assert_array_equal(y[0, :, :, 0], [[-1, -3], [-7, -9]])
+    y, _ = pool_kernels.maxpool_forward(to_device(x, device), 2, 2, (2, 2), pad)
+    np.testing.assert_array_equal(to_numpy(y)[0, :, :, 0], [[-1, -3], [-7, -9]])
     y_ref, _ = pool_kernels.maxpool_forward_reference(x, 2, 2, (2, 2), pad)
     np.testing.assert_array_equal(y_ref[0, :, :, 0], [[-1, -3], [-7, -9]])
 

@@ -1,5 +1,8 @@
 """BatchNormalization, Dropout, RandomRotation and RandomTranslation: gradients, statistics,
-hand-computed warps, the Numba kernel against its NumPy reference, seeding and configs."""
+hand-computed warps, the Numba kernel against its NumPy reference, seeding and configs.
+
+The gradient checks and the kernel-against-reference tests run on every available device (the
+``device`` fixture: "cpu", and "gpu" when CuPy has a CUDA device)."""
 
 import json
 
@@ -7,6 +10,7 @@ import numpy as np
 import pytest
 
 from tinycnn import Sequential
+from tinycnn.backend import device_of, to_device, to_numpy
 from tinycnn.gradcheck import check_layer
 from tinycnn.layers.augmentation import (RandomRotation, RandomTranslation, affine_sample,
                                          affine_sample_backward, affine_sample_backward_reference,
@@ -38,19 +42,19 @@ def built_batchnorm(rng, shape):
 # ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("shape", [(2, 4, 4, 3), (6, 5)])
-def test_batchnorm_gradients_in_training(rng, shape):
+def test_batchnorm_gradients_in_training(rng, device, shape):
     layer = built_batchnorm(rng, shape)
-    errors = check_layer(layer, rng.normal(1.0, 2.0, shape))
+    errors = check_layer(layer, rng.normal(1.0, 2.0, shape), device=device)
     assert set(errors) == {"x", "gamma", "beta"}
     assert_all_close(errors)
 
 
 @pytest.mark.parametrize("shape", [(2, 4, 4, 3), (6, 5)])
-def test_batchnorm_gradients_in_inference(rng, shape):
+def test_batchnorm_gradients_in_inference(rng, device, shape):
     layer = built_batchnorm(rng, shape)
     layer.state["moving_mean"][...] = rng.standard_normal(shape[-1])
     layer.state["moving_variance"][...] = rng.uniform(0.5, 2.0, shape[-1])
-    assert_all_close(check_layer(layer, rng.standard_normal(shape), training=False))
+    assert_all_close(check_layer(layer, rng.standard_normal(shape), training=False, device=device))
 
 
 class BatchNormIgnoringBatchStatistics(BatchNormalization):
@@ -61,29 +65,30 @@ class BatchNormIgnoringBatchStatistics(BatchNormalization):
         return dout * self.params["gamma"] * self.inv_std
 
 
-def test_checker_catches_a_batchnorm_backward_that_forgets_the_statistics(rng):
+def test_checker_catches_a_batchnorm_backward_that_forgets_the_statistics(rng, device):
     layer = BatchNormIgnoringBatchStatistics()
-    errors = check_layer(layer, rng.standard_normal((6, 5)))
+    errors = check_layer(layer, rng.standard_normal((6, 5)), device=device)
     assert errors["x"] > 1e-2
 
 
-def test_dropout_gradient_with_a_fixed_mask(rng):
+def test_dropout_gradient_with_a_fixed_mask(rng, device):
     x = rng.standard_normal((4, 3, 3, 2))
     layer = Dropout(0.4, seed=0)
     layer.fixed_mask = rng.random(x.shape) >= 0.4
-    errors = check_layer(layer, x)
+    errors = check_layer(layer, x, device=device)
     assert_all_close(errors)
-    dx = layer.backward(np.ones_like(x))
-    np.testing.assert_allclose(dx, layer.fixed_mask / 0.6)   # dropped units pass no gradient
+    dx = layer.backward(to_device(np.ones_like(x), device))
+    assert device_of(dx) == device
+    np.testing.assert_allclose(to_numpy(dx), layer.fixed_mask / 0.6)   # dropped units pass no gradient
 
 
 @pytest.mark.parametrize("layer", [
     RandomRotation((0.1, 0.1), fill_value=0.3),                     # lo == hi: a fixed angle
     RandomTranslation((0.13, 0.13), (-0.21, -0.21), fill_value=-1.0),
 ])
-def test_augmentation_gradient(rng, layer):
+def test_augmentation_gradient(rng, device, layer):
     """With lo == hi the transform is the same on every forward, so x -> y is a fixed linear map."""
-    assert_all_close(check_layer(layer, rng.standard_normal((2, 5, 6, 2))))
+    assert_all_close(check_layer(layer, rng.standard_normal((2, 5, 6, 2)), device=device))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,25 +281,26 @@ def random_transforms(rng, n, h, w):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_numba_warp_equals_the_numpy_reference(rng, dtype):
+def test_numba_warp_equals_the_numpy_reference(rng, device, dtype):
     x = rng.standard_normal((4, 7, 9, 3)).astype(dtype)
     t = random_transforms(rng, 4, 7, 9)
-    y = affine_sample(x, t, 0.5)
-    assert y.dtype == dtype
-    np.testing.assert_allclose(y, affine_sample_reference(x, t, 0.5), rtol=1e-6, atol=1e-6)
+    y = affine_sample(to_device(x, device), t, 0.5)
+    assert y.dtype == dtype and device_of(y) == device
+    np.testing.assert_allclose(to_numpy(y), affine_sample_reference(x, t, 0.5), rtol=1e-6, atol=1e-6)
     dout = rng.standard_normal(x.shape).astype(dtype)
-    dx = affine_sample_backward(dout, t)
-    assert dx.dtype == dtype
-    np.testing.assert_allclose(dx, affine_sample_backward_reference(dout, t), rtol=1e-5, atol=1e-6)
+    dx = affine_sample_backward(to_device(dout, device), t)
+    assert dx.dtype == dtype and device_of(dx) == device
+    np.testing.assert_allclose(to_numpy(dx), affine_sample_backward_reference(dout, t), rtol=1e-5, atol=1e-6)
 
 
-def test_warp_backward_is_the_adjoint(rng):
+def test_warp_backward_is_the_adjoint(rng, device):
     """<A x, g> == <x, A^T g> for random transforms (fill 0: then the warp is linear)."""
     x = rng.standard_normal((3, 6, 5, 2))
     g = rng.standard_normal(x.shape)
     t = random_transforms(rng, 3, 6, 5)
-    lhs = np.sum(affine_sample(x, t, 0.0) * g)
-    assert lhs == pytest.approx(np.sum(x * affine_sample_backward(g, t)), rel=1e-10)
+    xd, gd = to_device(x, device), to_device(g, device)
+    lhs = float((affine_sample(xd, t, 0.0) * gd).sum())
+    assert lhs == pytest.approx(float((xd * affine_sample_backward(gd, t)).sum()), rel=1e-10)
     assert lhs == pytest.approx(np.sum(x * affine_sample_backward_reference(g, t)), rel=1e-10)
 
 

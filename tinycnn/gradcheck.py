@@ -18,14 +18,23 @@ Point it at your own layer:
 
     >>> from tinycnn.gradcheck import check_layer
     >>> check_layer(MyLayer(), x)            # x: float64 array; returns {"x": err, "kernel": err, ...}
+
+On the GPU. ``device="gpu"`` runs the same check with the layer (or model) and x on the GPU: x
+and the upstream gradient are copied there, the layer is moved with ``.to("gpu")``, and each
+entry is perturbed in place *on the GPU*, so the forward passes being differentiated are the
+GPU's own (its CUDA kernels, its matrix products). Only the scalar loss comes back to the host
+for each perturbation, and the analytic gradients are copied back once, with ``to_numpy``, to
+be compared. The numbers need float64 on the GPU too.
 """
 
 import numpy as np
 
+from .backend import to_device, to_numpy
+
 
 def rel_error(a, b):
-    """max |a - b| / max(1e-8, |a| + |b|), element-wise then the worst element."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    """max |a - b| / max(1e-8, |a| + |b|), element-wise then the worst element (on the host)."""
+    a, b = np.asarray(to_numpy(a), dtype=np.float64), np.asarray(to_numpy(b), dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"Cannot compare gradients of shapes {a.shape} and {b.shape}.")
     if a.size == 0:
@@ -36,16 +45,19 @@ def rel_error(a, b):
 def numerical_gradient(f, x, h=1e-5, indices=None):
     """Central differences of the scalar function ``f()`` with respect to array ``x``.
 
-    ``x`` is perturbed in place, one entry at a time, and restored; ``f`` must read it.
+    ``x`` is perturbed in place, one entry at a time, and restored; ``f`` must read it and
+    return a Python float. ``x`` may live on the GPU: it is changed there, where ``f`` reads it.
     ``indices`` (flat positions) limits the work to those entries; the others stay 0.
+    Returns a NumPy array shaped like ``x``.
     """
     if x.dtype != np.float64:
         raise TypeError(f"Gradient checks need float64 (got {x.dtype}): float32 rounding at "
                         "h = 1e-5 would swamp the difference.")
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    grad = np.zeros(x.shape, dtype=np.float64)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)          # flat is a view: writes reach x
     for i in range(flat.size) if indices is None else indices:
-        old = flat[i]
+        i = int(i)
+        old = float(flat[i])     # a copy: on the GPU, flat[i] would be a view that changes too
         flat[i] = old + h
         plus = f()
         flat[i] = old - h
@@ -55,18 +67,24 @@ def numerical_gradient(f, x, h=1e-5, indices=None):
     return grad
 
 
-def check_layer(layer, x, seed=0, h=1e-5, training=True):
+def check_layer(layer, x, seed=0, h=1e-5, training=True, device="cpu"):
     """Relative errors of ``layer``'s backward pass: {"x": ..., "<param>": ...} for every param.
 
-    ``x`` must be float64; the layer is built from it on first use (so its parameters are
-    float64 too). The upstream gradient is random, drawn from ``seed``.
+    ``x`` must be float64; the layer is built from it if it is not built yet (so its parameters
+    are float64 too). The upstream gradient is random, drawn from ``seed``. ``device`` ("cpu" or
+    "gpu") is where the layer, x and the upstream gradient live while the check runs; the layer
+    stays there afterwards.
     """
-    x = np.array(x, dtype=np.float64)
+    x = np.array(to_numpy(x), dtype=np.float64)
+    if not layer.built:
+        layer.build(x.shape[1:], x.dtype)          # parameters are made on the CPU ...
+    layer.to(device)                               # ... and moved to the device
+    x = to_device(x, device)
     y = layer.forward(x, training=training)
-    dout = np.random.default_rng(seed).standard_normal(y.shape)
+    dout = to_device(np.random.default_rng(seed).standard_normal(y.shape), device)
 
     def loss():
-        return float(np.sum(layer.forward(x, training=training) * dout))
+        return float((layer.forward(x, training=training) * dout).sum())
 
     layer.forward(x, training=training)
     dx = layer.backward(dout)
@@ -77,23 +95,29 @@ def check_layer(layer, x, seed=0, h=1e-5, training=True):
     return errors
 
 
-def check_loss(loss, logits, labels, h=1e-5):
+def check_loss(loss, logits, labels, h=1e-5, device="cpu"):
     """Relative error of a loss's backward (dL/dlogits) against finite differences."""
-    logits = np.array(logits, dtype=np.float64)
+    logits = to_device(np.array(to_numpy(logits), dtype=np.float64), device)
+    labels = to_device(labels, device)
     loss.forward(logits, labels)
     analytic = loss.backward()
     return rel_error(analytic, numerical_gradient(lambda: float(loss.forward(logits, labels)), logits, h))
 
 
-def check_model(model, x, y, h=1e-5, samples=None, seed=0):
+def check_model(model, x, y, h=1e-5, samples=None, seed=0, device="cpu"):
     """End to end: errors of dL/dx and of every parameter of every layer, L the model's loss.
 
     Runs the same path as training (logits, fused loss, backward through every layer) without
     the optimizer step. Returns {"x": ..., "<layer>/<param>": ...}. A whole model has too many
     parameters to perturb one by one, so ``samples=k`` checks k random entries of each array
-    (all of them when it has fewer), as cs231n's ``grad_check_sparse`` does.
+    (all of them when it has fewer), as cs231n's ``grad_check_sparse`` does. ``device`` is
+    where the model, x and y live while the check runs; the model stays there afterwards.
     """
-    x = np.array(x, dtype=np.float64)
+    x = np.array(to_numpy(x), dtype=np.float64)
+    if not model.built:
+        model.build(x.shape[1:], "float64")
+    model.to(device)
+    x, y = to_device(x, device), to_device(y, device)
     rng = np.random.default_rng(seed)
 
     def compare(analytic, array, f):
@@ -101,7 +125,7 @@ def check_model(model, x, y, h=1e-5, samples=None, seed=0):
         numeric = numerical_gradient(f, array, h, idx)
         if idx is None:
             return rel_error(analytic, numeric)
-        return rel_error(analytic.reshape(-1)[idx], numeric.reshape(-1)[idx])
+        return rel_error(to_numpy(analytic).reshape(-1)[idx], numeric.reshape(-1)[idx])
 
     def loss():
         return float(model.loss.forward(model._forward_logits(x, training=True), y))

@@ -324,7 +324,8 @@ class Sequential:
         return np.concatenate(out)
 
     def _to_device(self, a):
-        return a if self.device == "cpu" else to_device(a, self.device)
+        """A batch on the model's device (NumPy stays as it is on the CPU)."""
+        return to_device(a, self.device)
 
     def summary(self, print_fn=print):
         """Print each layer's name, output shape and parameter count, and the totals."""
@@ -366,7 +367,7 @@ class Sequential:
         for (layer, d, k), w in zip(slots, weights):
             if tuple(w.shape) != tuple(d[k].shape):
                 raise ValueError(f"{layer.name}.{k}: expected shape {tuple(d[k].shape)}, got {tuple(w.shape)}.")
-            d[k][...] = to_device(np.asarray(w, dtype=d[k].dtype), self.device)
+            d[k][...] = to_device(np.asarray(to_numpy(w), dtype=d[k].dtype), self.device)
 
     def save(self, path):
         """Write the architecture and weights to one ``.npz`` file, atomically."""

@@ -117,10 +117,14 @@ def maxpool_forward(x, ph, pw, stride, pad):
     return _maxpool_forward_numba(np.ascontiguousarray(x), ph, pw, sh, sw, pt, pl, oh, ow)
 
 
-def maxpool_backward(dout, argmax, x_shape):
-    """Same contract as :func:`maxpool_backward_reference`, on the array's device."""
+def maxpool_backward(dout, argmax, x_shape, ph, pw, stride, pad):
+    """Same contract as :func:`maxpool_backward_reference`, on the array's device.
+
+    The pool geometry is not needed on the CPU, where each image scatters into its own slice;
+    the GPU kernel uses it to gather, one thread per input pixel.
+    """
     n, h, w, c = x_shape
     if get_array_module(dout) is not np:
         from . import cuda
-        return cuda.maxpool_backward(dout, argmax, x_shape)
+        return cuda.maxpool_backward(dout, argmax, x_shape, (ph, pw), stride, pad)
     return _maxpool_backward_numba(np.ascontiguousarray(dout), argmax, h, w)

@@ -16,6 +16,8 @@ import re
 
 import numpy as np
 
+from ..backend import check_device, is_gpu_array, to_device
+
 
 
 def _snake_case(name):
@@ -61,6 +63,8 @@ class Layer:
                 raise TypeError(f"{self.name}: input has dtype {x.dtype}; layers take float32 or "
                                 "float64 arrays (convert with x.astype('float32')).")
             self.build(x.shape[1:], x.dtype)
+            if is_gpu_array(x):               # first used on the GPU: keep the weights there too
+                self.to("gpu")
         elif tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"{self.name}: expected input of shape (batch, "
                              f"{', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}.")
@@ -89,7 +93,7 @@ class Layer:
 
     def to(self, device):
         """Move this layer's parameters to ``"cpu"`` or ``"gpu"``; returns the layer."""
-        from ..backend import to_device
+        check_device(device)
         self.params = {k: to_device(v, device) for k, v in self.params.items()}
         self.state = {k: to_device(v, device) for k, v in self.state.items()}
         self.grads = {}

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from ..backend import get_array_module, to_device
+from ..backend import get_array_module, to_device, to_numpy
 from .base import Layer
 
 
@@ -49,7 +49,7 @@ class Dropout(Layer):
             if tuple(self.fixed_mask.shape) != tuple(shape):
                 raise ValueError(f"{self.name}: fixed_mask has shape {tuple(self.fixed_mask.shape)} "
                                  f"but the input has shape {tuple(shape)}.")
-            return np.asarray(self.fixed_mask, dtype=bool)
+            return np.asarray(to_numpy(self.fixed_mask), dtype=bool)
         return self.generator.random(shape) >= self.rate
 
     def forward(self, x, training=False):

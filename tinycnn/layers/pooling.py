@@ -56,7 +56,7 @@ class MaxPool2D(Layer):
         return y
 
     def backward(self, dout):
-        return maxpool_backward(dout, self.argmax, self.x_shape)
+        return maxpool_backward(dout, self.argmax, self.x_shape, *self.pool_size, self.strides, self.pad)
 
     def get_config(self):
         return {"name": self.name, "pool_size": list(self.pool_size), "strides": list(self.strides),
