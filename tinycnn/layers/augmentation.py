@@ -32,8 +32,9 @@ gradient back to its four source pixels with the same weights (neighbours outsid
 were constants and receive nothing). The fill value contributes no gradient to the input.
 
 Each operation comes twice: a short NumPy version (``*_reference``) to read, and a Numba version
-that runs (parallel over images, so the scatter of one image is done by one thread: no races).
-Tests prove that they agree.
+that runs. Its outer loop is over images, so a parallel loop would give each image's scatter to
+one thread, with no races; like tinycnn's other kernels it runs serially beside a multi-threaded
+BLAS (see ``tinycnn/kernels/jit.py`` for why). Tests prove that they agree.
 """
 
 import math
@@ -127,7 +128,7 @@ def affine_sample_backward_reference(dout, transforms):
 # Numba kernels: the same arithmetic, one output pixel at a time.
 # ---------------------------------------------------------------------------------------------
 
-@jit(parallel=True)
+@jit()
 def _affine_sample_numba(x, transforms, fill_value):
     n, h, w, c = x.shape
     out = np.empty_like(x)
@@ -154,7 +155,7 @@ def _affine_sample_numba(x, transforms, fill_value):
     return out
 
 
-@jit(parallel=True)
+@jit()
 def _affine_sample_backward_numba(dout, transforms):
     n, h, w, c = dout.shape
     acc = np.zeros((n, h, w, c), dtype=np.float64)
