@@ -22,9 +22,12 @@ def load_images(n=60000, seed=0):
     if os.path.isdir(FASHION_DIR):
         from tinycnn.datasets import fashion_mnist
         (x, y), _ = fashion_mnist.load_data(path=FASHION_DIR)
-        reps = -(-n // len(x))
-        x, y = np.concatenate([x] * reps)[:n], np.concatenate([y] * reps)[:n]
-        return (x.astype(np.float32) / 255)[..., None], y.astype(np.int64), FASHION_DIR
+        if n > len(x):
+            reps = -(-n // len(x))
+            x, y = np.concatenate([x] * reps), np.concatenate([y] * reps)
+        x = x[:n].astype(np.float32)
+        x /= 255                                   # in place: no second float copy
+        return x[..., None], y[:n].astype(np.int64), FASHION_DIR
     rng = np.random.default_rng(seed)
     return rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), "synthetic"
 

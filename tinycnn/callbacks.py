@@ -2,7 +2,7 @@
 
 ``fit`` calls, in order: ``on_train_begin()``, then for each epoch ``on_epoch_begin(epoch)``,
 ``on_batch_end(batch, logs)`` after every batch, ``on_epoch_end(epoch, logs)``, and finally
-``on_train_end(logs)``. ``logs`` is a dict such as {"loss": 0.31, "accuracy": 0.91,
+``on_train_end()``. ``logs`` is a dict such as {"loss": 0.31, "accuracy": 0.91,
 "val_loss": ..., "val_accuracy": ...}. A callback stops training by setting
 ``self.model.stop_training = True``.
 """

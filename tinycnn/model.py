@@ -49,22 +49,31 @@ class Sequential:
         self.loss = None
         self.metrics = []
         self.stop_training = False
+        self._rng = None          # the model's generator: initial weights, then shuffling
         for layer in layers or []:
             self.add(layer)
-        if self.input_shape is not None:
+        if self.input_shape is not None and self.layers:
             self.build(self.input_shape)
 
     # -- structure ------------------------------------------------------------------------------
     def add(self, layer):
-        """Append a layer, renaming it ``conv2d_1``-style if its name is taken."""
-        if self.built:
-            raise RuntimeError("This model is already built; add layers before building or fitting it.")
+        """Append a layer, renaming it ``conv2d_1``-style if its name is taken.
+
+        Like Keras, ``Sequential(input_shape=(28, 28, 1))`` followed by ``add(...)`` works: once
+        the input shape is known, each added layer is built at once.
+        """
         names = {other.name for other in self.layers}
         base, k = layer.name, 1
         while layer.name in names:
             layer.name = f"{base}_{k}"
             k += 1
+        output_shape = self.output_shape if self.built else None
         self.layers.append(layer)
+        if self.built:
+            layer.build(output_shape, self.dtype, self._rng)
+            layer.to(self.device)
+        elif self.input_shape is not None:
+            self.build(self.input_shape)
 
     @property
     def built(self):
@@ -76,9 +85,9 @@ class Sequential:
             raise ValueError("The model has no layers; add some before building it.")
         shape = tuple(int(d) for d in (input_shape or self.input_shape))
         self.input_shape = shape
-        rng = np.random.default_rng(self.seed)
+        self._rng = np.random.default_rng(self.seed)
         for layer in self.layers:
-            layer.build(shape, dtype, rng)
+            layer.build(shape, dtype, self._rng)
             shape = layer.output_shape(shape)
         self.dtype = np.dtype(dtype)
         if self.device != "cpu":
@@ -152,26 +161,41 @@ class Sequential:
 
     def _backward_logits(self, dlogits, input_grad=True):
         """Send dL/dlogits back through the layers that ``_forward_logits`` ran, in reverse;
-        returns dL/dx. With ``input_grad=False`` (training: x is data, nobody needs its gradient)
-        a first Conv2D or Dense layer skips computing it, and this returns None."""
+        returns dL/dx.
+
+        In training (``input_grad=False``) nobody needs the gradient of the data, so the
+        backward pass stops at the first layer with parameters: layers before it (augmentation)
+        are skipped, and a first Conv2D or Dense does not compute its input gradient (for a
+        convolution that saves a matrix product and col2im). Then this returns None.
+        """
         head = self._softmax_head()
         steps = [(layer, {}) for layer in (self.layers[:-1] if head else self.layers)]
         if head == "activation":
             steps.append((self.layers[-1], {"apply_activation": False}))
+        if not input_grad:
+            first = next((i for i, (layer, _) in enumerate(steps) if layer.params), 0)
+            steps = steps[first:]
         d = dlogits
         for k, (layer, kwargs) in enumerate(reversed(steps)):
-            if k == len(steps) - 1 and not input_grad and isinstance(layer, (Conv2D, Dense)):
-                kwargs = {**kwargs, "input_grad": False}
+            if k == len(steps) - 1 and not input_grad:
+                if isinstance(layer, (Conv2D, Dense)):
+                    layer.backward(d, **kwargs, input_grad=False)
+                    return None
             d = layer.backward(d, **kwargs)
-        return d
+        return None if not input_grad else d
 
     def _trainable_layers(self):
         return [layer for layer in self.layers if layer.params]
 
     def _train_step(self, xb, yb):
-        """One step of gradient descent on one batch; returns (loss, number correct)."""
+        """One step of gradient descent on one batch; returns (loss, number correct).
+
+        A loss that is not finite stops here, before the weights are touched.
+        """
         logits = self._forward_logits(xb, training=True)
         loss = self.loss.forward(logits, yb)
+        if not math.isfinite(float(loss)):
+            return float(loss), 0
         dlogits = self.loss.backward()
         self._backward_logits(dlogits, input_grad=False)
         self.optimizer.step(self._trainable_layers())
@@ -185,9 +209,9 @@ class Sequential:
         x = xp.asarray(x)
         if x.ndim == 0 or x.shape[0] == 0:
             raise ValueError(f"{what} is empty (shape {x.shape}); pass at least one sample.")
-        if not (np.issubdtype(x.dtype, np.floating)):
+        if x.dtype not in (np.float32, np.float64):
             hint = " Scale images to [0, 1] first: x.astype('float32') / 255." if x.dtype == np.uint8 else ""
-            raise TypeError(f"{what} has dtype {x.dtype}; the model takes floating-point input.{hint}")
+            raise TypeError(f"{what} has dtype {x.dtype}; the model takes float32 or float64 input.{hint}")
         if not self.built:
             self.build(x.shape[1:], "float64" if x.dtype == np.float64 else "float32")
         if tuple(x.shape[1:]) != self.input_shape:
@@ -196,7 +220,9 @@ class Sequential:
             if tuple(x.shape[1:]) + (1,) == self.input_shape:
                 hint = " It looks like the channel axis is missing: use x[..., None]."
             raise ValueError(f"{what} has shape {tuple(x.shape)} but the model expects {expected}.{hint}")
-        if not bool(xp.isfinite(x).all()):
+        # min and max are finite exactly when every value is (NaN propagates through both);
+        # unlike isfinite(x).all(), this allocates nothing the size of x.
+        if not (math.isfinite(float(x.min())) and math.isfinite(float(x.max()))):
             bad = int((~xp.isfinite(x)).sum())
             raise ValueError(f"{what} contains {bad} NaN or infinite values; clean or impute them first.")
         return x.astype(self.dtype, copy=False)
@@ -216,8 +242,13 @@ class Sequential:
         """Train for ``epochs`` passes over (x, y); returns a :class:`History`.
 
         ``validation_split`` holds out the *last* fraction of the data before shuffling, as
-        Keras does. ``seed`` fixes the shuffling. ``verbose``: 1 a progress bar per epoch, 2 one
-        line per epoch, 0 nothing.
+        Keras does (training keeps floor(N * (1 - split)) samples). ``seed`` fixes the shuffling;
+        without it the shuffling comes from the model's own generator (``Sequential(seed=...)``),
+        so a seeded model trains the same way every run. ``verbose``: 1 a progress bar per epoch,
+        2 one line per epoch, 0 nothing.
+
+        If the loss stops being finite, ``FloatingPointError`` is raised before that batch
+        changes any weight; the history so far is attached to it as ``err.history``.
         """
         if self.optimizer is None:
             raise RuntimeError("Call model.compile(optimizer=..., loss=...) before model.fit().")
@@ -227,7 +258,7 @@ class Sequential:
         x = self._check_x(x)
         y = check_labels(to_numpy(y), self._num_classes(), n=len(x))
         if validation_data is None and validation_split > 0:
-            n_val = int(len(x) * validation_split)
+            n_val = len(x) - int(len(x) * (1.0 - validation_split))
             if n_val == 0 or n_val == len(x):
                 raise ValueError(f"validation_split={validation_split} of {len(x)} samples leaves "
                                  "an empty training or validation set.")
@@ -238,7 +269,7 @@ class Sequential:
             x_val = self._check_x(validation_data[0], "validation x")
             val = (x_val, check_labels(to_numpy(validation_data[1]), self._num_classes(), n=len(x_val)))
 
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(seed) if seed is not None else self._rng
         history = History()
         callbacks = [history] + list(callbacks or [])
         for cb in callbacks:
@@ -255,10 +286,14 @@ class Sequential:
                         break
         except KeyboardInterrupt:
             history.interrupted = True
-            print(f"\nInterrupted: training stopped after {len(history.epoch)} complete epoch(s). "
-                  "The model keeps the weights of its last finished batch.", flush=True)
-        for cb in callbacks:
-            cb.on_train_end()
+            print(f"\nInterrupted: training stopped after {len(history.epoch)} complete epoch(s).",
+                  flush=True)
+        except FloatingPointError as err:
+            err.history = history
+            raise
+        finally:
+            for cb in callbacks:
+                cb.on_train_end()
         return history
 
     def _fit_epoch(self, x, y, batch_size, epoch, epochs, order, val, verbose, callbacks, ctrl_c):
@@ -384,7 +419,8 @@ def _size(nbytes):
 
 class _CtrlC:
     """While training, the first Ctrl-C only asks ``fit`` to stop after the current batch, so the
-    weights are never left half-updated; a second Ctrl-C interrupts at once, as usual.
+    weights are never left half-updated; a second Ctrl-C interrupts at once, as usual (and may
+    then land in the middle of an update).
 
     Signal handlers can only be set from the main thread; elsewhere Ctrl-C behaves as usual.
     """

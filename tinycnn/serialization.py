@@ -61,6 +61,9 @@ def atomic_write(path, write):
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)        # mkstemp makes it private (0600); use the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -92,7 +92,7 @@ def _maxpool_forward_numba(x, ph, pw, sh, sw, pt, pl, oh, ow):
 def _maxpool_backward_numba(dout, argmax, h, w):
     n, oh, ow, c = dout.shape
     dx = np.empty((n, h, w, c), dtype=dout.dtype)
-    for b in prange(n):                      # one thread per image: no races between threads
+    for b in prange(n):                      # an image per iteration: parallel, it would not race
         dx[b] = 0                            # zero one image, then scatter into it while it is in cache
         for yo in range(oh):
             for xo in range(ow):

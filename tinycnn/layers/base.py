@@ -16,7 +16,7 @@ import re
 
 import numpy as np
 
-from ..backend import check_device, is_gpu_array, to_device
+from ..backend import check_device, device_of, is_gpu_array, require_cupy, to_device
 
 
 
@@ -35,6 +35,7 @@ class Layer:
         self.state = {}           # non-trainable arrays saved with the model (e.g. moving averages)
         self.input_shape = None   # shape of one sample, set by build
         self.dtype = None
+        self.device = "cpu"       # where params live: "cpu" (NumPy) or "gpu" (CuPy); see to()
 
     # -- building ---------------------------------------------------------------------------
     @property
@@ -59,13 +60,17 @@ class Layer:
     def _prepare(self, x):
         """Build on first use, then check that ``x`` matches what the layer was built for."""
         if not self.built:
-            if not np.issubdtype(x.dtype, np.floating):
+            if x.dtype not in (np.float32, np.float64):
                 raise TypeError(f"{self.name}: input has dtype {x.dtype}; layers take float32 or "
                                 "float64 arrays (convert with x.astype('float32')).")
             self.build(x.shape[1:], x.dtype)
-            if is_gpu_array(x):               # first used on the GPU: keep the weights there too
+            if is_gpu_array(x) or self.device == "gpu":   # keep the weights beside the data
                 self.to("gpu")
-        elif tuple(x.shape[1:]) != self.input_shape:
+        if device_of(x) != self.device:
+            raise TypeError(f"{self.name}: the layer is on the {self.device.upper()} but its input is a "
+                            f"{'CuPy' if is_gpu_array(x) else 'NumPy'} array; move one of them "
+                            f"(layer.to('{device_of(x)}'), or model.to(...) for a whole model).")
+        if tuple(x.shape[1:]) != self.input_shape:
             raise ValueError(f"{self.name}: expected input of shape (batch, "
                              f"{', '.join(map(str, self.input_shape))}), got {tuple(x.shape)}.")
         elif x.dtype != self.dtype:
@@ -92,8 +97,18 @@ class Layer:
         return cls(**config)
 
     def to(self, device):
-        """Move this layer's parameters to ``"cpu"`` or ``"gpu"``; returns the layer."""
+        """Move this layer to ``"cpu"`` or ``"gpu"``, parameters and all; returns the layer.
+
+        An unbuilt layer remembers the device and creates its parameters there. Asking for the
+        GPU without CuPy or without a CUDA device raises at once: there is no silent fallback.
+        """
         check_device(device)
+        if device == "gpu":
+            require_cupy()
+        self.device = device
+        activation = getattr(self, "activation", None)
+        if activation is not None:
+            activation.to(device)
         self.params = {k: to_device(v, device) for k, v in self.params.items()}
         self.state = {k: to_device(v, device) for k, v in self.state.items()}
         self.grads = {}
