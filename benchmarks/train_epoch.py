@@ -119,6 +119,9 @@ def main():
 
     batch_sizes = args.batch_sizes or ([32, 128, 512] if args.device == "gpu" else [32, 128])
     use_torch = common.torch_available() and not args.no_torch
+    if use_torch and args.device == "gpu":
+        import torch
+        use_torch = torch.cuda.is_available()      # a CPU-only PyTorch cannot be compared on the GPU
     if use_torch:
         import torch
         torch.set_num_threads(os.cpu_count())

@@ -42,7 +42,7 @@ def parse_args(argv=None):
     p.add_argument("--arch", choices=["seed", "bn-dropout"], default="seed",
                    help="seed: the Keras MNIST CNN; bn-dropout: with batch normalisation and dropout")
     p.add_argument("--augment", action="store_true",
-                   help="random rotations (up to ±10°) and shifts (up to ±10%%) while training")
+                   help="random rotations (up to ±7°) and shifts (up to ±5%% of the size) while training")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to train")
     p.add_argument("--show", action="store_true", help="also open the figures in windows")
     args = p.parse_args(argv)
@@ -54,6 +54,9 @@ def parse_args(argv=None):
         p.error("--sha256 goes with --data-url (the hash of the mirror's file)")
     if args.dataset == "mnist" and args.data_url and not args.sha256:
         p.error("--data-url needs --sha256: every download is checked against its hash")
+    if args.dataset == "fashion-mnist" and args.sha256:
+        p.error("--sha256 is for mnist.npz; the four Fashion-MNIST files are checked against "
+                "their official hashes")
     return args
 
 
@@ -108,7 +111,8 @@ def build_model(arch, augment, seed):
     from tinycnn.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
                                 RandomRotation, RandomTranslation, ReLU)
 
-    # Augmentation layers change each training image a little (and nothing at test time).
+    # Augmentation layers change each training image a little (and nothing at test time):
+    # a turn of up to 0.02 of a full circle (about 7°) and a shift of up to 5% of the size.
     layers = [RandomRotation(0.02), RandomTranslation(0.05, 0.05)] if augment else []
     if arch == "seed":
         layers += [
@@ -135,11 +139,10 @@ def build_model(arch, augment, seed):
 
 def conv_feature_maps(model, image):
     """[(layer name, (H', W', F) output)] of every Conv2D, for one image (H, W, 1), in inference."""
-    from tinycnn.backend import to_numpy
+    from tinycnn.backend import to_device, to_numpy
     from tinycnn.layers import Conv2D
 
-    x, maps = image[None], []
-    x = model._to_device(x)
+    x, maps = to_device(image[None], model.device), []
     for layer in model.layers:
         x = layer.forward(x, training=False)
         if isinstance(layer, Conv2D):
@@ -148,7 +151,7 @@ def conv_feature_maps(model, image):
 
 
 def write_json(path, data):
-    from tinycnn.serialization import atomic_write
+    from tinycnn.files import atomic_write
     atomic_write(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
@@ -200,6 +203,7 @@ def main(argv=None):
 
     from tinycnn import plotting
     from tinycnn.backend import to_numpy
+    from tinycnn.layers import Conv2D
 
     paths = {
         "history": os.path.join(out, "history.png"),
@@ -215,7 +219,7 @@ def main(argv=None):
         plotting.plot_history(history.history, path=paths["history"], show=args.show)
     else:
         del paths["history"]             # interrupted before the first epoch ended: no curves
-    first_conv = next(layer for layer in model.layers if type(layer).__name__ == "Conv2D")
+    first_conv = next(layer for layer in model.layers if isinstance(layer, Conv2D))
     plotting.plot_filters(to_numpy(first_conv.params["kernel"]), path=paths["filters"], show=args.show)
     plotting.plot_feature_maps(x_test[0], conv_feature_maps(model, x_test[0]), path=paths["feature_maps"],
                                show=args.show)

@@ -135,8 +135,14 @@ def test_jit_falls_back_when_numba_cannot_cache(monkeypatch):
         return real_njit(*args, **kwargs)
 
     monkeypatch.setattr(jit_module.numba, "njit", refusing_njit)
-    with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR"):
+    monkeypatch.setattr(jit_module, "_warned", False)
+    with pytest.warns(RuntimeWarning, match="NUMBA_CACHE_DIR") as record:
         @jit_module.jit()
         def double(a):
             return a * 2
-    assert double(21) == 42
+
+        @jit_module.jit()
+        def triple(a):
+            return a * 3
+    assert len(record) == 1                        # one warning, not one per kernel
+    assert double(21) == 42 and triple(2) == 6

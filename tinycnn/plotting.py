@@ -23,7 +23,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import tempfile
 
 import numpy as np
 
@@ -69,6 +68,8 @@ _select_backend()
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .files import atomic_write  # noqa: E402
+
 __all__ = [
     "plot_history",
     "confusion_matrix",
@@ -90,30 +91,8 @@ _WRONG = "tab:red"
 # Saving and showing
 # --------------------------------------------------------------------------- #
 
-def _umask() -> int:
-    """The process umask, read without changing it where the OS allows."""
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere: read it by setting it, then put it back
-    os.umask(mask)
-    return mask
-
-
-def _file_mode(path: str) -> int:
-    """Permissions for a new PNG: an existing file's, else 0o666 minus the umask."""
-    try:
-        return os.stat(path).st_mode & 0o777
-    except OSError:
-        return 0o666 & ~_umask()
-
-
 def _save_png(fig, path) -> None:
-    """Write ``fig`` to ``path`` as a PNG, atomically (temp file + os.replace).
+    """Write ``fig`` to ``path`` as a PNG, atomically (see :mod:`tinycnn.files`).
 
     Missing parent directories are created. If the directory cannot be created
     or written to, raises ``OSError`` whose message names the directory; no
@@ -123,28 +102,10 @@ def _save_png(fig, path) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     try:
         os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
     except OSError as exc:
-        raise OSError(
-            f"cannot save figure to {path!r}: directory {directory!r} cannot be "
-            f"created or written to ({exc.strerror or exc})"
-        ) from exc
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            fig.savefig(handle, format="png", dpi=_DPI)
-        os.chmod(tmp, _file_mode(path))  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise OSError(
-                f"cannot save figure to {path!r} in directory {directory!r} "
-                f"({exc.strerror or exc})"
-            ) from exc
-        raise
+        raise OSError(f"cannot save figure to {path!r}: directory {directory!r} cannot be "
+                      f"created ({exc.strerror or exc})") from exc
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=_DPI))
 
 
 def _finish(fig, path, show):

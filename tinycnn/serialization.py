@@ -14,10 +14,11 @@ renamed over the target with ``os.replace``, so a crash never leaves half a mode
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
+
+from .files import atomic_write
 
 FORMAT_VERSION = 1
 
@@ -50,27 +51,6 @@ def save_model(model, path):
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
-def atomic_write(path, write):
-    """Call ``write(fileobj)`` on a temporary file beside ``path``, then rename it into place."""
-    directory = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".part", dir=directory)
-    except OSError as err:
-        raise OSError(f"Cannot write {path!r}: the directory {directory!r} is missing or not "
-                      f"writable ({err.strerror}). Choose another path.") from err
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)        # mkstemp makes it private (0600); use the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def load_model(path):
     """Rebuild a model saved by ``model.save(path)``, weights and all, with no user code."""
     from .layers import LAYERS
@@ -88,7 +68,10 @@ def load_model(path):
     if "tinycnn_format" not in arrays or "architecture" not in arrays:
         raise ModelFileError(f"{path!r} is an .npz file but not a tinycnn model "
                              "(it has no 'tinycnn_format' entry).")
-    version = int(arrays["tinycnn_format"])
+    try:
+        version = int(arrays["tinycnn_format"])
+    except (TypeError, ValueError) as err:
+        raise ModelFileError(f"{path!r} has an unreadable format version ({err}).") from err
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{path!r} was saved in model format {version}, newer than this "
                              f"tinycnn ({FORMAT_VERSION}) can read. Upgrade tinycnn.")
@@ -117,6 +100,11 @@ def load_model(path):
     if training:
         from .losses import get as get_loss
         from .optimizers import OPTIMIZERS
-        model.compile(OPTIMIZERS[training["optimizer"]](**training["optimizer_config"]),
-                      get_loss(training["loss"]))
+        try:
+            optimizer = OPTIMIZERS[training["optimizer"]](**training["optimizer_config"])
+            model.compile(optimizer, get_loss(training["loss"]))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelFileError(f"{path!r} was compiled with an optimizer or loss this tinycnn cannot "
+                                 f"rebuild ({err!r}); its weights are fine: load them with "
+                                 "set_weights, or save the model before compile().") from err
     return model

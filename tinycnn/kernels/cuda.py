@@ -40,8 +40,9 @@ by exactly one thread:
     im2col           one thread per element of cols: a copy.
     col2im           one thread per *input* pixel (b, h, w, c): it gathers the entries of cols
                      that were copied from it. For each kernel offset (ki, kj) it works out the
-                     output position that read the pixel there, if any, as the Numba col2im
-                     does: t = h + PT - ki must be y * SH for an output row 0 <= y < OH.
+                     output position that read the pixel there, if any: t = h + PT - ki must
+                     be y * SH for an output row 0 <= y < OH (the Numba col2im keeps the same
+                     answers in a lookup table, worked out once per call).
                      A gather, not a scatter.
     maxpool forward  one thread per output element: it scans its window.
     maxpool backward one thread per *input* pixel: it loops over the windows that contain it and

@@ -45,6 +45,22 @@ offset i solves o*S + i - P = p; that division is done once per call, into a loo
 
 Each operation comes twice: a short NumPy version (``*_reference``) to read, and a Numba version
 that runs. Tests prove that they agree.
+
+On the GPU (``kernels/cuda.py``)
+--------------------------------
+The same index arithmetic, with the loop nest replaced by one CUDA thread per element::
+
+    Numba, on the CPU: a loop nest              CUDA, on the GPU: one thread per element
+    ----------------------------------------    ------------------------------------------------
+    im2col  for b, y, xo, i, j, ch:             thread t of N*OH*OW*KH*KW*C; % and / turn t
+              h = y*SH + i - PT                 into (b, y, xo, i, j, ch), innermost first;
+              w = xo*SW + j - PL                h = y*SH + i - PT;  w = xo*SW + j - PL;
+              cols[...] = x[b, h, w, ch]        cols[t] = inside ? x[b, h, w, ch] : 0;
+                          (0 outside)
+    col2im  for b, h, w:  (one input pixel)     thread t of N*H*W*C is input pixel (b, h, w, ch);
+              for i, j:   y, xo that read it    for i, j: y = (h + PT - i) / SH if it divides
+                acc += cols[b, y, xo, i, j]       and is in range, likewise xo; acc += cols[...]
+              dx[b, h, w] = acc                 dx[t] = acc;   (a gather: no atomics)
 """
 
 import numpy as np
@@ -84,11 +100,11 @@ def im2col_reference(x, kh, kw, stride, pad):
     (sh, sw), (pt, pb, pl, pr) = stride, pad
     n, h, w, c = x.shape
     oh, ow = output_size(h, kh, sh, pt, pb), output_size(w, kw, sw, pl, pr)
-    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    padded = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            cols[:, :, :, i, j, :] = xp[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :]
+            cols[:, :, :, i, j, :] = padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :]
     return cols.reshape(n * oh * ow, kh * kw * c)
 
 
@@ -98,11 +114,11 @@ def col2im_reference(cols, x_shape, kh, kw, stride, pad):
     n, h, w, c = x_shape
     oh, ow = output_size(h, kh, sh, pt, pb), output_size(w, kw, sw, pl, pr)
     cols = cols.reshape(n, oh, ow, kh, kw, c)
-    dxp = np.zeros((n, h + pt + pb, w + pl + pr, c), dtype=cols.dtype)
+    dpadded = np.zeros((n, h + pt + pb, w + pl + pr, c), dtype=cols.dtype)
     for i in range(kh):
         for j in range(kw):
-            dxp[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :] += cols[:, :, :, i, j, :]
-    return dxp[:, pt:pt + h, pl:pl + w, :]
+            dpadded[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :] += cols[:, :, :, i, j, :]
+    return dpadded[:, pt:pt + h, pl:pl + w, :]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """One place that decides how tinycnn's Numba kernels are compiled.
 
 ``jit`` is ``numba.njit(cache=True)``: compiled machine code is stored on disk, so only the very
-first run of the library pays the compile time. Numba stores it beside the source file (in
-``__pycache__``) or, when that is read-only, in ``NUMBA_CACHE_DIR`` or the user's cache directory.
+first run of the library pays the compile time. Numba stores it in ``NUMBA_CACHE_DIR`` when that
+is set, else beside the source file (in ``__pycache__``), else in the user's cache directory.
 If no writable place exists at all, Numba refuses ``cache=True``; we then compile in memory every
-run and say so once, instead of failing to import.
+run and warn once, instead of failing to import.
 
 Serial by default. The kernels' outer loops are written with ``prange`` over images and are free
 of races (every output element is written by one iteration), so ``parallel=True`` would spread
@@ -19,23 +19,23 @@ import warnings
 
 import numba
 
+_warned = False
 
-PARALLEL = False
 
-
-def jit(parallel=PARALLEL):
+def jit(parallel=False):
     """Decorator: compile a kernel with Numba in nopython mode, cached on disk when possible."""
 
     def decorate(fn):
+        global _warned
         try:
             return numba.njit(cache=True, parallel=parallel)(fn)
         except Exception as err:  # Numba: "cannot cache function ...: no locator available"
-            warnings.warn(
-                f"tinycnn: Numba cannot cache {fn.__name__} on disk ({err}); it will be compiled "
-                "again on every run. Set NUMBA_CACHE_DIR to a writable directory to fix this.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+            if not _warned:
+                warnings.warn(
+                    f"tinycnn: Numba cannot cache its kernels on disk ({err}); they will be "
+                    "compiled again on every run. Set NUMBA_CACHE_DIR to a writable directory "
+                    "to fix this.", RuntimeWarning, stacklevel=2)
+                _warned = True
             return numba.njit(cache=False, parallel=parallel)(fn)
 
     return decorate

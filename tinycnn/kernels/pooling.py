@@ -18,6 +18,18 @@ maximum only if it is strictly larger, so the *first* maximum in reading order w
 Backward: the maximum is the only input that moved the output, so ``dx`` is zero except at each
 argmax, which receives ``dout``. When windows overlap (stride < pool size) one input can be the
 maximum of several windows and receives the sum.
+
+On the GPU (``kernels/cuda.py``), the same arithmetic with one CUDA thread per element::
+
+    Numba, on the CPU: a loop nest              CUDA, on the GPU: one thread per element
+    ----------------------------------------    ------------------------------------------------
+    forward   for b, yo, xo:                    thread t of N*OH*OW*C is output (b, yo, xo, ch):
+                for i, j in the window:           for i, j in the window (skipping padding):
+                  for ch: keep the first max        keep the first max and its h*W + w
+    backward  for b: zero dx[b], then           thread t of N*H*W*C is input pixel (b, h, w, ch):
+                for yo, xo, ch:                   for each window containing (h, w): if its
+                  dx[b, argmax] += dout             argmax is this pixel, add its dout (a gather:
+                                                    no atomics); dx[t] = the sum
 """
 
 import numpy as np
@@ -37,9 +49,9 @@ def maxpool_forward_reference(x, ph, pw, stride, pad):
     (sh, sw), (pt, pb, pl, pr) = stride, pad
     n, h, w, c = x.shape
     oh, ow = output_size(h, ph, sh, pt, pb), output_size(w, pw, sw, pl, pr)
-    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=-np.inf)
+    padded = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=-np.inf)
     # windows[..., k] is the k-th pixel of each window in reading order, k = i*PW + j.
-    windows = np.stack([xp[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :]
+    windows = np.stack([padded[:, i:i + sh * oh:sh, j:j + sw * ow:sw, :]
                         for i in range(ph) for j in range(pw)], axis=-1)
     k = windows.argmax(axis=-1)                      # first maximum wins, as documented
     y = np.take_along_axis(windows, k[..., None], axis=-1)[..., 0]

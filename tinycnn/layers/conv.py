@@ -4,7 +4,7 @@ from .. import initializers
 from ..backend import get_array_module
 from ..kernels.im2col import col2im, im2col
 from . import activations
-from ._geometry import check_padding, pair, paddings, spatial_output
+from ._geometry import check_padding, pair, window_geometry
 from .base import Layer
 
 
@@ -50,17 +50,7 @@ class Conv2D(Layer):
         self.kernel_initializer = kernel_initializer
 
     def _geometry(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(f"{self.name}: Conv2D takes images (batch, height, width, channels), "
-                             f"got per-sample shape {tuple(input_shape)}; for grayscale images "
-                             "add the channel axis with x[..., None].")
-        h, w, _ = input_shape
-        pad = paddings(h, w, self.kernel_size, self.strides, self.padding)
-        oh, ow = spatial_output(h, w, self.kernel_size, self.strides, pad)
-        if oh < 1 or ow < 1:
-            raise ValueError(f"{self.name}: a {self.kernel_size} kernel does not fit a {h}x{w} image "
-                             "with padding='valid'; use a smaller kernel or padding='same'.")
-        return pad, (oh, ow)
+        return window_geometry(self.name, "Conv2D", input_shape, self.kernel_size, self.strides, self.padding)
 
     def output_shape(self, input_shape):
         _, (oh, ow) = self._geometry(input_shape)

@@ -1,7 +1,7 @@
 """MaxPool2D: keep the largest value of each window."""
 
 from ..kernels.pooling import maxpool_backward, maxpool_forward
-from ._geometry import check_padding, pair, paddings, spatial_output
+from ._geometry import check_padding, pair, window_geometry
 from .base import Layer
 
 
@@ -31,15 +31,7 @@ class MaxPool2D(Layer):
         self.padding = check_padding(padding)
 
     def _geometry(self, input_shape):
-        if len(input_shape) != 3:
-            raise ValueError(f"{self.name}: MaxPool2D takes images (batch, height, width, channels), "
-                             f"got per-sample shape {tuple(input_shape)}.")
-        h, w, _ = input_shape
-        pad = paddings(h, w, self.pool_size, self.strides, self.padding)
-        oh, ow = spatial_output(h, w, self.pool_size, self.strides, pad)
-        if oh < 1 or ow < 1:
-            raise ValueError(f"{self.name}: a {self.pool_size} pool does not fit a {h}x{w} image.")
-        return pad, (oh, ow)
+        return window_geometry(self.name, "MaxPool2D", input_shape, self.pool_size, self.strides, self.padding)
 
     def output_shape(self, input_shape):
         _, (oh, ow) = self._geometry(input_shape)
