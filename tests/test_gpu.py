@@ -211,6 +211,11 @@ def test_to_gpu_without_cupy_says_what_to_install(monkeypatch):
     assert_still_on_the_cpu(model)
     with pytest.raises(RuntimeError, match=re.escape(INSTALL_HINT)):
         model.layers[0].to("gpu")                         # a single layer, too
+    from tinycnn.layers import Dense, Flatten
+    for layer in (Dense(3), Flatten()):                   # unbuilt, or without parameters
+        with pytest.raises(RuntimeError, match=re.escape(INSTALL_HINT)):
+            layer.to("gpu")
+        assert layer.device == "cpu"
     with pytest.raises(RuntimeError, match=re.escape(INSTALL_HINT)):
         to_device(np.zeros(3), "gpu")
 

@@ -146,3 +146,28 @@ def test_jit_falls_back_when_numba_cannot_cache(monkeypatch):
             return a * 3
     assert len(record) == 1                        # one warning, not one per kernel
     assert double(21) == 42 and triple(2) == 6
+
+
+def test_kernels_match_references_on_random_geometries(rng):
+    """Thirty geometries drawn at random: sizes, kernels, strides, padding, batch, channels."""
+    for _ in range(30):
+        kh, kw = rng.integers(1, 5, size=2)
+        sh, sw = rng.integers(1, 4, size=2)
+        shape = (int(rng.integers(1, 4)), int(rng.integers(kh, 12)), int(rng.integers(kw, 12)),
+                 int(rng.integers(1, 6)))
+        padding = rng.choice(["valid", "same"])
+        k, s = (int(kh), int(kw)), (int(sh), int(sw))
+        pad = pad_for(shape, k, s, padding)
+        x = rng.standard_normal(shape)
+        cols = conv_kernels.im2col(x, *k, s, pad)
+        np.testing.assert_array_equal(cols, conv_kernels.im2col_reference(x, *k, s, pad))
+        dcols = rng.standard_normal(cols.shape)
+        np.testing.assert_allclose(conv_kernels.col2im(dcols, shape, *k, s, pad),
+                                   conv_kernels.col2im_reference(dcols, shape, *k, s, pad), rtol=1e-12, atol=1e-12)
+        y, argmax = pool_kernels.maxpool_forward(x, *k, s, pad)
+        y_ref, argmax_ref = pool_kernels.maxpool_forward_reference(x, *k, s, pad)
+        np.testing.assert_array_equal(y, y_ref)
+        np.testing.assert_array_equal(argmax, argmax_ref)
+        dout = rng.standard_normal(y.shape)
+        np.testing.assert_allclose(pool_kernels.maxpool_backward(dout, argmax, shape, *k, s, pad),
+                                   pool_kernels.maxpool_backward_reference(dout, argmax_ref, shape), rtol=1e-12)

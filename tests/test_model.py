@@ -1,10 +1,13 @@
 """Sequential: the Keras API, the seed model's summary, determinism, learning, and bad input."""
 
+import time
+
 import numpy as np
 import pytest
 
 from conftest import seed_model
 from tinycnn import Sequential
+from tinycnn.callbacks import Callback
 from tinycnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Softmax
 from tinycnn.optimizers import SGD, Adam
 
@@ -33,12 +36,29 @@ def small_cnn(seed=0):
 
 def test_seed_model_summary_matches_keras():
     text = seed_model().summary(print_fn=lambda s: None)
-    for shape in ["(None, 26, 26, 32)", "(None, 13, 13, 32)", "(None, 11, 11, 64)", "(None, 5, 5, 64)",
-                  "(None, 1600)", "(None, 64)", "(None, 10)"]:
-        assert shape in text
-    for count in ["320", "18,496", "102,464", "650", "Total params: 121,930"]:
-        assert count in text
+    rows = [line.split() for line in text.splitlines() if "(None," in line]
+    assert [(r[0], " ".join(r[2:-1]), r[-1]) for r in rows] == [
+        ("conv2d", "(None, 26, 26, 32)", "320"),
+        ("max_pool2d", "(None, 13, 13, 32)", "0"),
+        ("conv2d_1", "(None, 11, 11, 64)", "18,496"),
+        ("max_pool2d_1", "(None, 5, 5, 64)", "0"),
+        ("flatten", "(None, 1600)", "0"),
+        ("dense", "(None, 64)", "102,464"),
+        ("dense_1", "(None, 10)", "650"),
+    ]
+    assert "Total params: 121,930" in text and "Non-trainable params: 0" in text
     assert seed_model().count_params() == 121_930
+
+
+def test_input_shape_then_add_builds_as_it_goes():
+    model = Sequential(input_shape=(28, 28, 1), seed=0)
+    model.add(Conv2D(32, 3, activation="relu"))
+    model.add(MaxPool2D(2))
+    model.add(Flatten())
+    model.add(Dense(10, activation="softmax"))
+    assert model.built and model.output_shape == (10,)
+    assert model.count_params() == 320 + 13 * 13 * 32 * 10 + 10
+    assert model.predict(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 10)
 
 
 def test_parameter_layouts_and_dtypes():
@@ -86,6 +106,16 @@ def test_softmax_head_trains_through_the_fused_loss(rng):
     assert model2._softmax_head() == "layer"
 
 
+def test_a_seeded_model_trains_the_same_without_a_fit_seed():
+    x, y = glyph_task(128)
+    histories = []
+    for _ in range(2):
+        model = small_cnn(seed=11)
+        model.compile("adam")
+        histories.append(model.fit(x, y, epochs=2, verbose=0).history)
+    assert histories[0] == histories[1]
+
+
 def test_same_seed_same_weights_and_history():
     x, y = glyph_task(256)
     runs = []
@@ -108,7 +138,9 @@ def test_learns_a_synthetic_image_task():
     x_test, y_test = glyph_task(1000, seed=1)
     model = small_cnn(seed=0)
     model.compile(Adam(1e-2))
+    start = time.perf_counter()
     history = model.fit(x, y, epochs=8, batch_size=32, verbose=0, seed=0)
+    assert time.perf_counter() - start < 60            # seconds, not minutes (about 1 s here)
     loss, acc = model.evaluate(x_test, y_test)
     assert history.history["loss"][-1] < history.history["loss"][0]
     assert acc >= 0.95, f"test accuracy {acc:.3f}"
@@ -134,6 +166,9 @@ def test_validation_split_takes_the_last_fraction(monkeypatch):
     monkeypatch.setattr(model, "evaluate", spy)
     model.fit(x, y, epochs=1, validation_split=0.2, verbose=0, seed=0)
     np.testing.assert_array_equal(seen["x"], x[80:])
+    # Keras trains on floor(N * (1 - split)): 54 samples, split 0.1 -> 48 train, 6 validation
+    model.fit(x[:54], y[:54], epochs=1, validation_split=0.1, verbose=0, seed=0)
+    np.testing.assert_array_equal(seen["x"], x[48:54])
 
 
 def test_verbose_modes(capsys):
@@ -220,8 +255,19 @@ def test_diverging_loss_names_epoch_and_batch():
     model.compile(SGD(1.0))
     x, y = glyph_task(96)
     x[32:] = 3e38             # finite input (float32 max is 3.4e38) that overflows in the second batch
-    with pytest.raises(FloatingPointError, match=r"epoch 1, batch 2.*lower learning rate"):
-        model.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+    before = None
+
+    class Snapshot(Callback):
+        def on_batch_end(self, batch, logs=None):
+            nonlocal before
+            before = model.get_weights()
+
+    with pytest.raises(FloatingPointError, match=r"epoch 1, batch 2.*lower learning rate") as err:
+        model.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0, callbacks=[Snapshot()])
+    after = model.get_weights()
+    assert all(np.isfinite(w).all() for w in after)               # the bad batch changed nothing
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert err.value.history.history == {}                        # no epoch had finished
 
 
 def test_layer_argument_errors():
@@ -242,4 +288,10 @@ def test_relu_layer_and_activation_shorthand_agree(rng):
     a = Conv2D(4, 3, activation="relu", seed=1)
     b = Conv2D(4, 3, seed=1)
     np.testing.assert_array_equal(a.forward(x), ReLU().forward(b.forward(x)))
-    assert isinstance(MaxPool2D(2).forward(x), np.ndarray)
+
+
+def test_float16_is_refused_with_a_fix(compiled):
+    with pytest.raises(TypeError, match="float32 or float64"):
+        compiled.predict(np.zeros((2, 28, 28, 1), np.float16))
+    with pytest.raises(TypeError, match="float32 or float64"):
+        Dense(3).forward(np.zeros((2, 4), np.float16))

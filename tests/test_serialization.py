@@ -131,3 +131,25 @@ def test_save_is_atomic_and_reports_a_bad_directory(trained, tmp_path, monkeypat
 def test_save_before_build():
     with pytest.raises(RuntimeError, match="Build or fit"):
         Sequential([Dense(3)]).save("never.npz")
+
+
+def test_regularised_network_round_trips_with_its_moving_statistics(tmp_path, rng):
+    """BatchNormalization's moving averages are saved; after loading, dropout and augmentation
+    are inactive (inference), so predictions are identical and deterministic."""
+    from tinycnn.layers import BatchNormalization, Dropout, RandomRotation, RandomTranslation
+
+    model = Sequential([RandomRotation(0.05), RandomTranslation(0.1, 0.1), Conv2D(4, 3), BatchNormalization(),
+                        ReLU(), MaxPool2D(2), Dropout(0.25), Flatten(), Dense(8), BatchNormalization(),
+                        ReLU(), Dropout(0.5), Dense(3, activation="softmax")], input_shape=(8, 8, 1), seed=2)
+    model.compile("adam")
+    x = rng.random((40, 8, 8, 1), dtype=np.float32)
+    model.fit(x, rng.integers(0, 3, 40), epochs=2, batch_size=8, verbose=0)
+    bn = model.layers[3]
+    assert not np.allclose(bn.state["moving_mean"], 0)                 # training moved them
+    model.save(tmp_path / "m.npz")
+    loaded = load_model(tmp_path / "m.npz")
+    np.testing.assert_array_equal(loaded.layers[3].state["moving_mean"], bn.state["moving_mean"])
+    np.testing.assert_array_equal(loaded.layers[3].state["moving_variance"], bn.state["moving_variance"])
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    np.testing.assert_array_equal(loaded.predict(x), loaded.predict(x))  # no randomness at inference
+    assert [type(a).__name__ for a in loaded.layers] == [type(b).__name__ for b in model.layers]
