@@ -125,9 +125,11 @@ def build_model(arch, augment, seed):
             Dense(10, activation="softmax"),
         ]
     else:
+        # BatchNormalization with PyTorch's defaults (momentum 0.1 there is 0.9 here, eps 1e-5),
+        # as in the PyTorch version this network comes from; Keras's are 0.99 and 1e-3.
         layers += [
-            Conv2D(32, 3), BatchNormalization(), ReLU(), MaxPool2D(2),
-            Conv2D(64, 3), BatchNormalization(), ReLU(), MaxPool2D(2),
+            Conv2D(32, 3), BatchNormalization(momentum=0.9, epsilon=1e-5), ReLU(), MaxPool2D(2),
+            Conv2D(64, 3), BatchNormalization(momentum=0.9, epsilon=1e-5), ReLU(), MaxPool2D(2),
             Dropout(0.25),
             Flatten(),
             Dense(128), ReLU(),
