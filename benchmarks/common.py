@@ -96,7 +96,19 @@ def median(values):
 
 
 def peak_rss_mb():
-    """Peak resident memory of this process so far, in MB (Linux reports KiB)."""
+    """Peak resident memory of this process so far, in MB.
+
+    Linux's VmHWM (high-water mark) belongs to this program's own memory map. getrusage's
+    ru_maxrss is only the fallback: on Linux a child started with fork+exec inherits its parent's
+    figure, so a worker launched from a big parent process would report the parent's peak.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024        # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
