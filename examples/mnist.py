@@ -171,7 +171,10 @@ def main(argv=None):
     try:
         ((x_train, y_train), (x_test, y_test)), class_names, source = load_dataset(args)
     except (DatasetError, FileNotFoundError) as err:
-        sys.exit(f"error: {err}")
+        if not os.listdir(out):
+            os.rmdir(out)                          # leave no empty run folder behind
+        sys.exit(f"error: {err}\nWith this script: --data PATH for a local copy, or "
+                 "--data-url URL --sha256 HEX for a mirror.")
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
 
