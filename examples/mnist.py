@@ -159,6 +159,12 @@ def write_json(path, data):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.device == "gpu":                       # fail before the data is loaded, not after
+        from tinycnn.backend import require_cupy
+        try:
+            require_cupy()
+        except RuntimeError as err:
+            sys.exit(f"error: {err}")
     out = prepare_out_dir(args.out)
 
     import numba

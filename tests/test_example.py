@@ -62,6 +62,14 @@ def test_unwritable_output_folder_fails_before_training(tmp_path):
     assert "cannot write to the output folder" in result.stderr and "--out" in result.stderr
 
 
+def test_gpu_without_cupy_fails_fast_and_clearly(tmp_path):
+    result = run_script("--device", "gpu", "--data", str(tmp_path / "none.npz"), "--out", str(tmp_path / "o"))
+    if "cupy" in sys.modules or importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here")
+    assert result.returncode != 0 and 'pip install "tinycnn[gpu]"' in result.stderr
+    assert not (tmp_path / "o").exists()                # nothing was created or loaded
+
+
 def test_missing_local_data_is_a_clear_error(tmp_path):
     result = run_script("--data", str(tmp_path / "none.npz"), "--out", str(tmp_path / "o"))
     assert result.returncode != 0 and "none.npz" in result.stderr
