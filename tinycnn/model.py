@@ -446,15 +446,18 @@ class _CtrlC:
 
 class _ProgressBar:
     """Keras-style progress: a bar with running loss/accuracy and ETA (verbose=1), or one line
-    per epoch (verbose=2), or nothing (verbose=0). Uses tqdm, imported only when needed."""
+    per epoch (verbose=2), or nothing (verbose=0). Uses tqdm, imported only when needed.
+
+    When the output is not a terminal (a log file, a pipe, CI), a redrawn bar would only pile
+    up carriage returns, so verbose=1 then prints the finished bar once per epoch, as Keras does.
+    """
 
     def __init__(self, steps, verbose):
-        self.verbose = verbose
+        self.verbose, self.steps = verbose, steps
         self.bar = None
-        if verbose == 1:
+        if verbose == 1 and sys.stdout.isatty():
             from tqdm import tqdm
-            self.bar = tqdm(total=steps, file=sys.stdout, ascii=".=", dynamic_ncols=True,
-                            mininterval=0.2 if sys.stdout.isatty() else 5.0,
+            self.bar = tqdm(total=steps, file=sys.stdout, ascii=".=", mininterval=0.2,
                             bar_format="{n_fmt}/{total_fmt} [{bar:30}] {elapsed}<{remaining}{postfix}")
             self._last = 0.0
 
@@ -470,6 +473,8 @@ class _ProgressBar:
         if self.bar is not None:
             self.bar.set_postfix_str(_format_logs(logs), refresh=False)
             self.bar.close()
+        elif self.verbose == 1:
+            print(f"{self.steps}/{self.steps} [{'=' * 30}] {seconds:.1f}s - {_format_logs(logs)}", flush=True)
         elif self.verbose == 2:
             print(f"{seconds:.1f}s - {_format_logs(logs)}", flush=True)
 
