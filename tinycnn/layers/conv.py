@@ -32,7 +32,7 @@ class Conv2D(Layer):
         dL/dcols   = dz @ kernel.reshape(-1, F).T
         dL/dx      = col2im(dL/dcols)          every pixel sums the gradients of all its copies
 
-    ``activation="relu"`` applies ReLU to z; backward first undoes it. ``input_grad=False`` skips
+    ``activation="relu"`` applies ReLU to z; backward first takes the gradient back through it. ``input_grad=False`` skips
     the last two lines and returns None: a model's first layer reads the data, which needs no
     gradient, and col2im is a good share of a training step.
     """

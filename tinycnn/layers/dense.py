@@ -19,7 +19,7 @@ class Dense(Layer):
         dL/dbias   = dz.sum(axis=0) (D_out,): the bias is added to every sample
         dL/dx      = dz @ kernel.T  (N, D_in)
 
-    ``activation="relu"`` or ``"softmax"`` applies that layer to z; backward first undoes it.
+    ``activation="relu"`` or ``"softmax"`` applies that layer to z; backward first takes the gradient back through it.
     ``apply_activation=False`` stops at z: a model uses it to hand logits to a fused loss.
     ``input_grad=False`` skips dL/dx and returns None, for a first layer that reads the data.
     """
