@@ -47,7 +47,6 @@ class Sequential:
         self.device = "cpu"
         self.optimizer = None
         self.loss = None
-        self.metrics = []
         self.stop_training = False
         self._rng = None          # the model's generator: initial weights, then shuffling
         for layer in layers or []:
@@ -127,11 +126,9 @@ class Sequential:
         """
         self.optimizer = optimizers.get(optimizer)
         self.loss = losses.get(loss)
-        metrics = list(metrics or [])
-        unknown = [m for m in metrics if m not in ("accuracy", "acc")]
-        if unknown:
+        unknown = [m for m in (metrics or []) if m not in ("accuracy", "acc")]
+        if unknown:         # accuracy is always computed; anything else would be silently ignored
             raise ValueError(f"Unknown metrics {unknown}; tinycnn computes 'accuracy'.")
-        self.metrics = ["accuracy"] if metrics else []
 
     def _softmax_head(self):
         """How the model ends: "layer" (a Softmax layer), "activation" or None (plain logits)."""
@@ -193,14 +190,14 @@ class Sequential:
         A loss that is not finite stops here, before the weights are touched.
         """
         logits = self._forward_logits(xb, training=True)
-        loss = self.loss.forward(logits, yb)
-        if not math.isfinite(float(loss)):
-            return float(loss), 0
+        loss = float(self.loss.forward(logits, yb))
+        if not math.isfinite(loss):
+            return loss, 0
         dlogits = self.loss.backward()
         self._backward_logits(dlogits, input_grad=False)
         self.optimizer.step(self._trainable_layers())
         correct = (logits.argmax(axis=1) == yb).sum()
-        return float(loss), int(correct)
+        return loss, int(correct)
 
     # -- checking what users pass in -----------------------------------------------------------
     def _check_x(self, x, what="x"):

@@ -129,19 +129,23 @@ def affine_sample_backward_reference(dout, transforms):
 # ---------------------------------------------------------------------------------------------
 
 @jit()
+def _source_point(t, r, col):
+    """Where output pixel (r, col) reads, for transform row t: the top-left source pixel
+    (y0, x0) and the fractions (fy, fx) towards the next row and column."""
+    sx = t[0] * col + t[1] * r + t[2]
+    sy = t[3] * col + t[4] * r + t[5]
+    fx0, fy0 = math.floor(sx), math.floor(sy)
+    return int(fy0), int(fx0), sy - fy0, sx - fx0
+
+
+@jit()
 def _affine_sample_numba(x, transforms, fill_value):
     n, h, w, c = x.shape
     out = np.empty_like(x)
     for b in prange(n):
-        a0, a1, a2, b0, b1, b2 = (transforms[b, 0], transforms[b, 1], transforms[b, 2],
-                                  transforms[b, 3], transforms[b, 4], transforms[b, 5])
         for r in range(h):
             for col in range(w):
-                sx = a0 * col + a1 * r + a2
-                sy = b0 * col + b1 * r + b2
-                fx0, fy0 = math.floor(sx), math.floor(sy)
-                fx, fy = sx - fx0, sy - fy0
-                x0, y0 = int(fx0), int(fy0)
+                y0, x0, fy, fx = _source_point(transforms[b], r, col)
                 w00, w01 = (1 - fy) * (1 - fx), (1 - fy) * fx
                 w10, w11 = fy * (1 - fx), fy * fx
                 in_y0, in_y1 = 0 <= y0 < h, 0 <= y0 + 1 < h
@@ -159,16 +163,10 @@ def _affine_sample_numba(x, transforms, fill_value):
 def _affine_sample_backward_numba(dout, transforms):
     n, h, w, c = dout.shape
     acc = np.zeros((n, h, w, c), dtype=np.float64)
-    for b in prange(n):                      # one thread scatters one whole image: no races
-        a0, a1, a2, b0, b1, b2 = (transforms[b, 0], transforms[b, 1], transforms[b, 2],
-                                  transforms[b, 3], transforms[b, 4], transforms[b, 5])
+    for b in prange(n):                      # an image scatters only into itself: no races
         for r in range(h):
             for col in range(w):
-                sx = a0 * col + a1 * r + a2
-                sy = b0 * col + b1 * r + b2
-                fx0, fy0 = math.floor(sx), math.floor(sy)
-                fx, fy = sx - fx0, sy - fy0
-                x0, y0 = int(fx0), int(fy0)
+                y0, x0, fy, fx = _source_point(transforms[b], r, col)
                 for dy in range(2):
                     yy = y0 + dy
                     if yy < 0 or yy >= h:

@@ -57,7 +57,7 @@ class Conv2D(Layer):
         return (oh, ow, self.filters)
 
     def build(self, input_shape, dtype="float32", rng=None):
-        self.pad, _ = self._geometry(input_shape)
+        self.pad, self.out_hw = self._geometry(input_shape)   # (PT, PB, PL, PR) and (OH, OW)
         super().build(input_shape, dtype)
         kh, kw = self.kernel_size
         init = initializers.get(self.kernel_initializer)
@@ -71,13 +71,11 @@ class Conv2D(Layer):
     def forward(self, x, training=False, apply_activation=True):
         self._prepare(x)
         kh, kw = self.kernel_size
-        n = x.shape[0]
-        oh, ow, f = self.output_shape(self.input_shape)
         self.x_shape = x.shape
         self.cols = im2col(x, kh, kw, self.strides, self.pad)
-        z = self.cols @ self.params["kernel"].reshape(-1, f)
+        z = self.cols @ self.params["kernel"].reshape(-1, self.filters)
         z += self.params["bias"]
-        z = z.reshape(n, oh, ow, f)
+        z = z.reshape(x.shape[0], *self.out_hw, self.filters)
         if self.activation is None or not apply_activation:
             return z
         return self.activation.forward(z, training)
