@@ -101,17 +101,38 @@ def test_keyboard_interrupt_from_a_callback_keeps_history_and_model():
     assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
 
-def test_ctrl_c_signal_stops_after_the_current_batch():
-    model = tiny()
-    x, y = data()
-    batches = []
+class PressCtrlC(Callback):
+    """Sends this process SIGINT after batch 1, as if the user pressed Ctrl-C."""
 
-    class PressCtrlC(Callback):
-        def on_batch_end(self, batch, logs=None):
-            batches.append(batch)
-            if batch == 1:
-                os.kill(os.getpid(), signal.SIGINT)    # as if the user pressed Ctrl-C
+    def __init__(self):
+        self.batches = []
 
-    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[PressCtrlC()])
-    assert history.interrupted and batches == [0, 1]   # batch 1 finished, batch 2 never started
+    def on_batch_end(self, batch, logs=None):
+        self.batches.append(batch)
+        if batch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.fixture
+def sigint_handler():
+    """Run the test under a chosen SIGINT handler, whatever pytest was started with (a shell
+    starts background jobs with SIGINT ignored), and put the original back afterwards."""
+    original = signal.getsignal(signal.SIGINT)
+    yield lambda handler: signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGINT, original)
+
+
+def test_ctrl_c_signal_stops_after_the_current_batch(sigint_handler):
+    sigint_handler(signal.default_int_handler)
+    model, (x, y), press = tiny(), data(), PressCtrlC()
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[press])
+    assert history.interrupted and press.batches == [0, 1]   # batch 1 finished, batch 2 never started
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler   # handler restored
+
+
+def test_an_ignored_sigint_stays_ignored(sigint_handler):
+    sigint_handler(signal.SIG_IGN)
+    model, (x, y), press = tiny(), data(), PressCtrlC()
+    history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[press])
+    assert not history.interrupted and history.epoch == [0, 1]     # trained to the end
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN

@@ -107,7 +107,9 @@ def test_ctrl_c_still_writes_everything_for_the_finished_epochs(tmp_path):
     env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.Popen([sys.executable, "-u", SCRIPT, "--epochs", "200", "--data", str(tmp_path / "mnist.npz"),
                              "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env, cwd=ROOT)
+                            env=env, cwd=ROOT,
+                            # a SIGINT that pytest's own launcher ignored would be inherited
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         for line in proc.stdout:                      # wait until epoch 1 has finished
             if "Epoch 2/200" in line:

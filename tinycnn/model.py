@@ -420,12 +420,15 @@ class _CtrlC:
     then land in the middle of an update).
 
     Signal handlers can only be set from the main thread; elsewhere Ctrl-C behaves as usual.
+    A process told to ignore SIGINT (a job a non-interactive shell started with ``&``) keeps
+    ignoring it, as Python itself does at start-up.
     """
 
     def __enter__(self):
         self.pressed = False
         self._previous = None
-        if threading.current_thread() is threading.main_thread():
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is not signal.SIG_IGN):
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 
