@@ -14,11 +14,13 @@ current batch and still writes all of them for the epochs that finished. Every o
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+VALIDATION_SPLIT = 0.1        # the last 10% of the training set, held out as Keras's fit holds it out
 
 
 def parse_args(argv=None):
@@ -26,7 +28,10 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--epochs", type=int, default=5, help="passes over the training set")
     p.add_argument("--batch-size", type=int, default=32, help="images per gradient step")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (the initial one, with a schedule)")
+    p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                   help="constant: the same learning rate throughout, as in Keras; cosine: from --lr "
+                        "down to 0 along half a cosine wave over the whole run")
     p.add_argument("--seed", type=int, default=0, help="seed for the weights and the shuffling")
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
     p.add_argument("--data", metavar="PATH",
@@ -173,6 +178,7 @@ def main(argv=None):
     import tinycnn
     from tinycnn.datasets import DatasetError
     from tinycnn.optimizers import Adam
+    from tinycnn.schedules import CosineDecay
 
     try:
         ((x_train, y_train), (x_test, y_test)), class_names, source = load_dataset(args)
@@ -200,10 +206,14 @@ def main(argv=None):
         except RuntimeError as err:
             sys.exit(f"error: {err}")
     model.summary()
-    model.compile(optimizer=Adam(learning_rate=args.lr), loss="sparse_categorical_crossentropy",
+    learning_rate = args.lr
+    if args.schedule == "cosine":                   # one update per batch, over every epoch
+        steps_per_epoch = math.ceil(int(len(x_train) * (1 - VALIDATION_SPLIT)) / args.batch_size)
+        learning_rate = CosineDecay(args.lr, decay_steps=args.epochs * steps_per_epoch)
+    model.compile(optimizer=Adam(learning_rate=learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
     history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        validation_split=0.1, seed=args.seed)
+                        validation_split=VALIDATION_SPLIT, seed=args.seed)
 
     if history.interrupted:
         print("Training was interrupted; evaluating and saving what was learned so far.")
@@ -249,6 +259,7 @@ def main(argv=None):
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "learning_rate": args.lr,
+        "schedule": args.schedule,
         "seed": args.seed,
         "arch": args.arch,
         "augment": args.augment,

@@ -3,27 +3,43 @@
 Both update the arrays in ``layer.params`` in place. Their state (velocities, moments) is keyed by
 (layer name, parameter name) -- stable and readable, never ``id()`` -- so a model's layers need
 unique names, which ``Sequential`` guarantees.
+
+``learning_rate`` is a number, or a schedule from :mod:`tinycnn.schedules` that gives the rate
+for each step (``Adam(learning_rate=CosineDecay(1e-3, decay_steps=...))``).
 """
 
+from . import schedules
 from .backend import get_array_module
 
 
 class Optimizer:
     def __init__(self, learning_rate):
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-        self.learning_rate = float(learning_rate)
-        self.iterations = 0
+        if isinstance(learning_rate, dict):                  # as saved by get_config
+            learning_rate = schedules.deserialize(learning_rate)
+        if not isinstance(learning_rate, schedules.LearningRateSchedule):
+            if not learning_rate > 0:
+                raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+            learning_rate = float(learning_rate)
+        self.learning_rate = learning_rate
+        self.iterations = 0       # updates made so far
         self.state = {}
+
+    def current_learning_rate(self):
+        """The rate the next update will use: the number, or the schedule at this step."""
+        if isinstance(self.learning_rate, schedules.LearningRateSchedule):
+            return self.learning_rate(self.iterations)
+        return self.learning_rate
 
     def step(self, layers):
         """Apply one update to every parameter of ``layers`` from its ``grads``."""
+        lr = self.current_learning_rate()
         self.iterations += 1
         for layer in layers:
             for name, param in layer.params.items():
-                self.update((layer.name, name), param, layer.grads[name])
+                self.update((layer.name, name), param, layer.grads[name], lr)
 
-    def update(self, key, param, grad):
+    def update(self, key, param, grad, lr):
+        """Update one parameter in place, with learning rate ``lr`` for this step."""
         raise NotImplementedError
 
     def _slot(self, key, param, slot):
@@ -34,7 +50,9 @@ class Optimizer:
         return self.state[full]
 
     def get_config(self):
-        return {"learning_rate": self.learning_rate}
+        lr = self.learning_rate
+        return {"learning_rate": schedules.serialize(lr) if isinstance(lr, schedules.LearningRateSchedule)
+                else lr}
 
 
 class SGD(Optimizer):
@@ -53,8 +71,8 @@ class SGD(Optimizer):
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         self.momentum, self.nesterov = float(momentum), bool(nesterov)
 
-    def update(self, key, param, grad):
-        lr, mu = self.learning_rate, self.momentum
+    def update(self, key, param, grad, lr):
+        mu = self.momentum
         if mu == 0.0:
             param -= lr * grad
             return
@@ -64,7 +82,7 @@ class SGD(Optimizer):
         param += mu * v - lr * grad if self.nesterov else v
 
     def get_config(self):
-        return {"learning_rate": self.learning_rate, "momentum": self.momentum, "nesterov": self.nesterov}
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
 
 class Adam(Optimizer):
@@ -85,19 +103,18 @@ class Adam(Optimizer):
         super().__init__(learning_rate)
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
 
-    def update(self, key, param, grad):
+    def update(self, key, param, grad, lr):
         b1, b2, t = self.beta_1, self.beta_2, self.iterations
         xp = get_array_module(param)
         m = self._slot(key, param, "m")
         v = self._slot(key, param, "v")
         m += (1 - b1) * (grad - m)
         v += (1 - b2) * (grad * grad - v)
-        alpha = self.learning_rate * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+        alpha = lr * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
         param -= alpha * m / (xp.sqrt(v) + self.epsilon)
 
     def get_config(self):
-        return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,
-                "epsilon": self.epsilon}
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
 
 OPTIMIZERS = {"adam": Adam, "sgd": SGD}
