@@ -1,11 +1,13 @@
-"""Where a training step's time goes: median forward and backward time of each seed-model layer.
+"""Where a training step's time goes: median forward and backward time of each layer.
 
-    python benchmarks/layers.py                 # batch 32
+    python benchmarks/layers.py                 # the seed model, batch 32
     python benchmarks/layers.py --batch 128 --json layers.json
+    python benchmarks/layers.py --arch bn-dropout --augment
 
 Each step runs exactly what ``fit`` runs (logits, fused loss, backward with no gradient for the
-data, Adam); every layer's forward and backward are timed separately, over --steps steps after a
-warm-up, and the table gives the medians and each one's share of the whole step.
+data, so none through the augmentation layers, Adam); every layer's forward and backward are
+timed separately, over --steps steps after a warm-up, and the table gives the medians and each
+one's share of the whole step.
 """
 
 import argparse
@@ -19,12 +21,15 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--arch", choices=["seed", "bn-dropout"], default="seed")
+    p.add_argument("--augment", action="store_true")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args()
 
-    model = common.tinycnn_seed_model()
+    model = common.tinycnn_seed_model(arch=args.arch, augment=args.augment)
     x, y, _ = common.load_images(args.batch * 20)
     layers = model.layers
+    first = next(i for i, layer in enumerate(layers) if layer.params)   # backward stops here
     times = {(layer.name, d): [] for layer in layers for d in ("forward", "backward")}
     times.update({("loss", "forward"): [], ("loss", "backward"): [], ("adam", "update"): []})
 
@@ -46,24 +51,24 @@ def main():
         clock(("loss", "forward"), model.loss.forward, h, yb)
         d = clock(("loss", "backward"), model.loss.backward)
         d = clock((layers[-1].name, "backward"), layers[-1].backward, d, apply_activation=False)
-        for layer in reversed(layers[1:-1]):
+        for layer in reversed(layers[first + 1:-1]):
             d = clock((layer.name, "backward"), layer.backward, d)
-        clock((layers[0].name, "backward"), layers[0].backward, d, input_grad=False)
+        clock((layers[first].name, "backward"), layers[first].backward, d, input_grad=False)
         clock(("adam", "update"), model.optimizer.step, model._trainable_layers())
 
-    med = {k: common.median(v) * 1e3 for k, v in times.items()}
+    med = {k: common.median(v) * 1e3 for k, v in times.items() if v}     # layers before `first`: no backward
     total = sum(med.values())
     rows = []
     for layer in layers:
-        f, b = med[(layer.name, "forward")], med[(layer.name, "backward")]
+        f, b = med[(layer.name, "forward")], med.get((layer.name, "backward"))
         rows.append({"layer": f"{layer.name} ({type(layer).__name__})", "forward_ms": f, "backward_ms": b,
-                     "share": 100 * (f + b) / total})
+                     "share": 100 * (f + (b or 0.0)) / total})
     rows.append({"layer": "loss (SoftmaxCrossEntropy)", "forward_ms": med[("loss", "forward")],
                  "backward_ms": med[("loss", "backward")],
                  "share": 100 * (med[("loss", "forward")] + med[("loss", "backward")]) / total})
     rows.append({"layer": "Adam update", "forward_ms": None, "backward_ms": med[("adam", "update")],
                  "share": 100 * med[("adam", "update")] / total})
-    print(f"Seed model, batch {args.batch}, median of {args.steps} steps; machine {common.machine()}")
+    print(f"{args.arch} model{' with augmentation' if args.augment else ''}, batch {args.batch}, median of {args.steps} steps; machine {common.machine()}")
     common.print_table(rows, [("layer", "layer", "{}"), ("forward_ms", "forward ms", "{:.3f}"),
                               ("backward_ms", "backward ms", "{:.3f}"), ("share", "share of step", "{:.1f}%")])
     print(f"step total {total:.2f} ms -> {total * 60000 / args.batch / 1000:.1f} s per 60,000-image epoch")

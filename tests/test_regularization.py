@@ -17,7 +17,7 @@ from tinycnn.layers.augmentation import (RandomRotation, RandomTranslation, affi
                                          affine_sample_reference, rotation_transforms,
                                          translation_transforms)
 from tinycnn.layers.dropout import Dropout
-from tinycnn.layers.normalization import BatchNormalization
+from tinycnn.layers.normalization import BatchNormalization, channel_sums
 
 TOL = 1e-6
 
@@ -152,6 +152,20 @@ def test_batchnorm_training_output_is_standardised(rng):
     np.testing.assert_allclose(y.mean(axis=axes), 0.0, atol=1e-12)
     var = x.var(axis=axes)
     np.testing.assert_allclose(y.var(axis=axes), var / (var + 1e-3), rtol=1e-12)  # ~1, eps aside
+
+
+@pytest.mark.parametrize("shape", [(6, 5, 4, 3), (7, 3)])
+def test_channel_sums_are_the_sums_over_every_axis_but_the_last(rng, shape):
+    a = rng.standard_normal(shape)
+    np.testing.assert_allclose(channel_sums(a), a.sum(axis=tuple(range(a.ndim - 1))), rtol=1e-12)
+    np.testing.assert_allclose(channel_sums(a[::2]), a[::2].sum(axis=tuple(range(a.ndim - 1))), rtol=1e-12)
+
+
+def test_batchnorm_float32_statistics_survive_a_large_mean(rng):
+    # mean 1000, std 1: E[x^2] - E[x]^2 in float32 would cancel to garbage; two passes do not
+    x = rng.normal(1000.0, 1.0, size=(32, 8, 8, 4)).astype(np.float32)
+    y = BatchNormalization(epsilon=1e-5).forward(x, training=True)
+    np.testing.assert_allclose(y.astype(np.float64).std(axis=(0, 1, 2)), 1.0, atol=1e-3)
 
 
 def test_batchnorm_moving_averages_by_hand():

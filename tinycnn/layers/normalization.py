@@ -6,6 +6,14 @@ from ..backend import get_array_module
 from .base import Layer
 
 
+def channel_sums(a):
+    """Σ over every axis but the last: (..., C) -> (C,), the same as a.sum(axis=(0, 1, 2)) for
+    images. Computed as ones @ a.reshape(M, C), which BLAS does several times faster than NumPy's
+    reduction over leading axes (as Conv2D computes its bias gradient)."""
+    a2 = a.reshape(-1, a.shape[-1])
+    return get_array_module(a).ones(a2.shape[0], dtype=a.dtype) @ a2
+
+
 class BatchNormalization(Layer):
     """y = gamma * (x - mean) / sqrt(var + epsilon) + beta, per channel (Ioffe & Szegedy 2015).
 
@@ -17,6 +25,7 @@ class BatchNormalization(Layer):
 
     Statistics are taken over every axis but the last, so each channel of an image is averaged
     over the batch *and* all its pixels: M = N*H*W values per channel (M = N for (N, D) input).
+    Every such sum is ``channel_sums``: the column sums of x viewed as an (M, C) matrix.
 
     Training (``training=True``): mean and var are the batch's, var the biased one (divided by M,
     as Keras does), and the moving averages follow them, in place:
@@ -62,24 +71,27 @@ class BatchNormalization(Layer):
     def forward(self, x, training=False):
         self._prepare(x)
         xp = get_array_module(x)
-        axes = tuple(range(x.ndim - 1))          # every axis but the channels
         if training:
-            mean, var = x.mean(axis=axes), x.var(axis=axes)
-            m, v = self.state["moving_mean"], self.state["moving_variance"]
-            m[...] = self.momentum * m + (1.0 - self.momentum) * mean
-            v[...] = self.momentum * v + (1.0 - self.momentum) * var
+            m = x.size // x.shape[-1]            # M values per channel
+            mean = channel_sums(x) / m
+            centred = x - mean
+            var = channel_sums(centred * centred) / m      # two passes: no cancellation
+            mm, mv = self.state["moving_mean"], self.state["moving_variance"]
+            mm[...] = self.momentum * mm + (1.0 - self.momentum) * mean
+            mv[...] = self.momentum * mv + (1.0 - self.momentum) * var
         else:
-            mean, var = self.state["moving_mean"], self.state["moving_variance"]
+            var = self.state["moving_variance"]
+            centred = x - self.state["moving_mean"]
         self.training = bool(training)
-        self.axes = axes
         self.inv_std = 1.0 / xp.sqrt(var + self.epsilon)     # 1 / s, (C,)
-        self.xhat = (x - mean) * self.inv_std
+        centred *= self.inv_std                  # in place: centred becomes xhat
+        self.xhat = centred
         return self.params["gamma"] * self.xhat + self.params["beta"]
 
     def backward(self, dout):
-        gamma, xhat, axes = self.params["gamma"], self.xhat, self.axes
-        self.grads["beta"] = dout.sum(axis=axes)
-        self.grads["gamma"] = (dout * xhat).sum(axis=axes)
+        gamma, xhat = self.params["gamma"], self.xhat
+        self.grads["beta"] = channel_sums(dout)
+        self.grads["gamma"] = channel_sums(dout * xhat)
         if not self.training:
             return dout * (gamma * self.inv_std)
         m = dout.size // dout.shape[-1]          # M values per channel
