@@ -11,6 +11,8 @@ import matplotlib.image
 import pytest
 
 from loopback_server import loopback_server, make_mnist_npz  # noqa: F401
+from tinycnn import load_model
+from tinycnn.schedules import CosineDecay
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "examples", "mnist.py")
@@ -90,12 +92,16 @@ def test_bn_dropout_with_augmentation_and_a_local_file(tmp_path):
     payload, _ = make_mnist_npz(n_train=300, n_test=60)
     (tmp_path / "mnist.npz").write_bytes(payload)
     out = tmp_path / "run"
-    result = run_script("--arch", "bn-dropout", "--augment", "--epochs", "1", "--data",
-                        str(tmp_path / "mnist.npz"), "--out", str(out))
+    result = run_script("--arch", "bn-dropout", "--augment", "--schedule", "cosine", "--epochs", "1",
+                        "--batch-size", "16", "--data", str(tmp_path / "mnist.npz"), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "batch_normalization" in result.stdout and "random_rotation" in result.stdout
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["arch"] == "bn-dropout" and metrics["augment"] is True
+    assert metrics["arch"] == "bn-dropout" and metrics["augment"] is True and metrics["schedule"] == "cosine"
+    # 300 images, 270 left after the 10% validation split: ceil(270 / 16) = 17 updates in the epoch
+    schedule = load_model(out / "model.npz").optimizer.learning_rate
+    assert isinstance(schedule, CosineDecay)
+    assert schedule.get_config() == {"initial_learning_rate": 1e-3, "decay_steps": 17, "alpha": 0.0}
     assert (out / "feature_maps.png").exists() and (out / "mistakes.png").exists()
 
 
