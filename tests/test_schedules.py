@@ -58,6 +58,11 @@ def test_bad_schedules_say_what_is_wrong(kwargs, match):
         CosineDecay(**kwargs)
 
 
+def test_numpy_integer_steps_are_accepted_and_saved_as_int():
+    schedule = CosineDecay(1e-3, decay_steps=np.int64(10) * 3)
+    assert type(schedule.get_config()["decay_steps"]) is int and schedule(30) == 0.0
+
+
 def test_unknown_schedule_is_named():
     with pytest.raises(ValueError, match="Unknown learning-rate schedule.*CosineDecay"):
         deserialize({"class_name": "StepDecay", "config": {}})

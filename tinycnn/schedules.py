@@ -4,7 +4,8 @@ A constant learning rate must be small enough for the last steps, when the weigh
 minimum and a large step jumps around it, and so is smaller than the early steps could afford. A
 schedule starts large and ends small. Give one to an optimizer in place of a number, as in Keras:
 
-    steps = epochs * math.ceil(len(x_train) / batch_size)
+    # n_train: the images fit trains on, after validation_split has held some out
+    steps = epochs * math.ceil(n_train / batch_size)
     model.compile(optimizer=Adam(learning_rate=CosineDecay(1e-3, decay_steps=steps)), ...)
 
 The optimizer asks ``schedule(step)`` for the rate before each update; ``step`` counts the updates
@@ -12,6 +13,7 @@ made so far, so the first update uses ``schedule(0)``, the initial rate.
 """
 
 import math
+import numbers
 
 
 class LearningRateSchedule:
@@ -39,13 +41,13 @@ class CosineDecay(LearningRateSchedule):
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0):
         if not initial_learning_rate > 0:
             raise ValueError(f"initial_learning_rate must be > 0, got {initial_learning_rate}")
-        if not (isinstance(decay_steps, int) and decay_steps >= 1):
+        if not (isinstance(decay_steps, numbers.Integral) and decay_steps >= 1):
             raise ValueError(f"decay_steps must be a whole number of updates >= 1, got {decay_steps!r}")
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"alpha (the final rate as a fraction of the initial one) must be in "
                              f"[0, 1], got {alpha}")
         self.initial_learning_rate = float(initial_learning_rate)
-        self.decay_steps = decay_steps
+        self.decay_steps = int(decay_steps)          # a NumPy integer would not go into JSON
         self.alpha = float(alpha)
 
     def __call__(self, step):

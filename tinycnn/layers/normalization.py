@@ -76,9 +76,9 @@ class BatchNormalization(Layer):
             mean = channel_sums(x) / m
             centred = x - mean
             var = channel_sums(centred * centred) / m      # two passes: no cancellation
-            mm, mv = self.state["moving_mean"], self.state["moving_variance"]
-            mm[...] = self.momentum * mm + (1.0 - self.momentum) * mean
-            mv[...] = self.momentum * mv + (1.0 - self.momentum) * var
+            moving_mean, moving_var = self.state["moving_mean"], self.state["moving_variance"]
+            moving_mean[...] = self.momentum * moving_mean + (1.0 - self.momentum) * mean
+            moving_var[...] = self.momentum * moving_var + (1.0 - self.momentum) * var
         else:
             var = self.state["moving_variance"]
             centred = x - self.state["moving_mean"]
