@@ -23,22 +23,6 @@ import common
 import numpy as np
 
 
-def torch_model(arch):
-    """The example's two networks in PyTorch (channels-first); BatchNorm2d's defaults are the
-    momentum 0.1 / eps 1e-5 that build_model gives BatchNormalization (0.9 in Keras's convention)."""
-    from torch import nn
-
-    if arch == "seed":
-        return nn.Sequential(
-            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(1600, 64), nn.ReLU(), nn.Linear(64, 10))
-    return nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
-        nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
-
-
 def accuracy(model, x, y):
     import torch
 
@@ -66,6 +50,7 @@ def main():
     import torch
     from examples.mnist import VALIDATION_SPLIT, build_model
     from tinycnn.datasets import fashion_mnist
+    from tinycnn.schedules import CosineDecay
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(os.cpu_count())
@@ -82,11 +67,12 @@ def main():
     augment = [layer for layer in build_model(args.arch, True, args.seed).layers
                if type(layer).__name__.startswith("Random")] if args.augment else []
 
-    model = torch_model(args.arch)
+    model = common.torch_network(args.arch)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-7)
     loss_fn = torch.nn.CrossEntropyLoss()
     steps_per_epoch = math.ceil(n_train / args.batch_size)
-    total_steps, step = args.epochs * steps_per_epoch, 0
+    schedule = CosineDecay(args.lr, decay_steps=args.epochs * steps_per_epoch)
+    step = 0
     rng = np.random.default_rng(args.seed)
     print(f"PyTorch {torch.__version__}: {args.arch}, augment={args.augment}, schedule={args.schedule}, "
           f"lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs, {n_train} training images")
@@ -95,9 +81,9 @@ def main():
         model.train()
         order = rng.permutation(n_train)
         for i in range(steps_per_epoch):
-            if args.schedule == "cosine":       # tinycnn.schedules.CosineDecay(lr, total_steps)
+            if args.schedule == "cosine":       # the rate tinycnn's optimizer would use at this step
                 for group in optimizer.param_groups:
-                    group["lr"] = args.lr * 0.5 * (1 + math.cos(math.pi * min(step, total_steps) / total_steps))
+                    group["lr"] = schedule(step)
             idx = order[i * args.batch_size:(i + 1) * args.batch_size]
             xb = x[idx]
             for layer in augment:

@@ -51,17 +51,28 @@ def torch_available():
         return False
 
 
-def torch_seed_model(seed=0, device="cpu"):
-    """The same network in PyTorch (channels-first), with Keras's Adam epsilon."""
-    import torch
+def torch_network(arch="seed"):
+    """The example's networks in PyTorch (channels-first). "bn-dropout": BatchNorm2d's defaults are
+    the momentum 0.1 / eps 1e-5 that build_model gives BatchNormalization (0.9 in Keras's convention)."""
     from torch import nn
 
+    if arch == "seed":
+        return nn.Sequential(
+            nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(1600, 64), nn.ReLU(), nn.Linear(64, 10))
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2), nn.Dropout(0.25),
+        nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
+
+
+def torch_seed_model(seed=0, device="cpu"):
+    """The seed network in PyTorch, with Keras's Adam epsilon."""
+    import torch
+
     torch.manual_seed(seed)
-    model = nn.Sequential(
-        nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Flatten(), nn.Linear(1600, 64), nn.ReLU(), nn.Linear(64, 10),
-    ).to(device)
+    model = torch_network("seed").to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     return model, optimizer
 
