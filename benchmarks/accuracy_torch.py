@@ -50,6 +50,7 @@ def main():
     import torch
     from examples.mnist import VALIDATION_SPLIT, build_model
     from tinycnn.datasets import fashion_mnist
+    from tinycnn.layers import RandomRotation, RandomTranslation
     from tinycnn.schedules import CosineDecay
 
     torch.manual_seed(args.seed)
@@ -65,14 +66,13 @@ def main():
     xt, yt = nchw(x_test), torch.from_numpy(y_test.astype(np.int64))
     # The example's augmentation layers, exactly as it builds them (seeded), applied to NHWC batches.
     augment = [layer for layer in build_model(args.arch, True, args.seed).layers
-               if type(layer).__name__.startswith("Random")] if args.augment else []
+               if isinstance(layer, (RandomRotation, RandomTranslation))] if args.augment else []
 
     model = common.torch_network(args.arch)
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, eps=1e-7)
     loss_fn = torch.nn.CrossEntropyLoss()
     steps_per_epoch = math.ceil(n_train / args.batch_size)
     schedule = CosineDecay(args.lr, decay_steps=args.epochs * steps_per_epoch)
-    step = 0
     rng = np.random.default_rng(args.seed)
     print(f"PyTorch {torch.__version__}: {args.arch}, augment={args.augment}, schedule={args.schedule}, "
           f"lr {args.lr}, batch {args.batch_size}, {args.epochs} epochs, {n_train} training images")
@@ -83,7 +83,7 @@ def main():
         for i in range(steps_per_epoch):
             if args.schedule == "cosine":       # the rate tinycnn's optimizer would use at this step
                 for group in optimizer.param_groups:
-                    group["lr"] = schedule(step)
+                    group["lr"] = schedule(epoch * steps_per_epoch + i)
             idx = order[i * args.batch_size:(i + 1) * args.batch_size]
             xb = x[idx]
             for layer in augment:
@@ -92,7 +92,6 @@ def main():
             optimizer.zero_grad(set_to_none=True)
             loss_fn(model(xb), torch.from_numpy(y[idx])).backward()
             optimizer.step()
-            step += 1
         seconds = time.perf_counter() - start
         print(f"epoch {epoch + 1:2d}: {seconds:5.1f} s  val_accuracy {accuracy(model, xv, yv):.4f}  "
               f"test_accuracy {accuracy(model, xt, yt):.4f}", flush=True)

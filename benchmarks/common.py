@@ -1,4 +1,4 @@
-"""Shared by the benchmark scripts: data, the seed model in tinycnn and in PyTorch, timing, output."""
+"""Shared by the benchmark scripts: data, the example's models in tinycnn and in PyTorch, timing, output."""
 
 import json
 import os
@@ -32,9 +32,9 @@ def load_images(n=60000, seed=0):
     return rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), "synthetic"
 
 
-def tinycnn_seed_model(seed=0, arch="seed", augment=False):
-    """The model ``examples/mnist.py`` trains (by default the seed model), compiled as it
-    compiles it: what is timed here is what a user runs."""
+def tinycnn_model(arch="seed", augment=False, seed=0):
+    """A model ``examples/mnist.py`` trains (``--arch``, ``--augment``), compiled as it compiles
+    it: what is timed here is what a user runs."""
     from examples.mnist import build_model
     from tinycnn.optimizers import Adam
 

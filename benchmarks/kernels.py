@@ -90,7 +90,7 @@ def main():
     x, y, _ = common.load_images(n * 40)
 
     def steps():
-        model = common.tinycnn_seed_model()
+        model = common.tinycnn_model()
         for i in range(5):
             model._train_step(x[i * n:(i + 1) * n], y[i * n:(i + 1) * n])
         times = []

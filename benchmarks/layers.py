@@ -26,10 +26,10 @@ def main():
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args()
 
-    model = common.tinycnn_seed_model(arch=args.arch, augment=args.augment)
+    model = common.tinycnn_model(args.arch, args.augment)
     x, y, _ = common.load_images(args.batch * 20)
     layers = model.layers
-    first = next(i for i, layer in enumerate(layers) if layer.params)   # backward stops here
+    first = model._first_trainable_index()        # where fit's backward pass stops
     times = {(layer.name, d): [] for layer in layers for d in ("forward", "backward")}
     times.update({("loss", "forward"): [], ("loss", "backward"): [], ("adam", "update"): []})
 

@@ -36,7 +36,7 @@ def tinycnn_epoch(model, x, y, batch_size, seed):
 def steady_state(x, y, batch_sizes, epochs, device, use_torch):
     rows = []
     for bs in batch_sizes:
-        model = common.tinycnn_seed_model()
+        model = common.tinycnn_model()
         if device == "gpu":
             model.to("gpu")
         tinycnn_epoch(model, x[:20 * bs], y[:20 * bs], bs, 0)         # warm-up: compile, caches
@@ -74,7 +74,7 @@ def run_worker(args_list, env=None):
 def worker_memory(framework, batch_size, images):
     x, y, _ = common.load_images(images)
     if framework == "tinycnn":
-        model = common.tinycnn_seed_model()
+        model = common.tinycnn_model()
         tinycnn_epoch(model, x, y, batch_size, 0)
     else:
         import torch
@@ -90,7 +90,7 @@ def worker_jit(batch_size):
     import tinycnn  # noqa: F401
     import_s = time.perf_counter() - start
     x, y, _ = common.load_images(20 * batch_size)
-    model = common.tinycnn_seed_model()
+    model = common.tinycnn_model()
     first = common.timed(model.fit, x, y, epochs=1, batch_size=batch_size, verbose=0, validation_split=0.1)
     second = common.timed(model.fit, x, y, epochs=1, batch_size=batch_size, verbose=0, validation_split=0.1)
     return {"import_s": import_s, "first_s": first, "steady_s": second, "jit_s": first - second}

@@ -170,8 +170,7 @@ class Sequential:
         if head == "activation":
             steps.append((self.layers[-1], {"apply_activation": False}))
         if not input_grad:
-            first = next((i for i, (layer, _) in enumerate(steps) if layer.params), 0)
-            steps = steps[first:]
+            steps = steps[self._first_trainable_index():]
         d = dlogits
         for k, (layer, kwargs) in enumerate(reversed(steps)):
             if k == len(steps) - 1 and not input_grad:
@@ -180,6 +179,10 @@ class Sequential:
                     return None
             d = layer.backward(d, **kwargs)
         return None if not input_grad else d
+
+    def _first_trainable_index(self):
+        """Where a training step's backward pass ends: the first layer with parameters (0 if none)."""
+        return next((i for i, layer in enumerate(self.layers) if layer.params), 0)
 
     def _trainable_layers(self):
         return [layer for layer in self.layers if layer.params]

@@ -14,8 +14,6 @@ from .backend import get_array_module
 
 class Optimizer:
     def __init__(self, learning_rate):
-        if isinstance(learning_rate, dict):                  # as saved by get_config
-            learning_rate = schedules.deserialize(learning_rate)
         if not isinstance(learning_rate, schedules.LearningRateSchedule):
             if not learning_rate > 0:
                 raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
@@ -53,6 +51,14 @@ class Optimizer:
         lr = self.learning_rate
         return {"learning_rate": schedules.serialize(lr) if isinstance(lr, schedules.LearningRateSchedule)
                 else lr}
+
+    @classmethod
+    def from_config(cls, config):
+        """The inverse of :meth:`get_config` (a saved schedule is rebuilt from its dict)."""
+        config = dict(config)
+        if isinstance(config.get("learning_rate"), dict):
+            config["learning_rate"] = schedules.deserialize(config["learning_rate"])
+        return cls(**config)
 
 
 class SGD(Optimizer):

@@ -101,7 +101,7 @@ def load_model(path):
         from .losses import get as get_loss
         from .optimizers import OPTIMIZERS
         try:
-            optimizer = OPTIMIZERS[training["optimizer"]](**training["optimizer_config"])
+            optimizer = OPTIMIZERS[training["optimizer"]].from_config(training["optimizer_config"])
             model.compile(optimizer, get_loss(training["loss"]))
         except (KeyError, TypeError, ValueError) as err:
             raise ModelFileError(f"{path!r} was compiled with an optimizer or loss this tinycnn cannot "
