@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import seed_model
-from tinycnn import Sequential
+from tinycnn import Sequential, plan
 from tinycnn.callbacks import Callback
 from tinycnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Softmax
 from tinycnn.optimizers import SGD, Adam
@@ -103,7 +103,8 @@ def test_softmax_head_trains_through_the_fused_loss(rng):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     # A separate Softmax layer is skipped the same way.
     model2 = Sequential([Dense(3), Softmax()], input_shape=(2,), seed=0)
-    assert model2._softmax_head() == "layer"
+    assert plan.softmax_head(model2.layers) == "layer"
+    assert [type(s) for s in plan.logit_steps(model2.layers)] == [Dense]
 
 
 def test_a_seeded_model_trains_the_same_without_a_fit_seed():
@@ -267,7 +268,10 @@ def test_diverging_loss_names_epoch_and_batch():
     after = model.get_weights()
     assert all(np.isfinite(w).all() for w in after)               # the bad batch changed nothing
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
-    assert err.value.history.history == {}                        # no epoch had finished
+    history = err.value.history                                   # the partial epoch: batch 1 of 3
+    assert history is model.history
+    assert history.epoch == [0] and history.partial == {"epoch": 0, "batches": 1, "of": 3}
+    assert set(history.history) == {"loss", "accuracy"} and len(history.history["loss"]) == 1
 
 
 def test_layer_argument_errors():

@@ -39,7 +39,9 @@ class History(Callback):
 
     ``fit`` always adds one and returns it. ``epoch`` lists the epoch indices (from 0),
     ``seconds`` the wall-clock time of each epoch (validation included), and ``interrupted``
-    says whether Ctrl-C stopped training early.
+    says whether Ctrl-C stopped training early. ``partial`` is None, or, when training stopped in
+    the middle of an epoch with some batches done, {"epoch": e, "batches": b, "of": steps}; that
+    epoch's logs over its b batches are then the last entries.
     """
 
     def __init__(self):
@@ -47,6 +49,7 @@ class History(Callback):
         self.epoch = []
         self.seconds = []
         self.interrupted = False
+        self.partial = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()

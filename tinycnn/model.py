@@ -10,6 +10,7 @@ The whole of learning is four lines, in ``_train_step``:
 Everything else here is bookkeeping: batching, shuffling, checking the input, progress, history.
 """
 
+import contextlib
 import math
 import signal
 import sys
@@ -18,13 +19,12 @@ import time
 
 import numpy as np
 
-from . import losses, optimizers
+from . import losses, optimizers, plan
 from .backend import check_device, get_array_module, to_device, to_numpy
 from .callbacks import History
-from .layers.activations import Softmax
-from .layers.conv import Conv2D
-from .layers.dense import Dense
 from .losses import check_labels
+from .optimizers import NonFiniteUpdate
+from .parallel import DataParallel, can_split, cpu_count
 
 DEFAULT_EVAL_BATCH = 128
 
@@ -48,6 +48,8 @@ class Sequential:
         self.optimizer = None
         self.loss = None
         self.stop_training = False
+        self.history = None       # the History of the last fit, also when it raised
+        self._parallel = None     # set by fit when it splits batches over threads
         self._rng = None          # the model's generator: initial weights, then shuffling
         for layer in layers or []:
             self.add(layer)
@@ -130,15 +132,6 @@ class Sequential:
         if unknown:         # accuracy is always computed; anything else would be silently ignored
             raise ValueError(f"Unknown metrics {unknown}; tinycnn computes 'accuracy'.")
 
-    def _softmax_head(self):
-        """How the model ends: "layer" (a Softmax layer), "activation" or None (plain logits)."""
-        last = self.layers[-1]
-        if isinstance(last, Softmax):
-            return "layer"
-        if isinstance(getattr(last, "activation", None), Softmax):
-            return "activation"
-        return None
-
     # -- the passes -----------------------------------------------------------------------------
     def forward(self, x, training=False):
         """Run every layer: the model's output (probabilities when it ends in softmax)."""
@@ -146,39 +139,28 @@ class Sequential:
             x = layer.forward(x, training)
         return x
 
+    def _steps(self):
+        """The steps a pass to the logits runs (``plan.logit_steps``): the layers without a
+        final softmax, with Conv2D → ReLU → MaxPool2D fused on the CPU. Made once, and again
+        whenever the layers or their device change, so that a forward pass and the backward pass
+        after it run the same step objects."""
+        key = (tuple(map(id, self.layers)), tuple(layer.device for layer in self.layers))
+        if getattr(self, "_steps_key", None) != key:
+            self._steps_key, self._steps_list = key, plan.logit_steps(self.layers)
+        return self._steps_list
+
     def _forward_logits(self, x, training):
-        """Run the layers but stop before a final softmax: the fused loss applies it."""
-        head = self._softmax_head()
-        body = self.layers[:-1] if head else self.layers
-        for layer in body:
-            x = layer.forward(x, training)
-        if head == "activation":
-            x = self.layers[-1].forward(x, training, apply_activation=False)
+        """Run the steps to the logits; each step keeps what its backward pass needs."""
+        for step in self._steps():
+            x = step.forward(x, training)
         return x
 
-    def _backward_logits(self, dlogits, input_grad=True):
-        """Send dL/dlogits back through the layers that ``_forward_logits`` ran, in reverse;
-        returns dL/dx.
-
-        In training (``input_grad=False``) nobody needs the gradient of the data, so the
-        backward pass stops at the first layer with parameters: layers before it (augmentation)
-        are skipped, and a first Conv2D or Dense does not compute its input gradient (for a
-        convolution that saves a matrix product and col2im). Then this returns None.
-        """
-        head = self._softmax_head()
-        steps = [(layer, {}) for layer in (self.layers[:-1] if head else self.layers)]
-        if head == "activation":
-            steps.append((self.layers[-1], {"apply_activation": False}))
-        if not input_grad:
-            steps = steps[self._first_trainable_index():]
+    def _backward_logits(self, dlogits):
+        """Send dL/dlogits back through the steps that ``_forward_logits`` ran; returns dL/dx."""
         d = dlogits
-        for k, (layer, kwargs) in enumerate(reversed(steps)):
-            if k == len(steps) - 1 and not input_grad:
-                if isinstance(layer, (Conv2D, Dense)):
-                    layer.backward(d, **kwargs, input_grad=False)
-                    return None
-            d = layer.backward(d, **kwargs)
-        return None if not input_grad else d
+        for step in reversed(self._steps()):
+            d = step.backward(d)
+        return d
 
     def _first_trainable_index(self):
         """Where a training step's backward pass ends: the first layer with parameters (0 if none)."""
@@ -190,14 +172,35 @@ class Sequential:
     def _train_step(self, xb, yb):
         """One step of gradient descent on one batch; returns (loss, number correct).
 
-        A loss that is not finite stops here, before the weights are touched.
+        The whole of learning, in one thread:
+
+            logits = forward through every step
+            loss   = cross-entropy of softmax(logits) and the labels
+            d      = dL/dlogits = (softmax(logits) - onehot) / N
+            for step in reversed(steps): d = step.backward(d)       (from the first trainable one)
+            optimizer step
+
+        ``self._parallel``, when ``fit`` set one, runs the same on shares of the batch in
+        several threads (``tinycnn/parallel.py``). Nobody needs dL/dx here, so the backward pass
+        stops at the first layer with parameters (``plan.trainable_tail``).
+
+        A loss that is not finite stops here, before the weights are touched; the optimizer
+        refuses an update that would make any weight not finite (``NonFiniteUpdate``).
         """
-        logits = self._forward_logits(xb, training=True)
-        loss = float(self.loss.forward(logits, yb))
+        if self._parallel is not None:
+            logits, loss = self._parallel.train_step(xb, yb)
+        else:
+            head, tail = plan.trainable_tail(self._steps())
+            logits = xb
+            for step in head + tail:
+                logits = step.forward(logits, training=True)
+            loss = float(self.loss.forward(logits, yb))
+            if math.isfinite(loss):
+                d = self.loss.backward()
+                for step in reversed(tail):
+                    d = step.backward(d)
         if not math.isfinite(loss):
-            return loss, 0
-        dlogits = self.loss.backward()
-        self._backward_logits(dlogits, input_grad=False)
+            raise NonFiniteUpdate(None, f"the loss is {loss}")
         self.optimizer.step(self._trainable_layers())
         correct = (logits.argmax(axis=1) == yb).sum()
         return loss, int(correct)
@@ -238,7 +241,7 @@ class Sequential:
 
     # -- the Keras API ------------------------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
-            shuffle=True, verbose=1, seed=None, callbacks=None):
+            shuffle=True, verbose=1, seed=None, callbacks=None, threads=None):
         """Train for ``epochs`` passes over (x, y); returns a :class:`History`.
 
         ``validation_split`` holds out the *last* fraction of the data before shuffling, as
@@ -247,8 +250,14 @@ class Sequential:
         so a seeded model trains the same way every run. ``verbose``: 1 a progress bar per epoch,
         2 one line per epoch, 0 nothing.
 
-        If the loss stops being finite, ``FloatingPointError`` is raised before that batch
-        changes any weight; the history so far is attached to it as ``err.history``.
+        ``threads``: how many CPU cores share each batch (``tinycnn/parallel.py``); None uses
+        every core this process may use, 1 trains in one thread. A model on the GPU, or with
+        layers that mix the samples of a batch (BatchNormalization, Dropout), uses one.
+
+        Divergence: a step whose loss, gradients or new weights are not finite is never applied.
+        ``fit`` raises ``FloatingPointError`` naming the epoch, the batch and what was not finite;
+        the weights are those from before that step, and the history (the finished epochs and
+        the partial one) is on the error as ``err.history`` and on the model as ``model.history``.
         """
         if self.optimizer is None:
             raise RuntimeError("Call model.compile(optimizer=..., loss=...) before model.fit().")
@@ -270,7 +279,7 @@ class Sequential:
             val = (x_val, check_labels(to_numpy(validation_data[1]), self._num_classes(), n=len(x_val)))
 
         rng = np.random.default_rng(seed) if seed is not None else self._rng
-        history = History()
+        history = self.history = History()
         callbacks = [history] + list(callbacks or [])
         for cb in callbacks:
             cb.set_model(self)
@@ -278,7 +287,7 @@ class Sequential:
         for cb in callbacks:
             cb.on_train_begin()
         try:
-            with _CtrlC() as ctrl_c:
+            with _CtrlC() as ctrl_c, self._threads(threads):
                 for epoch in range(epochs):
                     self._fit_epoch(x, y, batch_size, epoch, epochs, rng.permutation(len(x)) if shuffle
                                     else np.arange(len(x)), val, verbose, callbacks, ctrl_c)
@@ -308,12 +317,14 @@ class Sequential:
         start = time.perf_counter()
         for step in range(steps):
             idx = order[step * batch_size:(step + 1) * batch_size]
-            loss, correct = self._train_step(self._to_device(x[idx]), self._to_device(y[idx]))
-            if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"The loss became {loss} at epoch {epoch + 1}, batch {step + 1}: training "
-                    "diverged. Try a lower learning rate (e.g. compile(optimizer=Adam(1e-4))) "
-                    "and check the input for very large values.")
+            xb, yb = self._to_device(x[idx]), self._to_device(y[idx])
+            try:
+                loss, correct = self._train_step(xb, yb)
+            except NonFiniteUpdate as err:
+                if seen:            # the partial epoch goes into the history too
+                    callbacks[0].on_epoch_end(epoch, logs)
+                    callbacks[0].partial = {"epoch": epoch, "batches": step, "of": steps}
+                raise FloatingPointError(self._divergence_message(err, epoch, step, xb)) from err
             total_loss += loss * len(idx)
             total_correct += correct
             seen += len(idx)
@@ -330,6 +341,35 @@ class Sequential:
         bar.close(logs, time.perf_counter() - start)
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)
+
+    def _threads(self, threads):
+        """Context for fit: a DataParallel over ``threads`` cores when the model can use one."""
+        if threads is None:
+            threads = cpu_count()
+        if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        if threads == 1 or self.device != "cpu" or not can_split(self.layers, self._first_trainable_index()):
+            return contextlib.nullcontext()
+        return _Using(self, DataParallel(self, int(threads)))
+
+    def _divergence_message(self, err, epoch, step, xb):
+        """Why a step was refused, where, and what usually causes it."""
+        what = str(err)
+        if err.key is not None:
+            layer = next(layer for layer in self.layers if layer.name == err.key[0])
+            grad = layer.grads[err.key[1]]
+            if not bool(get_array_module(grad).isfinite(grad).all()):
+                what = f"the gradient of {err.key[0]}/{err.key[1]} is not finite"
+            else:
+                what += (f" (its gradient is finite but reaches {float(abs(grad).max()):.3g}; the "
+                         "optimizer's new weights or moments overflow)")
+        big = float(abs(xb).max())
+        return (f"Training diverged at epoch {epoch + 1}, batch {step + 1}: {what}. That step was not "
+                f"applied: the weights are those from before it, and the history so far is on "
+                f"err.history and model.history. Likely causes: a learning rate too high (it is "
+                f"{self.optimizer.current_learning_rate():.3g}: try a lower learning rate, e.g. 10 "
+                f"times lower), or input on a large scale (this batch's values reach {big:.3g}: "
+                "scale images to [0, 1]).")
 
     def evaluate(self, x, y, batch_size=DEFAULT_EVAL_BATCH, verbose=0):
         """(mean loss, accuracy) over (x, y), in inference mode."""
@@ -415,6 +455,20 @@ def _size(nbytes):
         if nbytes < 1024 or unit == "GB":
             return f"{nbytes:.2f} {unit}"
         nbytes /= 1024
+
+
+class _Using:
+    """``with``: set ``model._parallel`` to a DataParallel for the block, then unset it."""
+
+    def __init__(self, model, parallel):
+        self.model, self.parallel = model, parallel
+
+    def __enter__(self):
+        self.model._parallel = self.parallel.__enter__()
+
+    def __exit__(self, *exc):
+        self.model._parallel = None
+        return self.parallel.__exit__(*exc)
 
 
 class _CtrlC:

@@ -69,24 +69,35 @@ class Conv2D(Layer):
             self.activation.build(self.output_shape(input_shape), self.dtype)
 
     def forward(self, x, training=False, apply_activation=True):
-        self._prepare(x)
-        kh, kw = self.kernel_size
-        self.x_shape = x.shape
-        self.cols = im2col(x, kh, kw, self.strides, self.pad)
-        z = self.cols @ self.params["kernel"].reshape(-1, self.filters)
-        z += self.params["bias"]
-        z = z.reshape(x.shape[0], *self.out_hw, self.filters)
+        z = self.linear_forward(x)
         if self.activation is None or not apply_activation:
             return z
         return self.activation.forward(z, training)
 
     def backward(self, dout, apply_activation=True, input_grad=True):
         dz = self.activation.backward(dout) if self.activation is not None and apply_activation else dout
+        return self.linear_backward(dz, input_grad)
+
+    # -- the convolution itself, without the activation (the fused block in fused.py calls these)
+    def linear_forward(self, x, add_bias=True):
+        """z = im2col(x) @ kernel + bias, as (N, OH, OW, F)."""
+        self._prepare(x)
+        kh, kw = self.kernel_size
+        self.x_shape = x.shape
+        self.cols = im2col(x, kh, kw, self.strides, self.pad)
+        z = self.cols @ self.params["kernel"].reshape(-1, self.filters)
+        if add_bias:
+            z += self.params["bias"]
+        return z.reshape(x.shape[0], *self.out_hw, self.filters)
+
+    def linear_backward(self, dz, input_grad=True, bias_grad=None):
+        """dz = dL/dz (N, OH, OW, F) -> dL/dx, filling grads; ``bias_grad`` if already summed."""
         kernel = self.params["kernel"]
         f = self.filters
         dz = dz.reshape(-1, f)
         self.grads["kernel"] = (self.cols.T @ dz).reshape(kernel.shape)
-        self.grads["bias"] = get_array_module(dz).ones(dz.shape[0], dtype=dz.dtype) @ dz
+        self.grads["bias"] = (bias_grad if bias_grad is not None
+                              else get_array_module(dz).ones(dz.shape[0], dtype=dz.dtype) @ dz)
         if not input_grad:
             return None
         dcols = dz @ kernel.reshape(-1, f).T

@@ -1,0 +1,243 @@
+"""The fast training step gives what the readable one gives.
+
+- the fused bias + ReLU + max-pool kernels equal the three layers' NumPy references;
+- a ConvReLUMaxPool block equals Conv2D, ReLU and MaxPool2D one after another, forward and
+  backward, whichever way the model is written, and passes a gradient check of its own;
+- the fused Adam kernel equals Adam's NumPy lines, bit for bit, and can check without writing;
+- splitting a batch over threads (data parallelism) gives the gradient of the whole batch;
+- training a few steps the fast way (fused, fused Adam, two threads) and the reference way
+  (layers one by one, NumPy Adam, one thread) ends with the same weights, to float32 rounding.
+"""
+
+import numpy as np
+import pytest
+
+from conftest import seed_model
+from tinycnn import Sequential, optimizers, plan
+from tinycnn.gradcheck import check_model
+from tinycnn.kernels import adam as adam_kernels
+from tinycnn.kernels import bias_relu_pool as fused_kernels
+from tinycnn.kernels.im2col import same_padding
+from tinycnn.layers import BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from tinycnn.layers.fused import ConvReLUMaxPool
+from tinycnn.optimizers import SGD, Adam, NonFiniteUpdate
+from tinycnn.parallel import DataParallel, can_split
+
+POOLS = [
+    # z shape (N, H, W, C), pool (PH, PW), strides, padding
+    ((2, 6, 6, 3), (2, 2), (2, 2), "valid"),
+    ((3, 11, 11, 4), (2, 2), (2, 2), "valid"),      # the seed model's odd edge: row 10 unused
+    ((2, 5, 7, 2), (3, 3), (2, 2), "same"),         # overlapping windows, -inf padding
+    ((2, 6, 5, 2), (2, 3), (1, 2), "valid"),
+    ((2, 4, 4, 1), (1, 1), (1, 1), "valid"),
+]
+
+
+def pool_pad(shape, p, s, padding):
+    return (0, 0, 0, 0) if padding == "valid" else same_padding(shape[1], p[0], s[0]) + same_padding(shape[2], p[1], s[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, p, s, padding", POOLS)
+def test_bias_relu_maxpool_kernels_match_the_layers_references(rng, shape, p, s, padding, dtype):
+    z = rng.standard_normal(shape).astype(dtype)
+    z[0, :, :, 0] -= 5                  # a channel that ReLU zeroes, and one that it passes
+    z[-1, :, :, -1] += 5
+    bias = rng.standard_normal(shape[-1]).astype(dtype)
+    pad = pool_pad(shape, p, s, padding)
+    y_ref, arg_ref = fused_kernels.bias_relu_maxpool_forward_reference(z, bias, *p, s, pad)
+    y, arg = fused_kernels.bias_relu_maxpool_forward(z, bias, *p, s, pad)
+    assert y.dtype == dtype and 0 < (y > 0).mean() < 1          # both ReLU branches are exercised
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(arg[y > 0], arg_ref[y > 0])    # where a gradient flows
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dz_ref, db_ref = fused_kernels.maxpool_relu_backward_reference(dy, arg_ref, y_ref, shape)
+    dz, db = fused_kernels.maxpool_relu_backward(dy, arg, y, shape)
+    np.testing.assert_array_equal(dz, dz_ref)
+    np.testing.assert_allclose(db, db_ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+
+
+def test_fused_forward_by_hand():
+    """One 2x2 window per channel, worked out by hand: bias is added before the maximum."""
+    z = np.array([[[[1.0, -3.0], [4.0, -1.0]], [[2.0, -2.0], [0.5, -5.0]]]], dtype=np.float32)
+    bias = np.array([-1.0, 0.5], dtype=np.float32)
+    y, arg = fused_kernels.bias_relu_maxpool_forward(z, bias, 2, 2, (2, 2), (0, 0, 0, 0))
+    # channel 0: max(1, 4, 2, 0.5) - 1 = 3 at (0, 1) -> position 1; channel 1: max(-3, -1, -2, -5) + 0.5 < 0 -> 0
+    np.testing.assert_array_equal(y[0, 0, 0], [3.0, 0.0])
+    assert arg[0, 0, 0, 0] == 1
+    dz, db = fused_kernels.maxpool_relu_backward(np.array([[[[2.0, 7.0]]]], np.float32), arg, y, z.shape)
+    expected = np.zeros_like(z)
+    expected[0, 0, 1, 0] = 2.0                 # only the positive window's argmax gets dy
+    np.testing.assert_array_equal(dz, expected)
+    np.testing.assert_array_equal(db, [2.0, 0.0])
+
+
+def conv_relu_pool_models(dtype, strides=1, padding="valid", pool=2):
+    """The same network written both ways, with the same weights."""
+    a = Sequential([Conv2D(5, 3, strides=strides, padding=padding, activation="relu"), MaxPool2D(pool),
+                    Flatten(), Dense(3)], seed=0)
+    b = Sequential([Conv2D(5, 3, strides=strides, padding=padding), ReLU(), MaxPool2D(pool),
+                    Flatten(), Dense(3)], seed=0)
+    for m in (a, b):
+        m.build((9, 8, 2), dtype)
+        m.compile(SGD(0.1))
+    return a, b
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("strides, padding, pool", [(1, "valid", 2), (2, "same", 2), (1, "same", 3)])
+def test_fused_block_equals_the_three_layers(rng, dtype, strides, padding, pool):
+    for model in conv_relu_pool_models(dtype, strides, padding, pool):
+        steps = model._steps()
+        assert isinstance(steps[0], ConvReLUMaxPool)
+        x = rng.standard_normal((4, 9, 8, 2)).astype(dtype)
+        y = np.array([0, 1, 2, 1])
+        fused = model._forward_logits(x, training=True)
+        model.loss.forward(fused, y)
+        dx_fused = model._backward_logits(model.loss.backward())
+        grads_fused = {k: v.copy() for k, v in model.layers[0].grads.items()}
+        logits = x
+        for layer in model.layers:                     # the layers themselves, one by one
+            logits = layer.forward(logits, training=True)
+        np.testing.assert_array_equal(fused, logits)
+        model.loss.forward(logits, y)
+        d = model.loss.backward()
+        for layer in reversed(model.layers):
+            d = layer.backward(d)
+        tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(dx_fused, d, **tol)
+        for k in ("kernel", "bias"):
+            np.testing.assert_allclose(grads_fused[k], model.layers[0].grads[k], **tol)
+
+
+def test_fused_model_passes_a_gradient_check(rng):
+    model, _ = conv_relu_pool_models("float64")
+    assert isinstance(model._steps()[0], ConvReLUMaxPool)
+    x = rng.standard_normal((3, 9, 8, 2))
+    errors = check_model(model, x, np.array([0, 2, 1]))
+    assert max(errors.values()) < 1e-6, errors
+
+
+def test_plan_fuses_only_conv_relu_pool():
+    kinds = lambda layers: [type(s).__name__ for s in plan.logit_steps(layers)]  # noqa: E731
+    built = lambda layers: Sequential(layers, input_shape=(12, 12, 1)).layers  # noqa: E731
+    assert kinds(built([Conv2D(4, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(2, activation="softmax")])) \
+        == ["ConvReLUMaxPool", "Flatten", "Logits"]
+    assert kinds(built([Conv2D(4, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(2)])) \
+        == ["ConvReLUMaxPool", "Flatten", "Dense"]
+    # no ReLU, pooling first, or a ReLU with nothing after: the layers run as they are
+    assert kinds(built([Conv2D(4, 3), MaxPool2D(2), ReLU(), Flatten(), Dense(2)])) \
+        == ["Conv2D", "MaxPool2D", "ReLU", "Flatten", "Dense"]
+    assert kinds(built([Conv2D(4, 3, activation="relu"), Flatten(), Dense(2)])) == ["Conv2D", "Flatten", "Dense"]
+    assert kinds(built([Conv2D(4, 3), ReLU(), BatchNormalization(), MaxPool2D(2), Flatten(), Dense(2)])) \
+        == ["Conv2D", "ReLU", "BatchNormalization", "MaxPool2D", "Flatten", "Dense"]
+    # the first trainable step skips its input gradient
+    _, tail = plan.trainable_tail(plan.logit_steps(seed_model().layers))
+    assert type(tail[0]).__name__ == "NoInputGrad" and isinstance(tail[0].step, ConvReLUMaxPool)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_kernel_equals_numpy_bit_for_bit(rng, dtype):
+    arrays = [rng.standard_normal((37, 11)).astype(dtype) for _ in range(3)] + [rng.random((37, 11)).astype(dtype)]
+    p, g, m, v = arrays
+    ref = [a.copy() for a in arrays]
+    for t in (1, 2, 3):
+        args = (1e-3 * (1 - 0.999 ** t) ** 0.5 / (1 - 0.9 ** t), 0.9, 0.999, 1e-7)
+        assert adam_kernels.adam_update(p, g, m, v, *args)
+        assert adam_kernels.adam_update_reference(ref[0], ref[1], ref[2], ref[3], *args)
+    for a, b in zip((p, m, v), (ref[0], ref[2], ref[3])):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, 3e30])      # 3e30 squared overflows float32
+def test_adam_check_changes_nothing_and_spots_non_finite(rng, bad):
+    p, g, m, v = [rng.random(50).astype(np.float32) for _ in range(4)]
+    g[17] = bad
+    before = [a.copy() for a in (p, m, v)]
+    for update in (adam_kernels.adam_update, adam_kernels.adam_update_reference):
+        assert update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-7, write=False) is False
+        for a, b in zip((p, m, v), before):
+            np.testing.assert_array_equal(a, b)
+    g[17] = 0.5
+    assert adam_kernels.adam_update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-7, write=False) is True
+
+
+@pytest.mark.parametrize("optimizer", [Adam(1e-3), SGD(0.1, momentum=0.9)])
+def test_optimizer_refuses_a_non_finite_step_whole(optimizer):
+    """The second parameter's gradient is bad: the first must not have been updated either."""
+    model = Sequential([Dense(3), Dense(2)], input_shape=(4,), seed=0)
+    model.compile(optimizer)
+    layers = model._trainable_layers()
+    for layer in layers:
+        layer.grads = {k: np.full_like(p, 0.1) for k, p in layer.params.items()}
+    optimizer.step(layers)                          # one good step: the state exists
+    before = model.get_weights()
+    state = {k: v.copy() for k, v in optimizer.state.items()}
+    layers[1].grads["kernel"][0, 0] = np.inf
+    with pytest.raises(NonFiniteUpdate, match="dense_1/kernel") as err:
+        optimizer.step(layers)
+    assert err.value.key == ("dense_1", "kernel")
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert all(np.array_equal(state[k], optimizer.state[k]) for k in state)
+    assert optimizer.iterations == 1
+
+
+def test_fit_refuses_the_step_that_overflows_adam():
+    """Inputs scaled by 1e20: the loss stays finite, but Adam's v = g*g overflows."""
+    model = Sequential([Flatten(), Dense(10, activation="softmax")], input_shape=(6, 6, 1), seed=0)
+    model.compile(Adam(1e-3))
+    rng = np.random.default_rng(0)
+    x = (rng.random((64, 6, 6, 1)) * 1e20).astype(np.float32)
+    y = rng.integers(0, 10, 64)
+    before = model.get_weights()
+    with pytest.raises(FloatingPointError, match=r"epoch 1, batch 1.*dense/kernel.*reach 1e\+20") as err:
+        model.fit(x, y, epochs=2, batch_size=32, verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert err.value.history is model.history and model.history.epoch == []
+    assert np.isfinite(model.predict(x[:4])).all()
+
+
+def test_data_parallel_gradient_is_the_whole_batch_gradient(rng):
+    model = seed_model(input_shape=(14, 14, 1), dtype="float64")
+    model.compile(Adam())
+    x = rng.random((10, 14, 14, 1))
+    y = rng.integers(0, 10, 10)
+    model.loss.forward(model._forward_logits(x, training=True), y)
+    model._backward_logits(model.loss.backward())
+    serial = {(layer.name, k): g.copy() for layer in model.layers for k, g in layer.grads.items()}
+    with DataParallel(model, 3) as parallel:          # shares of 3, 3 and 4 samples
+        _, loss = parallel.train_step(x, y)
+    assert loss == pytest.approx(float(model.loss.forward(model._forward_logits(x, False), y)), rel=1e-12)
+    for layer in model.layers:
+        for k, g in layer.grads.items():
+            np.testing.assert_allclose(g, serial[(layer.name, k)], rtol=1e-10, atol=1e-14)
+
+
+def test_only_per_sample_layers_are_split():
+    base = [Conv2D(4, 3, activation="relu"), MaxPool2D(2), Flatten()]
+    assert can_split(Sequential(base + [Dense(2)], input_shape=(8, 8, 1)).layers, 0)
+    assert not can_split(Sequential(base + [Dropout(0.5), Dense(2)], input_shape=(8, 8, 1)).layers, 0)
+    assert not can_split(Sequential([Conv2D(4, 3), BatchNormalization()] + base[1:] + [Dense(2)],
+                                    input_shape=(8, 8, 1)).layers, 0)
+
+
+def test_fast_and_reference_training_end_with_the_same_weights(monkeypatch):
+    """Ten Adam steps of the seed model: fused kernels + fused Adam + two threads, against the
+    layers one by one + NumPy Adam + one thread. Only float32 rounding may differ."""
+    rng = np.random.default_rng(0)
+    x = rng.random((320, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, 320)
+
+    def train(fast):
+        model = seed_model()
+        model.compile(Adam(1e-3))
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0, seed=0, threads=2 if fast else 1)
+        return model.get_weights()
+
+    fast = train(True)
+    monkeypatch.setattr(plan, "_fused", lambda steps: steps)                        # no fused blocks
+    monkeypatch.setattr(optimizers, "adam_update", adam_kernels.adam_update_reference)
+    reference = train(False)
+    for a, b in zip(fast, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-5)
+    assert not all(np.array_equal(a, b) for a, b in zip(seed_model().get_weights(), fast))   # it trained

@@ -1,0 +1,57 @@
+"""Adam's update of one parameter array, fused: one read and one write of each number.
+
+Written with NumPy (the reference, and what the GPU runs), Adam's four lines
+
+    m += (1 - beta_1) * (g - m)
+    v += (1 - beta_2) * (g*g - v)
+    p -= alpha * m / (sqrt(v) + epsilon)
+
+make about ten passes over memory, each allocating a temporary the size of the parameter. The
+Numba kernel does all of it for one element at a time, in registers.
+
+It can also *check without writing* (``write=False``): it computes the new p, m and v and
+reports whether every one of them is finite, changing nothing. The optimizer checks every
+parameter first and writes only when all of them pass, so a diverging step is never half
+applied (see ``Optimizer.step``).
+"""
+
+import numpy as np
+
+from ..backend import get_array_module
+from .jit import jit
+
+
+def adam_update_reference(param, grad, m, v, alpha, beta_1, beta_2, epsilon, write=True):
+    """Update (param, m, v) in place when ``write``; return whether all the new values are finite."""
+    xp = get_array_module(param)
+    with np.errstate(over="ignore", invalid="ignore"):      # reported by the return value instead
+        new_m = m + (1 - beta_1) * (grad - m)
+        new_v = v + (1 - beta_2) * (grad * grad - v)
+        new_p = param - alpha * new_m / (xp.sqrt(new_v) + epsilon)
+    finite = all(bool(xp.isfinite(a).all()) for a in (new_m, new_v, new_p))
+    if write:
+        m[...], v[...], param[...] = new_m, new_v, new_p
+    return finite
+
+
+@jit()
+def _adam_update_numba(param, grad, m, v, alpha, c1, c2, epsilon, write):
+    # c1 = 1 - beta_1 and c2 = 1 - beta_2, in the parameter's dtype, like every other number here
+    p, g, m, v = param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1)
+    bad = 0
+    for i in range(p.size):
+        gi = g[i]
+        mi = m[i] + c1 * (gi - m[i])
+        vi = v[i] + c2 * (gi * gi - v[i])
+        pi = p[i] - alpha * mi / (np.sqrt(vi) + epsilon)
+        s = mi * 0 + vi * 0 + pi * 0         # 0 when all three are finite; NaN otherwise
+        bad += s != s
+        if write:
+            m[i], v[i], p[i] = mi, vi, pi
+    return bad == 0
+
+
+def adam_update(param, grad, m, v, alpha, beta_1, beta_2, epsilon, write=True):
+    """Same contract as :func:`adam_update_reference`; NumPy arrays only, all C-contiguous."""
+    t = param.dtype.type        # compute in the parameter's dtype, as NumPy does with these scalars
+    return _adam_update_numba(param, grad, m, v, t(alpha), t(1 - beta_1), t(1 - beta_2), t(epsilon), write)

@@ -1,0 +1,39 @@
+"""ConvReLUMaxPool: Conv2D, ReLU and MaxPool2D run as one block, for speed. Not a layer you add.
+
+A model written ``Conv2D(32, 3, activation="relu"), MaxPool2D(2)`` (or with a separate ``ReLU()``
+layer between them) spends most of its memory traffic between those layers, on the convolution's
+output. ``fit`` therefore runs such a run of layers as this block (see ``tinycnn/plan.py``),
+which gives the same numbers as the three layers one after another:
+
+    forward   z = im2col(x) @ kernel                       Conv2D's matrix product, no bias yet
+              y = maxpool(relu(z + bias))                  one pass: kernels/bias_relu_pool.py
+    backward  dz, dbias = where y > 0, dy to each argmax    one pass, never reading z
+              dkernel, dx = Conv2D's own backward from dz
+
+The parameters, gradients and saved weights stay the Conv2D's: the block only borrows the three
+layers. It runs on the CPU; on the GPU the layers run one by one.
+"""
+
+from ..kernels.bias_relu_pool import bias_relu_maxpool_forward, maxpool_relu_backward
+
+
+class ConvReLUMaxPool:
+    """Conv2D → ReLU → MaxPool2D, fused. Shapes: x (N, H, W, C) -> y (N, OH', OW', F) pooled."""
+
+    def __init__(self, conv, pool):
+        self.conv, self.pool = conv, pool
+        self.name = f"{conv.name}+relu+{pool.name}"
+
+    params = property(lambda self: self.conv.params)      # the Conv2D's own dicts
+    grads = property(lambda self: self.conv.grads)
+
+    def forward(self, x, training=False):
+        z = self.conv.linear_forward(x, add_bias=False)
+        self.z_shape = z.shape
+        self.y, self.argmax = bias_relu_maxpool_forward(z, self.conv.params["bias"], *self.pool.pool_size,
+                                                        self.pool.strides, self.pool.pad)
+        return self.y
+
+    def backward(self, dy, input_grad=True):
+        dz, dbias = maxpool_relu_backward(dy, self.argmax, self.y, self.z_shape)
+        return self.conv.linear_backward(dz, input_grad, bias_grad=dbias)
