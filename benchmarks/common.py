@@ -144,6 +144,17 @@ def write_json(path, data):
         print(f"wrote {path}")
 
 
+def blas_info():
+    """NumPy's BLAS as threadpoolctl sees it: library, version, the kernel it chose, threads; and
+    whether OPENBLAS_CORETYPE forces a kernel (the figures we quote have it unset)."""
+    from threadpoolctl import threadpool_info
+    blas = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    forced = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    text = ", ".join(f"{i.get('internal_api')} {i.get('version')} kernel {i.get('architecture')} "
+                     f"threads {i.get('num_threads')}" for i in blas) or "none found"
+    return text + (f"; forced by {forced}" if forced else "; OPENBLAS_CORETYPE unset")
+
+
 def machine():
     import platform
 

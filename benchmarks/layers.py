@@ -1,13 +1,20 @@
-"""Where a training step's time goes: median forward and backward time of each layer.
+"""Where a training step's time goes, against what the machine allows.
 
     python benchmarks/layers.py                 # the seed model, batch 32
     python benchmarks/layers.py --batch 128 --json layers.json
     python benchmarks/layers.py --arch bn-dropout --augment
 
-Each step runs exactly what ``fit`` runs (logits, fused loss, backward with no gradient for the
-data, so none through the augmentation layers, Adam); every layer's forward and backward are
-timed separately, over --steps steps after a warm-up, and the table gives the medians and each
-one's share of the whole step.
+``fit`` splits each batch over the cores (``tinycnn/parallel.py``): every core runs the steps of
+``tinycnn/plan.py`` on its share of the batch, with single-threaded BLAS. So this script
+1. profiles those steps on one share (batch / threads images) in one thread, BLAS on one thread:
+   each step's median forward and backward time, with the GFLOP/s and GB/s it achieves. GB/s
+   counts the bytes the step must move at least once: its input, output, parameters and the
+   intermediates it writes and reads back (im2col's columns, the matrix product's output);
+2. times the step's matrix products alone, at the same shapes, one thread: the floor of any
+   im2col design that calls BLAS, and the machine's single-core SGEMM rate for scale;
+3. times whole training steps as ``fit`` runs them (``model._train_step``), on all the cores and
+   on one, and the cost of the check that refuses a non-finite update.
+The OpenBLAS build and kernel in use are printed first (threadpoolctl).
 """
 
 import argparse
@@ -15,64 +22,164 @@ import time
 
 import common
 import numpy as np
+from threadpoolctl import threadpool_limits
+
+from tinycnn import plan
+from tinycnn.layers.fused import ConvReLUMaxPool
+from tinycnn.parallel import can_split, cpu_count
+
+
+def median_ms(fn, repeat):
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return common.median(times) * 1e3
+
+
+def conv_of(step):
+    inner = getattr(step, "step", step)           # NoInputGrad
+    inner = getattr(inner, "layer", inner)        # Logits
+    return inner.conv if isinstance(inner, ConvReLUMaxPool) else inner
+
+
+def work(step, x, out, input_grad):
+    """(forward FLOP, backward FLOP, forward bytes, backward bytes, matrix-product shapes)."""
+    layer = conv_of(step)
+    kind = type(layer).__name__
+    params = sum(p.nbytes for p in step.params.values())
+    item = x.dtype.itemsize
+    io = x.nbytes + out.nbytes
+    if kind == "Conv2D":
+        n = x.shape[0]
+        m = n * layer.out_hw[0] * layer.out_hw[1]
+        k = int(np.prod(layer.params["kernel"].shape[:3]))
+        f = layer.filters
+        cols, z = m * k * item, m * f * item
+        shapes = [(m, k, f), (k, m, f)] + ([(m, f, k)] if input_grad else [])
+        fwd_bytes = io + params + 2 * cols + 2 * z           # im2col writes cols, GEMM reads them ...
+        bwd_bytes = io + params + 2 * z + cols + (2 * cols if input_grad else 0)
+        return 2 * m * k * f, 2 * m * k * f * (2 if input_grad else 1), fwd_bytes, bwd_bytes, shapes
+    if kind == "Dense":
+        n, d_in = x.shape
+        d_out = layer.units
+        shapes = [(n, d_in, d_out), (d_in, n, d_out)] + ([(n, d_out, d_in)] if input_grad else [])
+        return 2 * n * d_in * d_out, 2 * n * d_in * d_out * (2 if input_grad else 1), io + params, io + params, shapes
+    return 0, 0, io + params, io + params, []
+
+
+def profile(model, x, y, steps_n):
+    """Per-step medians on one share, one thread (the caller limits BLAS)."""
+    head, tail = plan.trainable_tail(model._steps())
+    rows, shapes = [], []
+    for step in head:                               # augmentation: forward only
+        rows.append({"step": step.name, "forward_ms": median_ms(lambda: step.forward(x, training=True), steps_n)})
+        x = step.forward(x, training=True)
+    inputs = []
+    for step in tail:
+        inputs.append(x)
+        x = step.forward(x, training=True)
+    logits = x
+    loss = model.loss
+    loss.forward(logits, y)
+    douts = [loss.backward()]
+    for step in reversed(tail[1:]):
+        douts.append(step.backward(douts[-1]))
+    douts = douts[::-1]                             # douts[i] = dL/d(output of tail[i])
+    for i, step in enumerate(tail):
+        xi, di = inputs[i], douts[i]
+        fwd = median_ms(lambda: step.forward(xi, training=True), steps_n)
+        out = step.forward(xi, training=True)
+        bwd = median_ms(lambda: step.backward(di), steps_n)
+        f_flop, b_flop, f_bytes, b_bytes, mm = work(step, xi, out, input_grad=(i > 0))
+        shapes += mm
+        inner = getattr(getattr(step, "step", step), "layer", getattr(step, "step", step))
+        rows.append({"step": f"{step.name} ({type(inner).__name__})",
+                     "forward_ms": fwd, "backward_ms": bwd,
+                     "gflops": (f_flop + b_flop) / ((fwd + bwd) * 1e-3) / 1e9,
+                     "gbs": (f_bytes + b_bytes) / ((fwd + bwd) * 1e-3) / 1e9})
+    rows.append({"step": "loss (SoftmaxCrossEntropy)", "forward_ms": median_ms(lambda: loss.forward(logits, y), steps_n),
+                 "backward_ms": median_ms(loss.backward, steps_n)})
+    return rows, shapes
+
+
+def floor_ms(shapes, dtype, repeat):
+    """The step's matrix products alone, at the same shapes (one thread: the caller limits BLAS)."""
+    rng = np.random.default_rng(0)
+    total, flop = 0.0, 0
+    for m, k, n in shapes:
+        a, b = rng.random((m, k), dtype=dtype), rng.random((k, n), dtype=dtype)
+        total += median_ms(lambda: a @ b, repeat)
+        flop += 2 * m * k * n
+    return total, flop
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--threads", type=int, default=cpu_count(), help="cores fit splits a batch over")
     p.add_argument("--arch", choices=["seed", "bn-dropout"], default="seed")
     p.add_argument("--augment", action="store_true")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args()
 
+    print(f"machine: {common.machine()}")
+    print(f"BLAS: {common.blas_info()}")
     model = common.tinycnn_model(args.arch, args.augment)
     x, y, _ = common.load_images(args.batch * 20)
-    layers = model.layers
-    first = model._first_trainable_index()        # where fit's backward pass stops
-    times = {(layer.name, d): [] for layer in layers for d in ("forward", "backward")}
-    times.update({("loss", "forward"): [], ("loss", "backward"): [], ("adam", "update"): []})
+    split = model._first_trainable_index()
+    threads = args.threads if can_split(model.layers, split) else 1
+    share = -(-args.batch // threads)
+    with threadpool_limits(limits=1, user_api="blas"):
+        rows, shapes = profile(model, x[:share], y[:share], args.steps)
+        opt_layers = model._trainable_layers()
+        opt = model.optimizer
+        update = median_ms(lambda: opt.step(opt_layers), args.steps)   # gradients from the profile
+        check = median_ms(lambda: [opt.update((layer.name, k), p_, layer.grads[k], 1e-3, write=False)
+                                   for layer in opt_layers for k, p_ in layer.params.items()], args.steps)
+        floor, flop = floor_ms(shapes, np.float32, args.steps)
+        one = 2048
+        a = np.random.default_rng(0).random((one, one), dtype=np.float32)
+        sgemm = 2 * one ** 3 / (median_ms(lambda: a @ a, 5) * 1e-3) / 1e9
+    rows.append({"step": f"{type(opt).__name__} update (check + write)", "backward_ms": update})
+    total = sum((r.get("forward_ms") or 0) + (r.get("backward_ms") or 0) for r in rows)
+    for r in rows:
+        r["share"] = 100 * ((r.get("forward_ms") or 0) + (r.get("backward_ms") or 0)) / total
 
-    def clock(key, fn, *a, **kw):
-        start = time.perf_counter()
-        out = fn(*a, **kw)
-        times[key].append(time.perf_counter() - start)
-        return out
+    print(f"\n{args.arch} model{' with augmentation' if args.augment else ''}: one share of {share} images "
+          f"(batch {args.batch} over {threads} thread(s)), one thread, BLAS on one thread; "
+          f"median of {args.steps} runs")
+    common.print_table(rows, [("step", "step", "{}"), ("forward_ms", "forward ms", "{:.3f}"),
+                              ("backward_ms", "backward ms", "{:.3f}"), ("gflops", "GFLOP/s", "{:.1f}"),
+                              ("gbs", "GB/s", "{:.1f}"), ("share", "share", "{:.1f}%")])
+    print(f"sum {total:.2f} ms per share; the non-finite check inside the update: {check:.3f} ms")
+    print(f"floor: the {len(shapes)} matrix products alone, same shapes, one thread: {floor:.2f} ms "
+          f"({flop / (floor * 1e-3) / 1e9:.0f} GFLOP/s; one-thread SGEMM 2048^3: {sgemm:.0f} GFLOP/s)")
 
-    for step in range(args.steps + 20):
-        if step == 20:                                   # warm-up done: forget it
-            for v in times.values():
-                v.clear()
-        i = step % 20
-        h, yb = x[i * args.batch:(i + 1) * args.batch], y[i * args.batch:(i + 1) * args.batch]
-        for layer in layers[:-1]:
-            h = clock((layer.name, "forward"), layer.forward, h, training=True)
-        h = clock((layers[-1].name, "forward"), layers[-1].forward, h, training=True, apply_activation=False)
-        clock(("loss", "forward"), model.loss.forward, h, yb)
-        d = clock(("loss", "backward"), model.loss.backward)
-        d = clock((layers[-1].name, "backward"), layers[-1].backward, d, apply_activation=False)
-        for layer in reversed(layers[first + 1:-1]):
-            d = clock((layer.name, "backward"), layer.backward, d)
-        clock((layers[first].name, "backward"), layers[first].backward, d, input_grad=False)
-        clock(("adam", "update"), model.optimizer.step, model._trainable_layers())
+    def steps_ms(n_threads):
+        model2 = common.tinycnn_model(args.arch, args.augment)
+        batches = [(x[i * args.batch:(i + 1) * args.batch], y[i * args.batch:(i + 1) * args.batch]) for i in range(20)]
+        times = []
+        with model2._threads(n_threads):
+            for k in range(args.steps + 20):
+                xb, yb = batches[k % 20]
+                start = time.perf_counter()
+                model2._train_step(xb, yb)
+                if k >= 20:
+                    times.append(time.perf_counter() - start)
+        return common.median(times) * 1e3
 
-    med = {k: common.median(v) * 1e3 for k, v in times.items() if v}     # layers before `first`: no backward
-    total = sum(med.values())
-    rows = []
-    for layer in layers:
-        f, b = med[(layer.name, "forward")], med.get((layer.name, "backward"))
-        rows.append({"layer": f"{layer.name} ({type(layer).__name__})", "forward_ms": f, "backward_ms": b,
-                     "share": 100 * (f + (b or 0.0)) / total})
-    rows.append({"layer": "loss (SoftmaxCrossEntropy)", "forward_ms": med[("loss", "forward")],
-                 "backward_ms": med[("loss", "backward")],
-                 "share": 100 * (med[("loss", "forward")] + med[("loss", "backward")]) / total})
-    rows.append({"layer": "Adam update", "forward_ms": None, "backward_ms": med[("adam", "update")],
-                 "share": 100 * med[("adam", "update")] / total})
-    print(f"{args.arch} model{' with augmentation' if args.augment else ''}, batch {args.batch}, median of {args.steps} steps; machine {common.machine()}")
-    common.print_table(rows, [("layer", "layer", "{}"), ("forward_ms", "forward ms", "{:.3f}"),
-                              ("backward_ms", "backward ms", "{:.3f}"), ("share", "share of step", "{:.1f}%")])
-    print(f"step total {total:.2f} ms -> {total * 60000 / args.batch / 1000:.1f} s per 60,000-image epoch")
-    common.write_json(args.json, {"batch": args.batch, "rows": rows, "step_ms": total})
+    whole = {n: steps_ms(n) for n in sorted({1, threads})}
+    print(f"\nwhole training step, batch {args.batch}, as fit runs it (median of {args.steps}):")
+    for n, ms in whole.items():
+        how = "BLAS on all cores" if n == 1 else "BLAS on one thread each"
+        print(f"  {n} thread(s) ({how}): {ms:.2f} ms -> {ms * 60000 / args.batch / 1000:.1f} s per 60,000-image epoch")
+    common.write_json(args.json, {"batch": args.batch, "threads": threads, "rows": rows, "share_ms": total,
+                                  "floor_ms": floor, "check_ms": check, "sgemm_gflops": sgemm,
+                                  "step_ms": {str(k): v for k, v in whole.items()}})
 
 
 if __name__ == "__main__":

@@ -197,7 +197,8 @@ def test_fit_refuses_the_step_that_overflows_adam():
     assert np.isfinite(model.predict(x[:4])).all()
 
 
-def test_data_parallel_gradient_is_the_whole_batch_gradient(rng):
+@pytest.mark.parametrize("chunk", [2, 16])      # 2: every share is worked through in chunks
+def test_data_parallel_gradient_is_the_whole_batch_gradient(rng, chunk):
     model = seed_model(input_shape=(14, 14, 1), dtype="float64")
     model.compile(Adam())
     x = rng.random((10, 14, 14, 1))
@@ -205,8 +206,10 @@ def test_data_parallel_gradient_is_the_whole_batch_gradient(rng):
     model.loss.forward(model._forward_logits(x, training=True), y)
     model._backward_logits(model.loss.backward())
     serial = {(layer.name, k): g.copy() for layer in model.layers for k, g in layer.grads.items()}
-    with DataParallel(model, 3) as parallel:          # shares of 3, 3 and 4 samples
-        _, loss = parallel.train_step(x, y)
+    with DataParallel(model, 3, chunk=chunk) as parallel:    # shares of 3, 3 and 4 samples
+        logits, loss = parallel.train_step(x, y)
+        np.testing.assert_allclose(parallel.logits(x), model._forward_logits(x, False), rtol=1e-12)
+    np.testing.assert_allclose(logits, model._forward_logits(x, True), rtol=1e-12)
     assert loss == pytest.approx(float(model.loss.forward(model._forward_logits(x, False), y)), rel=1e-12)
     for layer in model.layers:
         for k, g in layer.grads.items():

@@ -382,7 +382,8 @@ class Sequential:
         for start in range(0, len(x), batch_size):
             xb = self._to_device(x[start:start + batch_size])
             yb = self._to_device(y[start:start + batch_size])
-            logits = self._forward_logits(xb, training=False)
+            logits = (self._parallel.logits(xb) if self._parallel is not None      # inside fit
+                      else self._forward_logits(xb, training=False))
             total_loss += float(self.loss.forward(logits, yb)) * len(yb)
             total_correct += int((logits.argmax(axis=1) == yb).sum())
         loss, acc = total_loss / len(x), total_correct / len(x)
