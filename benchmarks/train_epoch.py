@@ -2,6 +2,7 @@
 
     python benchmarks/train_epoch.py                       # batch 32 and 128, CPU
     python benchmarks/train_epoch.py --epochs 3 --json results.json
+    python benchmarks/train_epoch.py --scaling             # also batch 16 ... 256 on 12,000 images
     python benchmarks/train_epoch.py --device gpu          # batch 32, 128, 512 on an NVIDIA GPU
 
 What it measures, on 60,000 28x28 images (real Fashion-MNIST when Debian's dataset-fashion-mnist
@@ -13,7 +14,11 @@ is installed, else synthetic):
 - peak resident memory of a process that loads the data and trains one epoch (each framework
   in its own subprocess, so neither inflates the other);
 - Numba's JIT overhead on the first epoch, in a subprocess with an empty cache (cold) and again
-  with the cache it left (warm), apart from the steady state.
+  with the cache it left (warm), apart from the steady state;
+- with --scaling, seconds per epoch of both frameworks at batch 16, 32, 64, 128 and 256 on a
+  12,000-image slice, so that the cost's growth with the batch shows.
+The BLAS library and the kernel it chose are printed first (threadpoolctl): quote figures with
+OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset, as on a user's machine.
 PyTorch is only ever imported here, never by tinycnn.
 """
 
@@ -105,6 +110,7 @@ def main():
     p.add_argument("--no-torch", action="store_true", help="time tinycnn alone")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-jit", action="store_true")
+    p.add_argument("--scaling", action="store_true", help="also time batch 16 to 256 on 12,000 images")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--worker", choices=["memory-tinycnn", "memory-torch", "jit"], help=argparse.SUPPRESS)
     p.add_argument("--worker-batch", type=int, default=32, help=argparse.SUPPRESS)
@@ -128,6 +134,7 @@ def main():
     x, y, source = common.load_images(args.images)
     info = common.machine()
     print(f"machine: {info}")
+    print(f"BLAS: {common.blas_info()}")
     print(f"data: {source}, {len(x)} images; device {args.device}; "
           f"{'PyTorch in the same run' if use_torch else 'PyTorch not installed or --no-torch'}")
     results = {"machine": info, "data": source, "images": len(x), "device": args.device}
@@ -138,6 +145,15 @@ def main():
     common.print_table(rows, [("batch", "batch", "{}"), ("tinycnn_s", "tinycnn s/epoch", "{:.1f}"),
                               ("tinycnn_img_s", "images/s", "{:,.0f}"), ("torch_s", "PyTorch s/epoch", "{:.1f}"),
                               ("torch_img_s", "images/s", "{:,.0f}"), ("ratio", "tinycnn/PyTorch", "{:.2f}")])
+
+    if args.scaling:
+        n = min(12000, len(x))
+        print(f"\nScaling: batch 16 to 256 on {n} images", flush=True)
+        scaling = steady_state(x[:n], y[:n], [16, 32, 64, 128, 256], args.epochs, args.device, use_torch)
+        results["scaling"] = scaling
+        print(f"\nSeconds per epoch of {n} images, median of {args.epochs} (device {args.device}):")
+        common.print_table(scaling, [("batch", "batch", "{}"), ("tinycnn_s", "tinycnn s/epoch", "{:.2f}"),
+                                     ("torch_s", "PyTorch s/epoch", "{:.2f}"), ("ratio", "tinycnn/PyTorch", "{:.2f}")])
 
     if not args.skip_memory and args.device == "cpu":
         mem = [{"framework": "tinycnn", **run_worker(["--worker", "memory-tinycnn", "--images", str(args.images)])}]

@@ -35,9 +35,8 @@ def adam_update_reference(param, grad, m, v, alpha, beta_1, beta_2, epsilon, wri
 
 
 @jit()
-def _adam_update_numba(param, grad, m, v, alpha, c1, c2, epsilon, write):
-    # c1 = 1 - beta_1 and c2 = 1 - beta_2, in the parameter's dtype, like every other number here
-    p, g, m, v = param.reshape(-1), grad.reshape(-1), m.reshape(-1), v.reshape(-1)
+def _adam_update_numba(p, g, m, v, alpha, c1, c2, epsilon, write):
+    # p, g, m, v are flat; c1 = 1 - beta_1 and c2 = 1 - beta_2, in the parameter's dtype
     bad = 0
     for i in range(p.size):
         gi = g[i]
@@ -54,4 +53,5 @@ def _adam_update_numba(param, grad, m, v, alpha, c1, c2, epsilon, write):
 def adam_update(param, grad, m, v, alpha, beta_1, beta_2, epsilon, write=True):
     """Same contract as :func:`adam_update_reference`; NumPy arrays only, all C-contiguous."""
     t = param.dtype.type        # compute in the parameter's dtype, as NumPy does with these scalars
-    return _adam_update_numba(param, grad, m, v, t(alpha), t(1 - beta_1), t(1 - beta_2), t(epsilon), write)
+    flat = [a.reshape(-1) for a in (param, grad, m, v)]   # views: one compiled kernel for every shape
+    return _adam_update_numba(*flat, t(alpha), t(1 - beta_1), t(1 - beta_2), t(epsilon), write)
