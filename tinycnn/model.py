@@ -10,7 +10,9 @@ The whole of learning is four lines, in ``_train_step``:
 Everything else here is bookkeeping: batching, shuffling, checking the input, progress, history.
 """
 
+import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -21,12 +23,17 @@ import numpy as np
 from . import losses, optimizers
 from .backend import check_device, get_array_module, to_device, to_numpy
 from .callbacks import History
+from .files import atomic_write
 from .layers.activations import Softmax
+from .layers.base import spec_of
 from .layers.conv import Conv2D
 from .layers.dense import Dense
 from .losses import check_labels
 
 DEFAULT_EVAL_BATCH = 128
+
+#: The version of the file ``save`` writes (its layout: ``tinycnn/serialization.py``).
+FORMAT_VERSION = 1
 
 
 class Sequential:
@@ -405,9 +412,28 @@ class Sequential:
             d[k][...] = to_device(np.asarray(to_numpy(w), dtype=d[k].dtype), self.device)
 
     def save(self, path):
-        """Write the architecture and weights to one ``.npz`` file, atomically."""
-        from .serialization import save_model
-        save_model(self, path)
+        """Write the architecture and weights to one ``.npz`` file, atomically.
+
+        ``tinycnn/serialization.py`` describes the file and reads it back (``load_model``); it
+        imports this module, never the other way round. Every layer is stored as its class name
+        and ``get_config()`` (``layers.base.spec_of``), which refuses, here and now, a layer or
+        activation that could not be rebuilt as it is.
+        """
+        if not self.built:
+            raise RuntimeError("Build or fit the model before saving it: it has no weights yet.")
+        architecture = {"class": "Sequential", "name": self.name, "input_shape": list(self.input_shape),
+                        "dtype": self.dtype.name, "layers": [spec_of(layer) for layer in self.layers]}
+        training = None
+        if self.optimizer is not None:
+            training = {"optimizer": type(self.optimizer).__name__.lower(),
+                        "optimizer_config": self.optimizer.get_config(), "loss": self.loss.name}
+        arrays = {"tinycnn_format": np.array(FORMAT_VERSION),
+                  "architecture": np.array(json.dumps(architecture)),
+                  "training": np.array(json.dumps(training))}
+        for i, layer in enumerate(self.layers):
+            arrays.update({f"p/{i}/{k}": to_numpy(v) for k, v in layer.params.items()})
+            arrays.update({f"s/{i}/{k}": to_numpy(v) for k, v in layer.state.items()})
+        atomic_write(os.fspath(path), lambda f: np.savez(f, **arrays))
 
 
 def _size(nbytes):

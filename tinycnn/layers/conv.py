@@ -96,6 +96,6 @@ class Conv2D(Layer):
     def get_config(self):
         return {"name": self.name, "filters": self.filters, "kernel_size": list(self.kernel_size),
                 "strides": list(self.strides), "padding": self.padding,
-                "activation": activations.name_of(self.activation),
+                "activation": activations.config_of(self.activation),
                 "kernel_initializer": self.kernel_initializer}
 
