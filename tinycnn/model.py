@@ -374,17 +374,21 @@ class Sequential:
         if not self.built:
             raise RuntimeError("The model is not built yet: give Sequential(..., input_shape=...) "
                                "or call build(input_shape) or fit() first.")
-        rule, widths = "_" * 72, (34, 24, 12)
+        rows, shape = [], self.input_shape
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            rows.append((f"{layer.name} ({type(layer).__name__})",
+                         "(None, " + ", ".join(map(str, shape)) + ")", f"{layer.count_params():,}"))
+        # Keras's widths, widened to fit the longest entry: columns never run together.
+        widths = [max(34, *(len(r[0]) + 2 for r in rows)), max(24, *(len(r[1]) + 2 for r in rows)),
+                  max(12, *(len(r[2]) + 1 for r in rows))]
+        rule = "_" * (sum(widths) + 2)
         lines = [f'Model: "{self.name}"', rule,
                  f"{'Layer (type)':<{widths[0]}}{'Output Shape':<{widths[1]}}{'Param #':>{widths[2]}}",
-                 "=" * 72]
-        shape = self.input_shape
-        for i, layer in enumerate(self.layers):
-            shape = layer.output_shape(shape)
-            out = "(None, " + ", ".join(map(str, shape)) + ")"
-            lines.append(f"{layer.name + ' (' + type(layer).__name__ + ')':<{widths[0]}}"
-                         f"{out:<{widths[1]}}{layer.count_params():>{widths[2]},}")
-            lines.append(rule if i == len(self.layers) - 1 else "")
+                 "=" * len(rule)]
+        for i, (name, out, params) in enumerate(rows):
+            lines.append(f"{name:<{widths[0]}}{out:<{widths[1]}}{params:>{widths[2]}}")
+            lines.append(rule if i == len(rows) - 1 else "")
         total = self.count_params()
         trainable = sum(int(p.size) for layer in self.layers for p in layer.params.values())
         itemsize = self.dtype.itemsize
