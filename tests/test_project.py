@@ -81,3 +81,15 @@ def test_no_two_tinycnn_modules_import_each_other():
     for module in sorted(graph):
         cycle = visit(module)
         assert cycle is None, "import circle: " + " -> ".join(cycle)
+
+
+def test_gpu_skips_are_reported_on_one_line():
+    from conftest import GPU_SKIP_REASON, gpu_available
+    if gpu_available():
+        return                                      # nothing is skipped where there is a GPU
+    out = subprocess.run([sys.executable, "-m", "pytest", "-ra", "-q", "-p", "no:cacheprovider",
+                          "tests/test_gradients.py", "tests/test_gpu.py", "-k", "relu or softmax or cupy"],
+                         capture_output=True, text=True, cwd=ROOT)
+    skipped = [line for line in out.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert len(skipped) == 1 and GPU_SKIP_REASON in skipped[0], out.stdout
+    assert int(re.search(r"SKIPPED \[(\d+)\]", skipped[0]).group(1)) > 3
