@@ -93,3 +93,19 @@ def test_gpu_skips_are_reported_on_one_line():
     skipped = [line for line in out.stdout.splitlines() if line.startswith("SKIPPED")]
     assert len(skipped) == 1 and GPU_SKIP_REASON in skipped[0], out.stdout
     assert int(re.search(r"SKIPPED \[(\d+)\]", skipped[0]).group(1)) > 3
+
+
+def test_readme_reading_path_comes_right_after_the_quick_start_and_the_map_names_every_module():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    sections = re.findall(r"^## (.+)$", readme, flags=re.M)
+    assert sections[:2] == ["Quick start", "Read the code"]
+    path = readme.split("## Read the code", 1)[1].split("\n## ", 1)[0]
+    steps = re.findall(r"^\d+\. `([^`]+)`", path, flags=re.M)
+    assert steps[:3] == ["tinycnn/layers/base.py", "layers/dense.py", "layers/activations.py"]
+    for step in steps:
+        assert os.path.exists(os.path.join(ROOT, step if step.startswith("tinycnn") else "tinycnn/" + step)), step
+    tree = path.split("### Map of the package", 1)[1]
+    for folder, _, files in os.walk(os.path.join(ROOT, "tinycnn")):
+        for f in files:
+            if f.endswith(".py") and not f.startswith("_") and "datasets" not in folder:
+                assert re.search(rf"^\s+{re.escape(f)}\s", tree, flags=re.M), f"{f} is missing from the map"
