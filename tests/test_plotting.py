@@ -351,7 +351,8 @@ def test_plot_feature_maps(tmp_path):
     assert_real_png(path)
     panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
-    assert len(panels) == 3 and len(bars) == 3                      # every panel has a colour bar
+    assert len(panels) == 3 and len(bars) == 2                      # every layer has a colour bar,
+    assert [ax.get_ylabel() for ax in panels[0].child_axes] == ["pixel"]    # and so has the input
     assert panels[0].get_title(loc="left").startswith("input image, 28x28")
     np.testing.assert_array_equal(panels[0].get_images()[0].get_array(), images[0])
     assert panels[1].get_ylabel().startswith("conv1") and "8 channels" in panels[1].get_ylabel()

@@ -604,8 +604,8 @@ def plot_feature_maps(image, feature_maps, path=None, show=False, max_channels=1
     gray = (0, 255) if img.dtype == np.uint8 else (None, None)
     im = axes[0].imshow(img, cmap="gray", vmin=gray[0], vmax=gray[1])
     axes[0].set_title(f"input image, {img.shape[0]}x{img.shape[1]}", fontsize=10, loc="left")
-    axes[0].set_anchor("W")
-    fig.colorbar(im, ax=axes[0], label="pixel", shrink=0.9)
+    axes[0].set_anchor("W")                     # on the left, its colour bar just beside it
+    fig.colorbar(im, cax=axes[0].inset_axes([1.04, 0.0, 0.04, 1.0]), label="pixel")
     for ax, (name, fmap, montage, corners, _) in zip(axes[1:], montages):
         im = ax.imshow(montage, cmap=_blank_nan("viridis"), interpolation="nearest")
         _label_tiles(ax, corners)
