@@ -48,98 +48,6 @@ def _snake_case(name):
     return re.sub(r"(?<=[a-z])(?=[A-Z])", "_", name).lower()
 
 
-def _register(cls):
-    """Put ``cls`` in ``LAYERS`` under its class name.
-
-    Names starting with "_" are helpers (base classes shared by several layers) and stay out.
-    Two different classes cannot share a name, since a saved model names its layers' classes;
-    defining the same class again (re-running a notebook cell, reloading a module) replaces it.
-    """
-    name = cls.__name__
-    if name.startswith("_"):
-        return
-    known = LAYERS.get(name)
-    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
-        raise TypeError(f"A layer class named {name!r} already exists ({known.__module__}."
-                        f"{known.__qualname__}); saved models name their layers by class name, so "
-                        f"give {cls.__module__}.{cls.__qualname__} another name.")
-    LAYERS[name] = cls
-
-
-def spec_of(layer):
-    """What a saved model stores for ``layer``: ``{"type": class name, "config": get_config()}``.
-
-    Raises ``ValueError`` now, at save time, if ``load_model`` could not rebuild the layer as it
-    is: its class is not the one registered under its name, its config is not JSON, or rebuilding
-    from the config would lose an argument (``get_config`` forgot it). Nothing is dropped silently.
-    """
-    cls, config = type(layer), layer.get_config()
-    if LAYERS.get(cls.__name__) is not cls:
-        raise ValueError(f"{layer.name}: cannot save a {cls.__qualname__}: load_model finds layers by "
-                         "class name and this class is not registered under its name (names "
-                         "starting with '_' are not registered, and a class redefined since this "
-                         "layer was made is another class). Rename it or make the layer again.")
-    try:
-        json.dumps(config)
-    except (TypeError, ValueError) as err:
-        raise ValueError(f"{layer.name}: {cls.__name__}.get_config() must return JSON values "
-                         f"(numbers, strings, lists, dicts), got {config!r} ({err}).") from None
-    for arg in _init_args(layer):
-        if isinstance(getattr(layer, arg), Layer):      # an activation inside Dense or Conv2D
-            spec_of(getattr(layer, arg))
-    _check_rebuilt(layer, cls.from_config(config), layer.name)
-    return {"type": cls.__name__, "config": config}
-
-
-def _check_rebuilt(layer, rebuilt, where):
-    """Compare ``layer`` with ``rebuilt`` = ``from_config(get_config())`` argument by argument:
-    every ``__init__`` argument the layer keeps as an attribute of the same name (``self.alpha =
-    alpha``) must come back equal. Layer-valued arguments (an activation) are compared the same way."""
-    for arg in _init_args(layer):
-        mine, theirs = getattr(layer, arg), getattr(rebuilt, arg, None)
-        if isinstance(mine, Layer):
-            if type(theirs) is not type(mine):
-                raise ValueError(f"{where}: its {arg} {type(mine).__name__} would load as "
-                                 f"{type(theirs).__name__}; get_config() must save it.")
-            _check_rebuilt(mine, theirs, f"{where} ({arg} {type(mine).__name__})")
-        elif _plain(mine) and mine != theirs:
-            raise ValueError(f"{where}: {type(layer).__name__}.get_config() does not keep the argument "
-                             f"{arg!r} ({arg}={mine!r} here, {theirs!r} after loading); add it to "
-                             "get_config() so that load_model can rebuild the layer.")
-
-
-def _init_args(layer):
-    """The ``__init__`` arguments ``layer`` keeps under their own names (name and seed aside)."""
-    return [arg for arg in inspect.signature(type(layer).__init__).parameters
-            if arg not in ("self", "name", "seed") and hasattr(layer, arg)]
-
-
-def _plain(value):
-    """A value that ``==`` compares meaningfully: numbers, strings, None and tuples/lists of them."""
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    return value is None or isinstance(value, (bool, int, float, str, np.number))
-
-
-class UnknownLayerError(ValueError):
-    """A saved model names a layer class that the running program has not defined."""
-
-
-def from_spec(spec):
-    """The layer a saved ``{"type": ..., "config": ...}`` describes, its class found in ``LAYERS``.
-
-    Loading runs no code from the file: an unknown class name is an ``UnknownLayerError`` that
-    says to define (or import) the class in the running program first.
-    """
-    cls = LAYERS.get(spec["type"])
-    if cls is None:
-        raise UnknownLayerError(f"the layer class {spec['type']!r} is not defined in this program. Loading "
-                          "runs no code from the file, so a layer class of your own must be defined "
-                          "(or imported) before load_model is called. Known layer classes: "
-                          f"{', '.join(sorted(LAYERS))}.")
-    return cls.from_config(spec["config"])
-
-
 class Layer:
     """Base class: names, building on first use, shape and dtype checks, parameter counting.
 
@@ -241,3 +149,97 @@ class Layer:
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "name")
         return f"{type(self).__name__}({args})"
+
+
+# -- the registry: a layer is saved by its class name and found by it again ------------------------
+
+def _register(cls):
+    """Put ``cls`` in ``LAYERS`` under its class name.
+
+    Names starting with "_" are helpers (base classes shared by several layers) and stay out.
+    Two different classes cannot share a name, since a saved model names its layers' classes;
+    defining the same class again (re-running a notebook cell, reloading a module) replaces it.
+    """
+    name = cls.__name__
+    if name.startswith("_"):
+        return
+    known = LAYERS.get(name)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise TypeError(f"A layer class named {name!r} already exists ({known.__module__}."
+                        f"{known.__qualname__}); saved models name their layers by class name, so "
+                        f"give {cls.__module__}.{cls.__qualname__} another name.")
+    LAYERS[name] = cls
+
+
+def spec_of(layer):
+    """What a saved model stores for ``layer``: ``{"type": class name, "config": get_config()}``.
+
+    Raises ``ValueError`` now, at save time, if ``load_model`` could not rebuild the layer as it
+    is: its class is not the one registered under its name, its config is not JSON, or rebuilding
+    from the config would lose an argument (``get_config`` forgot it). Nothing is dropped silently.
+    """
+    cls, config = type(layer), layer.get_config()
+    if LAYERS.get(cls.__name__) is not cls:
+        raise ValueError(f"{layer.name}: cannot save a {cls.__qualname__}: load_model finds layers by "
+                         "class name and this class is not registered under its name (names "
+                         "starting with '_' are not registered, and a class redefined since this "
+                         "layer was made is another class). Rename it or make the layer again.")
+    try:
+        json.dumps(config)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{layer.name}: {cls.__name__}.get_config() must return JSON values "
+                         f"(numbers, strings, lists, dicts), got {config!r} ({err}).") from None
+    for arg in _init_args(layer):
+        if isinstance(getattr(layer, arg), Layer):      # an activation inside Dense or Conv2D
+            spec_of(getattr(layer, arg))
+    _check_rebuilt(layer, cls.from_config(config), layer.name)
+    return {"type": cls.__name__, "config": config}
+
+
+def _check_rebuilt(layer, rebuilt, where):
+    """Compare ``layer`` with ``rebuilt`` = ``from_config(get_config())`` argument by argument:
+    every ``__init__`` argument the layer keeps as an attribute of the same name (``self.alpha =
+    alpha``) must come back equal. Layer-valued arguments (an activation) are compared the same way."""
+    for arg in _init_args(layer):
+        mine, theirs = getattr(layer, arg), getattr(rebuilt, arg, None)
+        if isinstance(mine, Layer):
+            if type(theirs) is not type(mine):
+                raise ValueError(f"{where}: its {arg} {type(mine).__name__} would load as "
+                                 f"{type(theirs).__name__}; get_config() must save it.")
+            _check_rebuilt(mine, theirs, f"{where} ({arg} {type(mine).__name__})")
+        elif _plain(mine) and mine != theirs:
+            raise ValueError(f"{where}: {type(layer).__name__}.get_config() does not keep the argument "
+                             f"{arg!r} ({arg}={mine!r} here, {theirs!r} after loading); add it to "
+                             "get_config() so that load_model can rebuild the layer.")
+
+
+def _init_args(layer):
+    """The ``__init__`` arguments ``layer`` keeps under their own names (name and seed aside)."""
+    return [arg for arg in inspect.signature(type(layer).__init__).parameters
+            if arg not in ("self", "name", "seed") and hasattr(layer, arg)]
+
+
+def _plain(value):
+    """A value that ``==`` compares meaningfully: numbers, strings, None and tuples/lists of them."""
+    if isinstance(value, (list, tuple)):
+        return all(_plain(v) for v in value)
+    return value is None or isinstance(value, (bool, int, float, str, np.number))
+
+
+class UnknownLayerError(ValueError):
+    """A saved model names a layer class that the running program has not defined."""
+
+
+def from_spec(spec):
+    """The layer a saved ``{"type": ..., "config": ...}`` describes, its class found in ``LAYERS``.
+
+    Loading runs no code from the file: an unknown class name is an ``UnknownLayerError`` that
+    says to define (or import) the class in the running program first.
+    """
+    cls = LAYERS.get(spec["type"])
+    if cls is None:
+        raise UnknownLayerError(f"the layer class {spec['type']!r} is not defined in this program. "
+                                "Loading runs no code from the file, so a layer class of your own "
+                                "must be defined (or imported) before load_model is called. Known "
+                                f"layer classes: {', '.join(sorted(LAYERS))}.")
+    return cls.from_config(spec["config"])
