@@ -236,12 +236,15 @@ def main(argv=None):
         "model": os.path.join(out, "model.npz"),
         "metrics": os.path.join(out, "metrics.json"),
     }
+    print("Drawing the figures (history, filters, feature maps, mistakes, confusion matrix, "
+          "predictions) ...", flush=True)
     if history.epoch:
         plotting.plot_history(history.history, path=paths["history"], show=args.show)
     else:
         del paths["history"]             # interrupted before the first epoch ended: no curves
     first_conv = next(layer for layer in model.layers if isinstance(layer, Conv2D))
-    plotting.plot_filters(to_numpy(first_conv.params["kernel"]), path=paths["filters"], show=args.show)
+    plotting.plot_filters(to_numpy(first_conv.params["kernel"]), path=paths["filters"], show=args.show,
+                          layer_name=f"{first_conv.name}, the first convolution")
     plotting.plot_feature_maps(x_test[0], conv_feature_maps(model, x_test[0]), path=paths["feature_maps"],
                                show=args.show)
     plotting.plot_mistakes(x_test[..., 0], y_test, probs, class_names=class_names, path=paths["mistakes"],

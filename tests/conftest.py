@@ -33,6 +33,15 @@ GPU_SKIP_REASON = ("CuPy with a CUDA device is not available "
                    "(pip install 'tinycnn[gpu]' on a machine with an NVIDIA GPU)")
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Report every GPU skip at one place, so ``pytest -ra`` folds them into one line
+    ("SKIPPED [31] tests/conftest.py: CuPy ...") instead of one line per test."""
+    report = (yield).get_result()
+    if report.skipped and isinstance(report.longrepr, tuple) and GPU_SKIP_REASON in report.longrepr[2]:
+        report.longrepr = (__file__, None, report.longrepr[2])
+
+
 @functools.lru_cache(maxsize=None)
 def gpu_available():
     """True when CuPy imports and sees at least one CUDA device (asked once per session)."""

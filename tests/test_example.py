@@ -33,6 +33,7 @@ def test_one_epoch_end_to_end(loopback_server, tmp_path):  # noqa: F811
                         "--cache-dir", str(tmp_path / "cache"), "--out", str(out))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Test accuracy: 0." in result.stdout
+    assert "Drawing the figures" in result.stdout          # not silent while the PNGs render
     assert "Total params: 121,930" in result.stdout
     for name in ("history.png", "confusion_matrix.png", "predictions.png", "filters.png",
                  "feature_maps.png", "mistakes.png"):

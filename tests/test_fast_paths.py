@@ -17,7 +17,7 @@ from tinycnn import Sequential, optimizers, plan
 from tinycnn.gradcheck import check_model
 from tinycnn.kernels import adam as adam_kernels
 from tinycnn.kernels import bias_relu_pool as fused_kernels
-from tinycnn.kernels.im2col import same_padding
+from tinycnn.kernels.geometry import same_padding
 from tinycnn.layers import BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from tinycnn.layers.fused import ConvReLUMaxPool
 from tinycnn.optimizers import SGD, Adam, NonFiniteUpdate

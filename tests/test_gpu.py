@@ -21,7 +21,7 @@ from tinycnn import Sequential, load_model
 from tinycnn.backend import device_of, to_device, to_numpy
 from tinycnn.kernels import im2col as conv_kernels
 from tinycnn.kernels import pooling as pool_kernels
-from tinycnn.kernels.im2col import same_padding
+from tinycnn.kernels.geometry import same_padding
 from tinycnn.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
                             RandomRotation, RandomTranslation)
 

@@ -6,7 +6,8 @@ import pytest
 
 from conftest import seed_model
 from tinycnn.gradcheck import check_layer, check_loss, check_model, rel_error
-from tinycnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Reshape, Softmax
+from tinycnn.layers import (Conv2D, Dense, Flatten, LeakyReLU, MaxPool2D, ReLU, Reshape, Sigmoid, Softmax,
+                            Tanh)
 from tinycnn.losses import SoftmaxCrossEntropy
 
 TOL = 1e-6
@@ -62,6 +63,20 @@ def test_dense_with_relu(rng, device):
 def test_relu_away_from_zero(rng, device):
     x = rng.choice([-1, 1], size=(3, 4, 5)) * rng.uniform(0.1, 1.0, size=(3, 4, 5))
     assert_all_close(check_layer(ReLU(), x, device=device))
+
+
+@pytest.mark.parametrize("layer", [LeakyReLU(), LeakyReLU(alpha=0.05), Sigmoid(), Tanh()],
+                         ids=["leaky_relu", "leaky_relu_0.05", "sigmoid", "tanh"])
+def test_activations(rng, device, layer):
+    # away from 0, where LeakyReLU has a kink (Sigmoid and Tanh are smooth everywhere)
+    x = rng.choice([-1, 1], size=(3, 4, 5)) * rng.uniform(0.1, 2.0, size=(3, 4, 5))
+    assert_all_close(check_layer(layer, x, device=device))
+
+
+@pytest.mark.parametrize("activation", ["leaky_relu", "sigmoid", "tanh"])
+def test_dense_with_each_new_activation(rng, device, activation):
+    layer = Dense(5, activation=activation, seed=0)
+    assert_all_close(check_layer(layer, rng.standard_normal((4, 7)), device=device))
 
 
 def test_softmax(rng, device):

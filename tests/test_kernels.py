@@ -10,7 +10,7 @@ import pytest
 from tinycnn.backend import device_of, to_device, to_numpy
 from tinycnn.kernels import im2col as conv_kernels
 from tinycnn.kernels import pooling as pool_kernels
-from tinycnn.kernels.im2col import output_size, same_padding
+from tinycnn.kernels.geometry import output_size, same_padding
 
 CASES = [
     # (N, H, W, C), (KH, KW), (SH, SW), padding

@@ -50,6 +50,20 @@ def test_seed_model_summary_matches_keras():
     assert seed_model().count_params() == 121_930
 
 
+def test_summary_columns_never_run_together_with_long_names():
+    import re
+    from tinycnn.layers import RandomTranslation
+    model = Sequential([RandomTranslation(0.1, 0.1), Conv2D(4, 3, name="a" * 50), Flatten(),
+                        Dense(1000)], input_shape=(28, 28, 1))
+    text = model.summary(print_fn=lambda s: None)
+    rows = [line for line in text.splitlines() if "(None," in line]
+    assert re.fullmatch(r"random_translation \(RandomTranslation\) {2,}\(None, 28, 28, 1\) {2,}0", rows[0])
+    assert re.fullmatch("a" * 50 + r" \(Conv2D\) {2,}\(None, 26, 26, 4\) {2,}40", rows[1])
+    assert re.fullmatch(r"dense \(Dense\) {2,}\(None, 1000\) {2,}2,705,000", rows[3])
+    assert len({len(row) for row in rows}) == 1                       # the columns line up
+    assert len({len(line) for line in text.splitlines() if line and set(line) <= set("_=")}) == 1
+
+
 def test_input_shape_then_add_builds_as_it_goes():
     model = Sequential(input_shape=(28, 28, 1), seed=0)
     model.add(Conv2D(32, 3, activation="relu"))

@@ -308,22 +308,28 @@ def test_plot_predictions_validates():
 # 5. filters
 # --------------------------------------------------------------------------- #
 
-@pytest.mark.parametrize("shape", [(3, 3, 1, 8), (5, 5, 4, 6)])
+@pytest.mark.parametrize("shape", [(3, 3, 1, 8), (5, 5, 4, 6), (3, 3, 1, 32)])
 def test_plot_filters(tmp_path, shape):
     kernel = np.random.default_rng(0).normal(size=shape).astype(np.float32)
     path = tmp_path / "filters.png"
-    fig = P.plot_filters(kernel, path=path)
+    fig = P.plot_filters(kernel, path=path, layer_name="conv2d")
     assert_real_png(path)
-    f = shape[3]
-    image_axes = [ax for ax in fig.axes if ax.get_images()]
-    assert len(image_axes) == f
-    assert [ax.get_title() for ax in image_axes] == [str(i) for i in range(f)]
+    kh, kw, _, f = shape
+    assert fig._suptitle.get_text().startswith(f"conv2d: {f} filters, {kh}x{kw}")   # which layer
+    (ax,) = [ax for ax in fig.axes if ax.get_images() and ax.get_label() != "<colorbar>"]
+    im = ax.get_images()[0]
     mean = kernel.mean(axis=2)
-    for i, ax in enumerate(image_axes):
-        im = ax.get_images()[0]
-        np.testing.assert_allclose(im.get_array(), mean[:, :, i], rtol=1e-5, atol=1e-6)
-        lo, hi = im.get_clim()
-        assert lo == pytest.approx(-hi) and hi == pytest.approx(np.abs(mean[:, :, i]).max())
+    shown = im.get_array()
+    for i in range(f):                       # filter i is tile i: row i // 8, column i % 8, 1-px gaps
+        r, c = (i // 8) * (kh + 1), (i % 8) * (kw + 1)
+        np.testing.assert_allclose(shown[r:r + kh, c:c + kw], mean[:, :, i], rtol=1e-5, atol=1e-6)
+    assert sorted(int(t.get_text()) for t in ax.texts) == list(range(f))        # numbered
+    lo, hi = im.get_clim()                   # one scale, centred at 0, so one colour bar explains it
+    assert lo == pytest.approx(-hi) and hi == pytest.approx(np.abs(mean).max())
+    (bar,) = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert "weight" in bar.get_ylabel()
+    width, height = fig.get_size_inches() * fig.dpi
+    assert width <= 1000 and height <= 800
 
 
 def test_plot_filters_rejects_wrong_ndim():
@@ -343,12 +349,20 @@ def test_plot_feature_maps(tmp_path):
     path = tmp_path / "fmaps.png"
     fig = P.plot_feature_maps(images[0][..., None], maps, path=path, max_channels=16)
     assert_real_png(path)
-    axes = np.array(fig.axes).reshape(3, 16)
-    counts = [sum(bool(ax.get_images()) for ax in row) for row in axes]
-    assert counts == [1, 8, 16]
-    assert axes[1, 0].get_ylabel().startswith("conv1")
-    assert axes[2, 0].get_ylabel().startswith("conv2") and "16 of 32" in axes[2, 0].get_ylabel()
-    np.testing.assert_array_equal(axes[0, 0].get_images()[0].get_array(), images[0])
+    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(panels) == 3 and len(bars) == 2                      # every layer has a colour bar,
+    assert [ax.get_ylabel() for ax in panels[0].child_axes] == ["pixel"]    # and so has the input
+    assert panels[0].get_title(loc="left").startswith("input image, 28x28")
+    np.testing.assert_array_equal(panels[0].get_images()[0].get_array(), images[0])
+    assert panels[1].get_ylabel().startswith("conv1") and "8 channels" in panels[1].get_ylabel()
+    assert panels[2].get_ylabel().startswith("conv2") and "0-15 of 32" in panels[2].get_ylabel()
+    assert [len(ax.texts) for ax in panels[1:]] == [8, 16]          # channel numbers
+    assert all(t.get_fontsize() >= 8 for ax in panels for t in ax.texts)
+    tile = panels[2].get_images()[0].get_array()
+    np.testing.assert_allclose(tile[:11, :11], maps[1][1][0, :, :, 0])
+    width, height = fig.get_size_inches() * fig.dpi
+    assert width <= 1000 and height <= 800
 
 
 def test_plot_feature_maps_validates():

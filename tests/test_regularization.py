@@ -12,9 +12,9 @@ import pytest
 from tinycnn import Sequential
 from tinycnn.backend import device_of, to_device, to_numpy
 from tinycnn.gradcheck import check_layer
-from tinycnn.layers.augmentation import (RandomRotation, RandomTranslation, affine_sample,
-                                         affine_sample_backward, affine_sample_backward_reference,
-                                         affine_sample_reference, rotation_transforms,
+from tinycnn.kernels.affine import (affine_sample, affine_sample_backward, affine_sample_backward_reference,
+                                    affine_sample_reference)
+from tinycnn.layers.augmentation import (RandomRotation, RandomTranslation, rotation_transforms,
                                          translation_transforms)
 from tinycnn.layers.dropout import Dropout
 from tinycnn.layers.normalization import BatchNormalization, channel_sums

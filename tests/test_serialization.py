@@ -153,3 +153,132 @@ def test_regularised_network_round_trips_with_its_moving_statistics(tmp_path, rn
     np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
     np.testing.assert_array_equal(loaded.predict(x), loaded.predict(x))  # no randomness at inference
     assert [type(a).__name__ for a in loaded.layers] == [type(b).__name__ for b in model.layers]
+
+
+# -- one registry: a layer of your own trains, saves and loads without editing tinycnn ---------
+
+from tinycnn.layers import LAYERS, Activation, Layer, LeakyReLU  # noqa: E402
+
+
+class Scale(Layer):
+    """A learner's own layer, defined outside tinycnn: y = factor * x * w, one weight per feature."""
+
+    def __init__(self, factor=1.0, name=None, seed=None):
+        super().__init__(name=name, seed=seed)
+        self.factor = float(factor)
+
+    def build(self, input_shape, dtype="float32", rng=None):
+        super().build(input_shape, dtype)
+        self.params = {"w": np.ones(self.input_shape, dtype=self.dtype)}
+
+    def forward(self, x, training=False):
+        self._prepare(x)
+        self.x = x
+        return self.factor * x * self.params["w"]
+
+    def backward(self, dout):
+        self.grads["w"] = self.factor * (dout * self.x).sum(axis=0)
+        return self.factor * dout * self.params["w"]
+
+    def get_config(self):
+        return {"name": self.name, "factor": self.factor}
+
+
+class Swish(Activation):
+    """A learner's own activation with an argument: y = x * sigmoid(beta * x)."""
+
+    def __init__(self, beta=1.0, name=None):
+        super().__init__(name=name)
+        self.beta = float(beta)
+
+    def forward(self, x, training=False):
+        self._prepare(x)
+        self.x, self.s = x, 1 / (1 + np.exp(-self.beta * x))
+        return x * self.s
+
+    def backward(self, dout):
+        return dout * (self.s + self.beta * self.x * self.s * (1 - self.s))
+
+    def get_config(self):
+        return {"name": self.name, "beta": self.beta}
+
+
+def own_layers_model():
+    return Sequential([Flatten(), Scale(0.5), Dense(6, activation=Swish(beta=2.0)),
+                       Dense(5, activation=LeakyReLU(alpha=0.1)), Dense(3, activation="swish")],
+                      input_shape=(4, 4, 1), seed=0)
+
+
+def test_a_layer_of_your_own_trains_saves_and_loads(tmp_path, rng):
+    assert LAYERS["Scale"] is Scale and LAYERS["Swish"] is Swish      # defining them registered them
+    model = own_layers_model()
+    model.compile("adam")
+    x, y = rng.random((32, 4, 4, 1), dtype=np.float32), rng.integers(0, 3, 32)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert not np.allclose(model.layers[1].params["w"], 1)             # it trained
+    model.save(tmp_path / "own.npz")
+    loaded = load_model(tmp_path / "own.npz")
+    np.testing.assert_array_equal(loaded.predict(x), model.predict(x))
+    assert type(loaded.layers[1]) is Scale and loaded.layers[1].factor == 0.5
+    assert type(loaded.layers[2].activation) is Swish and loaded.layers[2].activation.beta == 2.0
+    assert loaded.layers[3].activation.alpha == 0.1                     # the arguments are kept
+    assert type(loaded.layers[4].activation) is Swish and loaded.layers[4].activation.beta == 1.0
+
+
+def test_loading_a_class_the_program_does_not_define_says_so(tmp_path, monkeypatch):
+    own_layers_model().save(tmp_path / "own.npz")
+    monkeypatch.delitem(LAYERS, "Scale")            # as in a program that never defined Scale
+    with pytest.raises(ModelFileError, match=r"'Scale' is not defined in this program.*defined \(or imported\)"):
+        load_model(tmp_path / "own.npz")
+    monkeypatch.undo()
+    monkeypatch.delitem(LAYERS, "Swish")            # an activation inside a Dense: the same error
+    with pytest.raises(ModelFileError, match="'Swish' is not defined in this program"):
+        load_model(tmp_path / "own.npz")
+
+
+def test_an_activation_that_cannot_be_saved_is_an_error_at_save_time(tmp_path):
+    class Forgetful(Activation):                    # keeps beta but get_config does not save it
+        def __init__(self, beta=1.0, name=None):
+            super().__init__(name=name)
+            self.beta = beta
+
+        def forward(self, x, training=False):
+            return x * self.beta
+
+    model = Sequential([Dense(3, activation=Forgetful(beta=2.0))], input_shape=(4,))
+    with pytest.raises(ValueError, match="does not keep the argument 'beta'"):
+        model.save(tmp_path / "m.npz")
+    assert not os.listdir(tmp_path)                 # nothing written
+
+    class _Hidden(Activation):                      # "_" names are helpers, never registered
+        pass
+
+    with pytest.raises(ValueError, match="not registered"):
+        Sequential([Dense(3, activation=_Hidden())], input_shape=(4,)).save(tmp_path / "m.npz")
+
+
+def test_activation_shorthand_uses_the_same_registry():
+    from tinycnn.layers import Sigmoid, Tanh
+    assert type(Dense(2, activation="leaky_relu").activation) is LeakyReLU
+    assert Dense(2, activation="leaky_relu").activation.alpha == 0.3     # Keras's default
+    assert type(Dense(2, activation="sigmoid").activation) is Sigmoid
+    assert type(Dense(2, activation="tanh").activation) is Tanh
+    assert type(Dense(2, activation="swish").activation) is Swish        # a learner's own, by name
+    with pytest.raises(ValueError, match="LeakyReLU.*Swish.*'leaky_relu'"):
+        Dense(2, activation="nope")
+    with pytest.raises(ValueError, match="Unknown activation"):
+        Dense(2, activation="dense")                # a layer, but not an activation
+
+
+def test_two_layer_classes_cannot_share_a_name_but_a_redefinition_replaces():
+    with pytest.raises(TypeError, match="'Dense' already exists"):
+        class Dense(Layer):                         # noqa: F811 -- shadows tinycnn's Dense
+            pass
+
+    def define():
+        class Twice(Layer):
+            pass
+        return Twice
+
+    first, second = define(), define()              # the same class statement run again
+    assert LAYERS["Twice"] is second and first is not second

@@ -39,8 +39,11 @@ class SoftmaxCrossEntropy:
     exp() never overflows (logits of 1e4 are fine) and log() never sees 0.
         loss = -mean_n log softmax(z_n)[y_n]
 
-    Backward: for one sample, d(-log softmax(z)_y)/dz_k = softmax(z)_k - [k == y]. Averaging over
-    the batch divides by N:
+    Backward: for one sample, -log softmax(z)_y = -z_y + log(sum_j exp(z_j)). Differentiate the
+    two terms by z_k: d(-z_y)/dz_k = -[k == y], and d log(sum_j exp(z_j))/dz_k
+    = exp(z_k) / sum_j exp(z_j) = softmax(z)_k. Together:
+        d(-log softmax(z)_y)/dz_k = softmax(z)_k - [k == y]
+    The loss is the mean over the batch, so each sample's gradient is divided by N:
         dL/dz = (softmax(z) - onehot(y)) / N
 
     Computing softmax and then log() in two steps would give log(0) = -inf for a confident wrong

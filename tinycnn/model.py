@@ -11,7 +11,9 @@ Everything else here is bookkeeping: batching, shuffling, checking the input, pr
 """
 
 import contextlib
+import json
 import math
+import os
 import signal
 import sys
 import threading
@@ -22,11 +24,16 @@ import numpy as np
 from . import losses, optimizers, plan
 from .backend import check_device, get_array_module, to_device, to_numpy
 from .callbacks import History
+from .files import atomic_write
+from .layers.base import spec_of
 from .losses import check_labels
 from .optimizers import NonFiniteUpdate
 from .parallel import DataParallel, can_split, cpu_count
 
 DEFAULT_EVAL_BATCH = 128
+
+#: The version of the file ``save`` writes (its layout: ``tinycnn/serialization.py``).
+FORMAT_VERSION = 1
 
 
 class Sequential:
@@ -408,17 +415,21 @@ class Sequential:
         if not self.built:
             raise RuntimeError("The model is not built yet: give Sequential(..., input_shape=...) "
                                "or call build(input_shape) or fit() first.")
-        rule, widths = "_" * 72, (34, 24, 12)
+        rows, shape = [], self.input_shape
+        for layer in self.layers:
+            shape = layer.output_shape(shape)
+            rows.append((f"{layer.name} ({type(layer).__name__})",
+                         "(None, " + ", ".join(map(str, shape)) + ")", f"{layer.count_params():,}"))
+        # Keras's widths, widened to fit the longest entry: columns never run together.
+        widths = [max(34, *(len(r[0]) + 2 for r in rows)), max(24, *(len(r[1]) + 2 for r in rows)),
+                  max(12, *(len(r[2]) + 1 for r in rows))]
+        rule = "_" * (sum(widths) + 2)
         lines = [f'Model: "{self.name}"', rule,
                  f"{'Layer (type)':<{widths[0]}}{'Output Shape':<{widths[1]}}{'Param #':>{widths[2]}}",
-                 "=" * 72]
-        shape = self.input_shape
-        for i, layer in enumerate(self.layers):
-            shape = layer.output_shape(shape)
-            out = "(None, " + ", ".join(map(str, shape)) + ")"
-            lines.append(f"{layer.name + ' (' + type(layer).__name__ + ')':<{widths[0]}}"
-                         f"{out:<{widths[1]}}{layer.count_params():>{widths[2]},}")
-            lines.append(rule if i == len(self.layers) - 1 else "")
+                 "=" * len(rule)]
+        for i, (name, out, params) in enumerate(rows):
+            lines.append(f"{name:<{widths[0]}}{out:<{widths[1]}}{params:>{widths[2]}}")
+            lines.append(rule if i == len(rows) - 1 else "")
         total = self.count_params()
         trainable = sum(int(p.size) for layer in self.layers for p in layer.params.values())
         itemsize = self.dtype.itemsize
@@ -446,9 +457,28 @@ class Sequential:
             d[k][...] = to_device(np.asarray(to_numpy(w), dtype=d[k].dtype), self.device)
 
     def save(self, path):
-        """Write the architecture and weights to one ``.npz`` file, atomically."""
-        from .serialization import save_model
-        save_model(self, path)
+        """Write the architecture and weights to one ``.npz`` file, atomically.
+
+        ``tinycnn/serialization.py`` describes the file and reads it back (``load_model``); it
+        imports this module, never the other way round. Every layer is stored as its class name
+        and ``get_config()`` (``layers.base.spec_of``), which refuses, here and now, a layer or
+        activation that could not be rebuilt as it is.
+        """
+        if not self.built:
+            raise RuntimeError("Build or fit the model before saving it: it has no weights yet.")
+        architecture = {"class": "Sequential", "name": self.name, "input_shape": list(self.input_shape),
+                        "dtype": self.dtype.name, "layers": [spec_of(layer) for layer in self.layers]}
+        training = None
+        if self.optimizer is not None:
+            training = {"optimizer": type(self.optimizer).__name__.lower(),
+                        "optimizer_config": self.optimizer.get_config(), "loss": self.loss.name}
+        arrays = {"tinycnn_format": np.array(FORMAT_VERSION),
+                  "architecture": np.array(json.dumps(architecture)),
+                  "training": np.array(json.dumps(training))}
+        for i, layer in enumerate(self.layers):
+            arrays.update({f"p/{i}/{k}": to_numpy(v) for k, v in layer.params.items()})
+            arrays.update({f"s/{i}/{k}": to_numpy(v) for k, v in layer.state.items()})
+        atomic_write(os.fspath(path), lambda f: np.savez(f, **arrays))
 
 
 def _size(nbytes):

@@ -21,9 +21,9 @@ parameter arrays (so an optimizer update is seen by every copy) but has its own 
 caches. The first share runs on the model's own layers, in the calling thread.
 
 Only layers that treat every sample on its own, and the same way every time, can be split like
-this: BatchNormalization's statistics mix the samples of a batch, and Dropout draws random masks
-from one generator, so a model with such layers after its first trainable layer trains in one
-thread (:func:`can_split`). Augmentation layers before it are fine: they run on the whole batch
+this (``Layer.per_sample``): BatchNormalization's statistics mix the samples of a batch, and
+Dropout draws random masks from one generator, so a model with such layers after its first
+trainable layer trains in one thread (:func:`can_split`). Augmentation layers before it are fine: they run on the whole batch
 first, forward only.
 """
 
@@ -33,15 +33,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .layers.activations import ReLU, Softmax
-from .layers.conv import Conv2D
-from .layers.dense import Dense
-from .layers.pooling import MaxPool2D
-from .layers.reshaping import Flatten, Reshape
 from .plan import logit_steps, trainable_tail
-
-#: Layers whose output for a sample depends on that sample alone, deterministically.
-PER_SAMPLE = (Conv2D, MaxPool2D, Dense, ReLU, Softmax, Flatten, Reshape)
 
 #: A share smaller than this costs more in thread hand-over than it saves.
 MIN_SHARE = 4
@@ -60,8 +52,9 @@ def cpu_count():
 
 
 def can_split(layers, first_trainable):
-    """True when every layer from the first trainable one on is in PER_SAMPLE (by exact type)."""
-    return all(type(layer) in PER_SAMPLE for layer in layers[first_trainable:])
+    """True when every layer from the first trainable one on treats each sample on its own
+    (``Layer.per_sample``)."""
+    return all(layer.per_sample for layer in layers[first_trainable:])
 
 
 def replica(layer):

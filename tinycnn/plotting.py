@@ -467,19 +467,53 @@ def plot_predictions(images, y_true, y_pred, class_names=None, n=25, path=None, 
 # 5. Convolution filters
 # --------------------------------------------------------------------------- #
 
-def plot_filters(kernel, path=None, show=False):
-    """Each filter of a convolution kernel as a small image.
+def _montage(tiles, per_row, gap):
+    """Tiles (h, w, n) laid out in rows of ``per_row``, ``gap`` pixels of NaN between them.
+
+    One image instead of one matplotlib axes per tile: drawing it is many times faster, and a
+    single colour scale (hence one colour bar) covers every tile. Returns the (rows*(h+gap)-gap,
+    cols*(w+gap)-gap) image and the top-left corner (row, col) of each tile.
+    """
+    h, w, n = tiles.shape
+    cols = min(n, per_row)
+    rows = math.ceil(n / cols)
+    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
+    corners = []
+    for i in range(n):
+        r, c = (i // cols) * (h + gap), (i % cols) * (w + gap)
+        out[r:r + h, c:c + w] = tiles[:, :, i]
+        corners.append((r, c))
+    return out, corners
+
+
+def _label_tiles(ax, corners, fontsize=8):
+    """Number each tile of a montage in its top-left corner, on a pale box so it stays readable."""
+    for i, (r, c) in enumerate(corners):
+        ax.text(c - 0.5, r - 0.5, str(i), fontsize=fontsize, ha="left", va="top",
+                bbox=dict(boxstyle="square,pad=0.1", facecolor="white", alpha=0.75, linewidth=0))
+
+
+def _blank_nan(cmap_name):
+    """The colormap with NaN (the gaps between tiles) drawn white."""
+    return matplotlib.colormaps[cmap_name].with_extremes(bad="white")
+
+
+def plot_filters(kernel, path=None, show=False, layer_name=None):
+    """Each filter of a convolution kernel as a small image, on one colour scale.
 
     Args:
         kernel: (KH, KW, C_in, F) weights (Keras layout). With C_in == 1 the
             single channel is drawn; with C_in > 1, the mean over input channels.
         path: where to save the PNG, or None.
         show: call ``plt.show()`` instead of closing the figure.
+        layer_name: the layer the kernel belongs to, named in the title.
 
     Returns:
-        The matplotlib Figure: F panels in a near-square grid, each with a
-        diverging colormap ("bwr") centred at 0 and scaled to that filter's
-        largest absolute weight (blue negative, red positive).
+        The matplotlib Figure: the F filters side by side in one image (8 to a
+        row), numbered, with a diverging colormap ("bwr") centred at 0 and
+        scaled to the largest absolute weight of all filters: white is 0, red
+        a positive weight (the filter responds to a bright pixel there), blue
+        a negative one. The colour bar gives the scale.
     """
     w = np.asarray(kernel)
     if w.ndim != 4:
@@ -493,22 +527,19 @@ def plot_filters(kernel, path=None, show=False):
     if min(w.shape) == 0:
         raise ValueError(f"kernel has an empty dimension: shape {w.shape} (KH, KW, C_in, F)")
     shown = w.astype(np.float64).mean(axis=2)  # (KH, KW, F)
+    image, corners = _montage(shown, per_row=8, gap=1)
+    limit = float(np.max(np.abs(shown))) or 1.0
 
-    rows, cols = _grid_shape(f)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols + 0.6, 1.4 * rows + 0.6),
-                             layout="constrained", squeeze=False)
+    rows, cols = image.shape[0] / (kh + 1), image.shape[1] / (kw + 1)
+    fig, ax = plt.subplots(figsize=(min(10.0, 1.1 * cols + 2.0), 1.1 * rows + 1.0), layout="constrained")
     how = "" if c_in == 1 else f", mean over {c_in} input channels"
-    fig.suptitle(f"{f} filters, {kh}x{kw}{how}")
-    for i, ax in enumerate(axes.flat):
-        if i >= f:
-            ax.axis("off")
-            continue
-        img = shown[:, :, i]
-        limit = float(np.max(np.abs(img))) or 1.0
-        ax.imshow(img, cmap="bwr", vmin=-limit, vmax=limit, interpolation="nearest")
-        ax.set_title(str(i), fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
+    fig.suptitle(f"{layer_name + ': ' if layer_name else ''}{f} filters, {kh}x{kw}{how}")
+    im = ax.imshow(image, cmap=_blank_nan("bwr"), vmin=-limit, vmax=limit, interpolation="nearest")
+    _label_tiles(ax, corners)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_frame_on(False)
+    fig.colorbar(im, ax=ax, shrink=0.9, label="weight (red > 0 > blue)")
     return _finish(fig, path, show)
 
 
@@ -516,8 +547,8 @@ def plot_filters(kernel, path=None, show=False):
 # 6. Feature maps
 # --------------------------------------------------------------------------- #
 
-def plot_feature_maps(image, feature_maps, path=None, show=False, max_channels=16):
-    """The input image, then one row of channels per convolution output.
+def plot_feature_maps(image, feature_maps, path=None, show=False, max_channels=16, per_row=8):
+    """The input image, then the channels of each convolution's output for it.
 
     Args:
         image: (H, W) or (H, W, 1) greyscale input image.
@@ -526,11 +557,14 @@ def plot_feature_maps(image, feature_maps, path=None, show=False, max_channels=1
             batch axis of size 1, (1, H', W', C), is dropped).
         path: where to save the PNG, or None.
         show: call ``plt.show()`` instead of closing the figure.
-        max_channels: at most this many channels (the first ones) per row.
+        max_channels: at most this many channels (the first ones) per layer.
+        per_row: channels side by side in one row.
 
     Returns:
-        The matplotlib Figure: row 0 the input, row r the r-th map, labelled
-        with its layer name; each channel uses its own colour range.
+        The matplotlib Figure: the input image (titled, with its colour bar),
+        then one panel per layer, labelled with its name, its size and how many
+        channels are shown; its channels are numbered tiles on one colour scale,
+        whose colour bar gives the activation values.
     """
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[-1] == 1:
@@ -538,6 +572,7 @@ def plot_feature_maps(image, feature_maps, path=None, show=False, max_channels=1
     if img.ndim != 2:
         raise ValueError(f"image must have shape (H, W) or (H, W, 1); got shape {img.shape}")
     max_channels = _positive_int(max_channels, "max_channels")
+    per_row = _positive_int(per_row, "per_row")
     if isinstance(feature_maps, dict):
         feature_maps = list(feature_maps.items())
     entries = []
@@ -556,28 +591,30 @@ def plot_feature_maps(image, feature_maps, path=None, show=False, max_channels=1
     if not entries:
         raise ValueError("feature_maps is empty; expected a list of (name, array (H', W', C)) pairs")
 
-    cols = min(max_channels, max(fmap.shape[-1] for _, fmap in entries))
-    rows = 1 + len(entries)
-    fig, axes = plt.subplots(rows, cols, figsize=(1.25 * cols + 1.0, 1.35 * rows + 0.4),
-                             layout="constrained", squeeze=False)
-    fig.suptitle("Feature maps")
+    montages = []
+    for name, fmap in entries:
+        shown = fmap[:, :, :max_channels].astype(np.float64)
+        montage, corners = _montage(shown, per_row, gap=max(1, fmap.shape[0] // 10))
+        montages.append((name, fmap, montage, corners, math.ceil(shown.shape[-1] / per_row)))
+    heights = [1.4] + [tile_rows for *_, tile_rows in montages]
+    fig, axes = plt.subplots(len(heights), 1, figsize=(10.0, 1.15 * sum(heights) + 0.6),
+                             height_ratios=heights, layout="constrained", squeeze=False)
+    axes = axes[:, 0]
+    fig.suptitle("Feature maps: what each convolution's channels respond to in this image")
     gray = (0, 255) if img.dtype == np.uint8 else (None, None)
-    ax = axes[0, 0]
-    ax.imshow(img, cmap="gray", vmin=gray[0], vmax=gray[1])
-    ax.set_ylabel(f"input\n{img.shape[0]}x{img.shape[1]}", fontsize=8)
-    for ax in axes[0, 1:]:
-        ax.axis("off")
-    for r, (name, fmap) in enumerate(entries, start=1):
+    im = axes[0].imshow(img, cmap="gray", vmin=gray[0], vmax=gray[1])
+    axes[0].set_title(f"input image, {img.shape[0]}x{img.shape[1]}", fontsize=10, loc="left")
+    axes[0].set_anchor("W")                     # on the left, its colour bar just beside it
+    fig.colorbar(im, cax=axes[0].inset_axes([1.04, 0.0, 0.04, 1.0]), label="pixel")
+    for ax, (name, fmap, montage, corners, _) in zip(axes[1:], montages):
+        im = ax.imshow(montage, cmap=_blank_nan("viridis"), interpolation="nearest")
+        _label_tiles(ax, corners)
         c = fmap.shape[-1]
-        for j, ax in enumerate(axes[r]):
-            if j >= min(c, max_channels):
-                ax.axis("off")
-                continue
-            ax.imshow(fmap[:, :, j], cmap="viridis", interpolation="nearest")
-            ax.set_title(str(j), fontsize=6, pad=2)
-        shown = f"{min(c, max_channels)} of {c} ch" if c > max_channels else f"{c} ch"
-        axes[r, 0].set_ylabel(f"{name}\n{fmap.shape[0]}x{fmap.shape[1]}, {shown}", fontsize=8)
-    for ax in axes.flat:
+        shown = f"channels 0-{max_channels - 1} of {c}" if c > max_channels else f"{c} channels"
+        ax.set_ylabel(f"{name}\n{fmap.shape[0]}x{fmap.shape[1]}, {shown}", fontsize=9)
+        ax.set_frame_on(False)
+        fig.colorbar(im, ax=ax, label="activation", shrink=0.9)
+    for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
     return _finish(fig, path, show)

@@ -1,4 +1,4 @@
-"""Saving and loading a model as one ``.npz`` file.
+"""Loading a model saved as one ``.npz`` file by ``model.save(path)``, and that file's layout.
 
 The file holds plain arrays only, so loading it never runs code (``allow_pickle=False``):
 
@@ -7,6 +7,11 @@ The file holds plain arrays only, so loading it never runs code (``allow_pickle=
     training         JSON text: the optimizer and loss given to ``compile`` (no optimizer state)
     p/<i>/<name>     layer i's parameter ``name`` (e.g. p/0/kernel)
     s/<i>/<name>     layer i's non-trainable state (e.g. a moving mean)
+
+``Sequential.save`` (in ``model.py``) writes the file; this module reads it, so it imports
+``model.py`` and not the other way round. A layer is stored as its class name and its
+``get_config()``; loading finds the class by that name among the layer classes the running program
+has defined (``LAYERS`` in ``layers/base.py``).
 
 Writes are atomic: the file is written under a temporary name in the same directory and then
 renamed over the target with ``os.replace``, so a crash never leaves half a model behind.
@@ -18,9 +23,8 @@ import zipfile
 
 import numpy as np
 
-from .files import atomic_write
-
-FORMAT_VERSION = 1
+from .layers.base import UnknownLayerError, from_spec
+from .model import FORMAT_VERSION, Sequential
 
 
 class ModelFileError(ValueError):
@@ -28,34 +32,12 @@ class ModelFileError(ValueError):
 
 
 def save_model(model, path):
-    from .backend import to_numpy
-
-    if not model.built:
-        raise RuntimeError("Build or fit the model before saving it: it has no weights yet.")
-    path = os.fspath(path)
-    architecture = {
-        "class": "Sequential", "name": model.name, "input_shape": list(model.input_shape),
-        "dtype": model.dtype.name,
-        "layers": [{"type": type(layer).__name__, "config": layer.get_config()} for layer in model.layers],
-    }
-    training = None
-    if model.optimizer is not None:
-        training = {"optimizer": type(model.optimizer).__name__.lower(),
-                    "optimizer_config": model.optimizer.get_config(), "loss": model.loss.name}
-    arrays = {"tinycnn_format": np.array(FORMAT_VERSION),
-              "architecture": np.array(json.dumps(architecture)),
-              "training": np.array(json.dumps(training))}
-    for i, layer in enumerate(model.layers):
-        arrays.update({f"p/{i}/{k}": to_numpy(v) for k, v in layer.params.items()})
-        arrays.update({f"s/{i}/{k}": to_numpy(v) for k, v in layer.state.items()})
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    """The same as ``model.save(path)``, which writes the file (see ``Sequential.save``)."""
+    model.save(path)
 
 
 def load_model(path):
     """Rebuild a model saved by ``model.save(path)``, weights and all, with no user code."""
-    from .layers import LAYERS
-    from .model import Sequential
-
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No model file at {path!r}.")
@@ -80,10 +62,7 @@ def load_model(path):
         training = json.loads(str(arrays.get("training", np.array("null"))))
         layers = []
         for spec in arch["layers"]:
-            if spec["type"] not in LAYERS:
-                raise ModelFileError(f"{path!r} uses the layer type {spec['type']!r}, which this "
-                                     f"tinycnn does not know (known: {', '.join(sorted(LAYERS))}).")
-            layers.append(LAYERS[spec["type"]].from_config(spec["config"]))
+            layers.append(_layer(spec, path))
         model = Sequential(layers, name=arch.get("name", "sequential"))
         model.build(tuple(arch["input_shape"]), arch["dtype"])
     except ModelFileError:
@@ -108,3 +87,11 @@ def load_model(path):
                                  f"rebuild ({err!r}); its weights are fine: load them with "
                                  "set_weights, or save the model before compile().") from err
     return model
+
+
+def _layer(spec, path):
+    """The layer a saved spec describes; its class is looked up by name, never loaded from the file."""
+    try:
+        return from_spec(spec)
+    except UnknownLayerError as err:
+        raise ModelFileError(f"{path!r} cannot be loaded: {err}") from None

@@ -2,5 +2,8 @@
 
 - :mod:`.im2col`  -- im2col / col2im, which turn a convolution into a matrix product;
 - :mod:`.pooling` -- max-pooling forward (with argmax) and backward;
+- :mod:`.affine`  -- warping images (rotation, shift) by bilinear interpolation, and its adjoint;
+- :mod:`.geometry` -- a sliding window's output size and "same" padding, for im2col, pooling and cuda;
+- :mod:`.cuda`    -- the same kernels in CUDA C, for CuPy arrays;
 - :mod:`.jit`     -- how the Numba versions are compiled and cached.
 """

@@ -32,7 +32,7 @@ pixel, the kernel the largest z, and either way no gradient goes there.
 
 import numpy as np
 
-from .im2col import output_size
+from .geometry import output_size
 from .jit import jit
 from .pooling import maxpool_backward_reference, maxpool_forward_reference
 

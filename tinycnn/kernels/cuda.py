@@ -59,7 +59,7 @@ import functools
 
 import numpy as np
 
-from .im2col import output_size
+from .geometry import output_size
 
 THREADS_PER_BLOCK = 256
 

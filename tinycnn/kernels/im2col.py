@@ -67,24 +67,8 @@ import numpy as np
 from numba import prange
 
 from ..backend import get_array_module
+from .geometry import output_size
 from .jit import jit
-
-
-def output_size(size, kernel, stride, pad_before, pad_after):
-    """Output length of a sliding window: (size + pad_before + pad_after - kernel) // stride + 1."""
-    return (size + pad_before + pad_after - kernel) // stride + 1
-
-
-def same_padding(size, kernel, stride):
-    """Keras's "same" padding along one axis: (before, after), the extra one after.
-
-    The output length is ceil(size / stride); the total padding is what makes the last window
-    fit, split as evenly as possible with the odd pixel at the bottom/right, as Keras and
-    TensorFlow do.
-    """
-    out = -(-size // stride)
-    total = max((out - 1) * stride + kernel - size, 0)
-    return total // 2, total - total // 2
 
 
 # ---------------------------------------------------------------------------------------------

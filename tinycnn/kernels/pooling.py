@@ -36,7 +36,7 @@ import numpy as np
 from numba import prange
 
 from ..backend import get_array_module
-from .im2col import output_size
+from .geometry import output_size
 from .jit import jit
 
 

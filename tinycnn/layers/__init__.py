@@ -7,6 +7,9 @@ Conv2D         im2col, then cols @ kernel + bias       kernel (KH, KW, C, F), bi
 MaxPool2D      maximum of each window                  none
 Dense          x @ kernel + bias                       kernel (in, out), bias (out,)
 ReLU           max(x, 0)                               none
+LeakyReLU      x if x > 0 else alpha * x               none (alpha=0.3, as Keras)
+Sigmoid        1 / (1 + exp(-x))                       none
+Tanh           tanh(x)                                 none
 Softmax        exp(x) / sum(exp(x))                    none
 Flatten        (N, ...) -> (N, -1)                     none
 Reshape        (N, ...) -> (N, *target_shape)          none
@@ -15,11 +18,14 @@ Dropout        zero units at random (training only)    none
 RandomRot...   rotate each image (training only)       none
 RandomTrans... shift each image (training only)        none
 =============  ======================================  ==============================
+
+Every subclass of ``Layer`` -- these, and any you define in your own code -- is registered in
+``LAYERS`` by its class definition; ``layers/base.py`` says how to add one.
 """
 
-from .activations import ReLU, Softmax
+from .activations import Activation, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from .augmentation import RandomRotation, RandomTranslation
-from .base import Layer
+from .base import LAYERS, Layer
 from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
@@ -27,9 +33,6 @@ from .normalization import BatchNormalization
 from .pooling import MaxPool2D
 from .reshaping import Flatten, Reshape
 
-__all__ = ["Layer", "Conv2D", "MaxPool2D", "Dense", "ReLU", "Softmax", "Flatten", "Reshape",
-           "BatchNormalization", "Dropout", "RandomRotation", "RandomTranslation"]
-
-#: Every layer class by name: how ``load_model`` turns a saved architecture back into layers.
-LAYERS = {cls.__name__: cls for cls in (Conv2D, MaxPool2D, Dense, ReLU, Softmax, Flatten, Reshape,
-                                        BatchNormalization, Dropout, RandomRotation, RandomTranslation)}
+__all__ = ["Layer", "LAYERS", "Conv2D", "MaxPool2D", "Dense", "Activation", "ReLU", "LeakyReLU", "Sigmoid",
+           "Tanh", "Softmax", "Flatten", "Reshape", "BatchNormalization", "Dropout", "RandomRotation",
+           "RandomTranslation"]

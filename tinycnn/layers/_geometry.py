@@ -1,6 +1,6 @@
 """Shared by Conv2D and MaxPool2D: reading (h, w) arguments and working out padding."""
 
-from ..kernels.im2col import output_size, same_padding
+from ..kernels.geometry import output_size, same_padding
 
 
 def pair(value, what):

@@ -37,6 +37,8 @@ class Conv2D(Layer):
     gradient, and col2im is a good share of a training step.
     """
 
+    per_sample = True
+
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
                  kernel_initializer="glorot_uniform", name=None, seed=None):
         super().__init__(name=name, seed=seed)
@@ -107,6 +109,6 @@ class Conv2D(Layer):
     def get_config(self):
         return {"name": self.name, "filters": self.filters, "kernel_size": list(self.kernel_size),
                 "strides": list(self.strides), "padding": self.padding,
-                "activation": activations.name_of(self.activation),
+                "activation": activations.config_of(self.activation),
                 "kernel_initializer": self.kernel_initializer}
 

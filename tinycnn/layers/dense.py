@@ -19,10 +19,13 @@ class Dense(Layer):
         dL/dbias   = dz.sum(axis=0) (D_out,): the bias is added to every sample
         dL/dx      = dz @ kernel.T  (N, D_in)
 
-    ``activation="relu"`` or ``"softmax"`` applies that layer to z; backward first takes the gradient back through it.
+    ``activation="relu"`` (or any name in ``layers/activations.py``) applies that layer to z; backward
+    first takes the gradient back through it.
     ``apply_activation=False`` stops at z: a model uses it to hand logits to a fused loss.
     ``input_grad=False`` skips dL/dx and returns None, for a first layer that reads the data.
     """
+
+    per_sample = True
 
     def __init__(self, units, activation=None, kernel_initializer="glorot_uniform", name=None, seed=None):
         super().__init__(name=name, seed=seed)
@@ -64,5 +67,5 @@ class Dense(Layer):
         return dz @ self.params["kernel"].T if input_grad else None
 
     def get_config(self):
-        return {"name": self.name, "units": self.units, "activation": activations.name_of(self.activation),
+        return {"name": self.name, "units": self.units, "activation": activations.config_of(self.activation),
                 "kernel_initializer": self.kernel_initializer}

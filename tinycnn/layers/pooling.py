@@ -24,6 +24,8 @@ class MaxPool2D(Layer):
     overlapping windows share a maximum).
     """
 
+    per_sample = True
+
     def __init__(self, pool_size=2, strides=None, padding="valid", name=None):
         super().__init__(name=name)
         self.pool_size = pair(pool_size, "pool_size")

@@ -11,6 +11,8 @@ class Flatten(Layer):
     Backward: flattening only relabels the entries, so dx is dout reshaped to x's shape.
     """
 
+    per_sample = True
+
     def output_shape(self, input_shape):
         return (int(np.prod(input_shape)),)
 
@@ -24,6 +26,8 @@ class Flatten(Layer):
 
 class Reshape(Layer):
     """(N, *input_shape) -> (N, *target_shape); the sizes must match. Backward reshapes back."""
+
+    per_sample = True
 
     def __init__(self, target_shape, name=None):
         super().__init__(name=name)
