@@ -3,11 +3,13 @@
     python benchmarks/kernels.py                # the seed model's shapes at batch 32
     python benchmarks/kernels.py --batch 128 --json kernels.json
 
-Part 1 times im2col, col2im and max-pool forward/backward on the seed model's shapes: the NumPy
-reference, the Numba kernel tinycnn uses (serial), and the same Numba code compiled with
-parallel=True. GB/s counts the bytes each kernel must read and write once.
-Part 2 times whole training steps with the serial kernels and then with the parallel ones: the
-measurement behind tinycnn's choice of serial kernels beside a multi-threaded BLAS.
+Part 1 times im2col, col2im, max-pool forward/backward, the fused bias + ReLU + max-pool pair
+and Adam's update on the seed model's shapes: the NumPy reference, the Numba kernel tinycnn uses
+(serial), and for the first four the same Numba code compiled with parallel=True. GB/s counts the
+bytes each kernel must read and write once.
+Part 2 times whole one-thread training steps (no data parallelism, BLAS on every core) with the
+serial kernels and then with parallel im2col and col2im: the measurement behind tinycnn's choice
+never to run Numba's thread pool beside BLAS's (fit splits the batch instead: parallel.py).
 """
 
 import argparse
@@ -17,6 +19,8 @@ import common
 import numba
 import numpy as np
 
+from tinycnn.kernels import adam as A
+from tinycnn.kernels import bias_relu_pool as B
 from tinycnn.kernels import im2col as K
 from tinycnn.kernels import pooling as P
 
@@ -76,9 +80,23 @@ def main():
                      "numpy": bench(lambda: P.maxpool_backward_reference(dout, am, shape), args.repeat),
                      "numba": bench(lambda: P.maxpool_backward(dout, am, shape, 2, 2, (2, 2), none), args.repeat),
                      "parallel": bench(lambda: par["_maxpool_backward_numba"](dout, am, h, w), args.repeat)})
+    z = rng.standard_normal((n, 26, 26, 32), dtype=f32)
+    bias = rng.standard_normal(32, dtype=f32)
+    y, am = B.bias_relu_maxpool_forward(z, bias, 2, 2, (2, 2), none)
+    dy = rng.random(y.shape, dtype=f32)
+    rows.append({"kernel": f"bias+relu+maxpool fwd {z.shape}", "bytes": z.nbytes + y.nbytes + am.nbytes,
+                 "numpy": bench(lambda: B.bias_relu_maxpool_forward_reference(z, bias, 2, 2, (2, 2), none), args.repeat),
+                 "numba": bench(lambda: B.bias_relu_maxpool_forward(z, bias, 2, 2, (2, 2), none), args.repeat)})
+    rows.append({"kernel": f"maxpool+relu bwd {z.shape}", "bytes": z.nbytes + y.nbytes + am.nbytes + dy.nbytes,
+                 "numpy": bench(lambda: B.maxpool_relu_backward_reference(dy, am, y, z.shape), args.repeat),
+                 "numba": bench(lambda: B.maxpool_relu_backward(dy, am, y, z.shape), args.repeat)})
+    p_, g_, m_, v_ = (rng.random(1600 * 64, dtype=f32) for _ in range(4))
+    rows.append({"kernel": "Adam update (1600, 64)", "bytes": 7 * p_.nbytes,
+                 "numpy": bench(lambda: A.adam_update_reference(p_, g_, m_, v_, 1e-6, 0.9, 0.999, 1e-7), args.repeat),
+                 "numba": bench(lambda: A.adam_update(p_, g_, m_, v_, 1e-6, 0.9, 0.999, 1e-7), args.repeat)})
     for r in rows:
         for k in ("numpy", "numba", "parallel"):
-            r[k + "_us"] = r[k] * 1e6
+            r[k + "_us"] = r[k] * 1e6 if k in r else None
         r["numba_gbs"] = r["bytes"] / r["numba"] / 1e9
         r["speedup"] = r["numpy"] / r["numba"]
     print(f"Kernels at batch {n}, median of {args.repeat}; machine {common.machine()}")

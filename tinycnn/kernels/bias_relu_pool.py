@@ -63,12 +63,11 @@ def _bias_relu_maxpool_forward_numba(z, bias, ph, pw, sh, sw, pt, pl, oh, ow):
     n, h, w, c = z.shape
     y = np.empty((n, oh, ow, c), dtype=z.dtype)
     argmax = np.empty((n, oh, ow, c), dtype=np.int32)
-    best = np.empty(c, dtype=z.dtype)
-    where = np.empty(c, dtype=np.int32)
     for b in range(n):
         for yo in range(oh):
             for xo in range(ow):
-                where[:] = -1
+                best, where = y[b, yo, xo], argmax[b, yo, xo]    # this window's C outputs
+                first = True
                 for i in range(ph):
                     hi = yo * sh + i - pt
                     if hi < 0 or hi >= h:
@@ -77,33 +76,36 @@ def _bias_relu_maxpool_forward_numba(z, bias, ph, pw, sh, sw, pt, pl, oh, ow):
                         wi = xo * sw + j - pl
                         if wi < 0 or wi >= w:
                             continue
-                        for ch in range(c):
-                            v = z[b, hi, wi, ch] + bias[ch]
-                            if where[ch] < 0 or v > best[ch]:
-                                best[ch] = v
+                        if first:                  # the window's first pixel starts the maximum
+                            for ch in range(c):
+                                best[ch] = z[b, hi, wi, ch] + bias[ch]
                                 where[ch] = hi * w + wi
+                            first = False
+                            continue
+                        for ch in range(c):        # a later one replaces it only if larger
+                            v = z[b, hi, wi, ch] + bias[ch]
+                            larger = v > best[ch]
+                            best[ch] = v if larger else best[ch]     # selects, not branches:
+                            where[ch] = hi * w + wi if larger else where[ch]   # vectorised
                 for ch in range(c):
-                    y[b, yo, xo, ch] = best[ch] if best[ch] > 0 else 0
-                    argmax[b, yo, xo, ch] = where[ch]
+                    best[ch] = best[ch] if best[ch] > 0 else 0     # ReLU
     return y, argmax
 
 
 @jit()
 def _maxpool_relu_backward_numba(dy, argmax, y, h, w):
     n, oh, ow, c = dy.shape
-    dz = np.empty((n, h, w, c), dtype=dy.dtype)
+    dz = np.zeros((n, h * w, c), dtype=dy.dtype)     # pixels numbered h*W + w, as argmax is
     dbias = np.zeros(c, dtype=dy.dtype)
     for b in range(n):
-        dz[b] = 0                        # zero one image, then scatter into it while it is in cache
         for yo in range(oh):
             for xo in range(ow):
                 for ch in range(c):
                     if y[b, yo, xo, ch] > 0:
-                        k = argmax[b, yo, xo, ch]
                         g = dy[b, yo, xo, ch]
-                        dz[b, k // w, k % w, ch] += g
+                        dz[b, argmax[b, yo, xo, ch], ch] += g
                         dbias[ch] += g
-    return dz, dbias
+    return dz.reshape(n, h, w, c), dbias
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,20 +4,23 @@
 only the very first run of the library pays the compile time, and a running kernel releases
 Python's GIL, so that two threads can run kernels at the same time (see ``tinycnn/parallel.py``).
 
+Numba stores the compiled code in ``NUMBA_CACHE_DIR`` when that is set, else beside the source
+file (in ``__pycache__``), else in the user's cache directory. If no writable place exists at
+all, Numba refuses ``cache=True``; we then compile in memory every run and warn once, instead of
+failing to import.
+
 ``error_model="numpy"``: a division by zero gives inf or NaN, as in NumPy, instead of raising
 ZeroDivisionError as in Python. Python's rule makes Numba test every divisor before dividing,
-and that test keeps the compiler from vectorising a loop: Adam's update ran 10 times slower. Numba stores it in ``NUMBA_CACHE_DIR`` when that
-is set, else beside the source file (in ``__pycache__``), else in the user's cache directory.
-If no writable place exists at all, Numba refuses ``cache=True``; we then compile in memory every
-run and warn once, instead of failing to import.
+and that test keeps the compiler from vectorising a loop: Adam's update ran 10 times slower.
 
-Serial by default. The kernels' outer loops are written with ``prange`` over images and are free
-of races (every output element is written by one iteration), so ``parallel=True`` would spread
-them over Numba's thread pool. On the 2-core machines we measure on, that is much slower: NumPy's
-BLAS keeps its own threads spinning between matrix products, the two pools fight for the cores,
-and a training step of the MNIST CNN took up to 50 times longer. Serial kernels next to a
-multi-threaded BLAS were fastest (see ``benchmarks/kernels.py``). Without ``parallel=True``,
-``prange`` is simply ``range``.
+Serial kernels. Some outer loops are written with ``prange`` over images and are free of races
+(every output element is written by one iteration), so ``parallel=True`` would spread them over
+Numba's thread pool. On the 2-core machines we measure on, that is much slower: NumPy's BLAS
+keeps its own threads spinning between matrix products, the two pools fight for the cores, and
+a training step of the MNIST CNN took up to 50 times longer (see ``benchmarks/kernels.py``).
+``fit`` uses the cores another way: each thread runs serial kernels and single-threaded BLAS on
+its own share of the batch (``tinycnn/parallel.py``). Without ``parallel=True``, ``prange`` is
+simply ``range``.
 """
 
 import warnings
