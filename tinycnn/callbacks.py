@@ -5,9 +5,15 @@
 ``on_train_end()``. ``logs`` is a dict such as {"loss": 0.31, "accuracy": 0.91,
 "val_loss": ..., "val_accuracy": ...}. A callback stops training by setting
 ``self.model.stop_training = True``.
+
+If a callback raises, ``fit`` stops and the error propagates; the History of the epochs that
+finished is still on the model, as ``model.history``.
 """
 
+import os
 import time
+
+from . import checks
 
 
 class Callback:
@@ -60,10 +66,9 @@ class History(Callback):
 
 def _improvement_test(monitor, mode, min_delta):
     """Return a function better(current, best) for a metric: lower is better for losses."""
+    mode = checks.choice(mode, "mode", ("auto", "min", "max"))
     if mode == "auto":
         mode = "max" if "acc" in monitor else "min"
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
     if mode == "min":
         return lambda current, best: current < best - min_delta
     return lambda current, best: current > best + min_delta
@@ -73,8 +78,8 @@ class _Monitor(Callback):
     """Shared by EarlyStopping and ModelCheckpoint: watch one metric, warn once if it is missing."""
 
     def __init__(self, monitor, mode, min_delta=0.0):
-        self.monitor = monitor
-        self.better = _improvement_test(monitor, mode, abs(min_delta))
+        self.monitor = checks.text(monitor, "monitor")
+        self.better = _improvement_test(self.monitor, mode, checks.number(min_delta, "min_delta", minimum=0.0))
         self._warned = False
 
     def _current(self, logs):
@@ -100,8 +105,8 @@ class EarlyStopping(_Monitor):
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
         super().__init__(monitor, mode, min_delta)
-        self.patience = int(patience)
-        self.restore_best_weights = restore_best_weights
+        self.patience = checks.integer(patience, "patience", minimum=0)
+        self.restore_best_weights = checks.boolean(restore_best_weights, "restore_best_weights")
 
     def on_train_begin(self, logs=None):
         self.best, self.best_epoch, self.best_weights, self.wait = None, None, None, 0
@@ -132,14 +137,28 @@ class ModelCheckpoint(_Monitor):
     ``path`` may contain ``{epoch}`` and any metric, formatted as in Keras:
     ``"checkpoints/model-{epoch:02d}-{val_loss:.3f}.npz"`` (epochs counted from 1). Each save is
     atomic (``model.save``), so an interrupted save never corrupts an earlier checkpoint.
+
+    The folder of ``path`` is created when training begins (as Keras does), so a path that
+    cannot be written fails before the first epoch, not after it.
     """
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto"):
         super().__init__(monitor, mode)
-        self.path = str(path)
-        self.save_best_only = save_best_only
+        self.path = os.fspath(checks.path(path, "path"))
+        self.save_best_only = checks.boolean(save_best_only, "save_best_only")
         self.best = None
         self.saved = []
+
+    def on_train_begin(self, logs=None):
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as err:
+            raise OSError(f"ModelCheckpoint cannot create the folder {directory!r} for {self.path!r} "
+                          f"({err.strerror}); choose another path.") from err
+        if not os.access(directory, os.W_OK):
+            raise OSError(f"ModelCheckpoint cannot write into {directory!r} (for {self.path!r}); "
+                          "choose another path.")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

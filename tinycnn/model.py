@@ -18,10 +18,11 @@ import time
 
 import numpy as np
 
-from . import losses, optimizers
+from . import checks, losses, optimizers
 from .backend import check_device, get_array_module, to_device, to_numpy
-from .callbacks import History
+from .callbacks import Callback, History
 from .layers.activations import Softmax
+from .layers.base import Layer
 from .layers.conv import Conv2D
 from .layers.dense import Dense
 from .losses import check_labels
@@ -39,15 +40,18 @@ class Sequential:
     """
 
     def __init__(self, layers=None, input_shape=None, seed=None, name="sequential"):
-        self.name = name
+        self.name = checks.text(name, "name")
         self.layers = []
-        self.seed = seed
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.seed = checks.seed(seed)
+        self.input_shape = checks.shape(input_shape, "input_shape") if input_shape is not None else None
+        if layers is not None and not isinstance(layers, (list, tuple)):
+            raise TypeError(f"layers must be a list of layers, got {checks.show(layers)}.")
         self.dtype = None
         self.device = "cpu"
         self.optimizer = None
         self.loss = None
         self.stop_training = False
+        self.history = None       # the History of the last fit, kept even when fit raises
         self._rng = None          # the model's generator: initial weights, then shuffling
         for layer in layers or []:
             self.add(layer)
@@ -61,6 +65,9 @@ class Sequential:
         Like Keras, ``Sequential(input_shape=(28, 28, 1))`` followed by ``add(...)`` works: once
         the input shape is known, each added layer is built at once.
         """
+        if not isinstance(layer, Layer):
+            hint = " (a class: call it, e.g. Flatten())" if isinstance(layer, type) else ""
+            raise TypeError(f"Sequential takes layers such as Dense(10), got {checks.show(layer)}{hint}.")
         names = {other.name for other in self.layers}
         base, k = layer.name, 1
         while layer.name in names:
@@ -82,7 +89,10 @@ class Sequential:
         """Create every layer's parameters for samples of ``input_shape`` (no batch axis)."""
         if not self.layers:
             raise ValueError("The model has no layers; add some before building it.")
-        shape = tuple(int(d) for d in (input_shape or self.input_shape))
+        if input_shape is None and self.input_shape is None:
+            raise ValueError("build() needs the shape of one sample, e.g. build((28, 28, 1)).")
+        shape = checks.shape(input_shape if input_shape is not None else self.input_shape, "input_shape")
+        dtype = checks.float_dtype(dtype, "dtype")
         self.input_shape = shape
         self._rng = np.random.default_rng(self.seed)
         for layer in self.layers:
@@ -126,6 +136,8 @@ class Sequential:
         """
         self.optimizer = optimizers.get(optimizer)
         self.loss = losses.get(loss)
+        if isinstance(metrics, str):
+            metrics = [metrics]
         unknown = [m for m in (metrics or []) if m not in ("accuracy", "acc")]
         if unknown:         # accuracy is always computed; anything else would be silently ignored
             raise ValueError(f"Unknown metrics {unknown}; tinycnn computes 'accuracy'.")
@@ -227,14 +239,26 @@ class Sequential:
             raise ValueError(f"{what} contains {bad} NaN or infinite values; clean or impute them first.")
         return x.astype(self.dtype, copy=False)
 
+    @staticmethod
+    def _check_callbacks(callbacks):
+        """A list of Callback objects (None: none)."""
+        if callbacks is None:
+            return []
+        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+            raise TypeError(f"callbacks must be a list of callbacks, got {checks.show(callbacks)}; "
+                            "wrap a single one in a list: callbacks=[cb].")
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must hold Callback objects (tinycnn.callbacks), got "
+                                f"{checks.show(cb)}.")
+        return list(callbacks)
+
     def _num_classes(self):
         return self.output_shape[-1]
 
     @staticmethod
     def _check_batch_size(batch_size):
-        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        return int(batch_size)
+        return checks.integer(batch_size, "batch_size", minimum=1)
 
     # -- the Keras API ------------------------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
@@ -252,9 +276,17 @@ class Sequential:
         """
         if self.optimizer is None:
             raise RuntimeError("Call model.compile(optimizer=..., loss=...) before model.fit().")
+        epochs = checks.integer(epochs, "epochs", minimum=0)       # 0 trains nothing, as in Keras
         batch_size = self._check_batch_size(batch_size)
-        if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        validation_split = checks.number(validation_split, "validation_split", 0.0, 1.0, high_open=True)
+        shuffle = checks.boolean(shuffle, "shuffle")
+        verbose = checks.choice(verbose, "verbose", (0, 1, 2))
+        seed = checks.seed(seed)
+        callbacks = self._check_callbacks(callbacks)
+        if validation_data is not None and (not isinstance(validation_data, (tuple, list))
+                                            or len(validation_data) != 2):
+            raise ValueError("validation_data must be a pair (x_val, y_val), got "
+                             f"{checks.show(validation_data)}.")
         x = self._check_x(x)
         y = check_labels(to_numpy(y), self._num_classes(), n=len(x))
         if validation_data is None and validation_split > 0:
@@ -271,7 +303,8 @@ class Sequential:
 
         rng = np.random.default_rng(seed) if seed is not None else self._rng
         history = History()
-        callbacks = [history] + list(callbacks or [])
+        self.history = history     # also on the model, so an error in a callback loses nothing
+        callbacks = [history] + callbacks
         for cb in callbacks:
             cb.set_model(self)
         self.stop_training = False
@@ -336,6 +369,7 @@ class Sequential:
         if self.loss is None:
             raise RuntimeError("Call model.compile(...) before model.evaluate(): it needs the loss.")
         batch_size = self._check_batch_size(batch_size)
+        verbose = checks.choice(verbose, "verbose", (0, 1, 2))
         x = self._check_x(x)
         y = check_labels(to_numpy(y), self._num_classes(), n=len(x))
         total_loss = total_correct = 0.0

@@ -42,6 +42,7 @@ import math
 import numpy as np
 from numba import prange
 
+from .. import checks
 from ..backend import get_array_module, to_device, to_numpy
 from ..kernels.jit import jit
 from .base import Layer
@@ -207,7 +208,7 @@ def affine_sample_backward(dout, transforms):
 # ---------------------------------------------------------------------------------------------
 
 def _is_number(factor):
-    return isinstance(factor, (int, float, np.integer, np.floating))
+    return isinstance(factor, (int, float, np.integer, np.floating)) and not isinstance(factor, bool)
 
 
 def _as_config(factor):
@@ -218,15 +219,15 @@ def _as_config(factor):
 def _range(factor, what, limit=None):
     """Keras's factor: a float f means (-f, f); a pair means (lo, hi). Returns (lo, hi) floats."""
     if _is_number(factor):
+        factor = checks.number(factor, what)
         if factor < 0:
             raise ValueError(f"{what} as a single number must be >= 0 (it means [-{what}, {what}]), "
                              f"got {factor}.")
-        lo, hi = -float(factor), float(factor)
+        lo, hi = -factor, factor
     else:
-        try:
-            lo, hi = (float(f) for f in factor)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be a number or a pair (lower, upper), got {factor!r}.") from None
+        if not isinstance(factor, (tuple, list)) or len(factor) != 2:
+            raise ValueError(f"{what} must be a number or a pair (lower, upper), got {checks.show(factor)}.")
+        lo, hi = (checks.number(f, what) for f in factor)
         if lo > hi:
             raise ValueError(f"{what}: the lower bound {lo} is above the upper bound {hi}.")
     if limit is not None and not (-limit <= lo and hi <= limit):
@@ -245,7 +246,7 @@ class _RandomAffine(Layer):
 
     def __init__(self, fill_value=0.0, seed=None, name=None):
         super().__init__(name=name, seed=seed)
-        self.fill_value = float(fill_value)
+        self.fill_value = checks.number(fill_value, "fill_value")
         self.generator = None
         self.transforms = None
 

@@ -16,6 +16,7 @@ import re
 
 import numpy as np
 
+from .. import checks
 from ..backend import check_device, device_of, is_gpu_array, require_cupy, to_device
 
 
@@ -28,8 +29,8 @@ class Layer:
     """Base class: names, building on first use, shape and dtype checks, parameter counting."""
 
     def __init__(self, name=None, seed=None):
-        self.name = name or _snake_case(type(self).__name__)
-        self.seed = seed          # int or numpy Generator for initialisation; None: the model's
+        self.name = checks.text(name, "name") if name is not None else _snake_case(type(self).__name__)
+        self.seed = checks.seed(seed)         # int or numpy Generator for initialisation; None: the model's
         self.params = {}          # trainable arrays, updated by the optimizer
         self.grads = {}           # dL/d(param), same keys as params, filled by backward
         self.state = {}           # non-trainable arrays saved with the model (e.g. moving averages)
