@@ -41,11 +41,11 @@ import hashlib
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from .. import __version__
+from ..files import part_file
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def download(
     """
     make_cache_dir(target.parent)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        fd, tmp_name = part_file(target)     # also removes what killed downloads left
     except OSError as exc:
         raise cache_dir_error(target.parent, exc) from exc
     try:
