@@ -169,3 +169,13 @@ def test_an_error_in_a_callback_leaves_the_history_on_the_model():
     with pytest.raises(RuntimeError, match="the callback broke"):
         model.fit(x, y, epochs=3, verbose=0, callbacks=[Fails()])
     assert model.history.epoch == [0, 1] and len(model.history.history["loss"]) == 2
+
+
+def test_ctrl_c_mid_epoch_says_how_far_the_epoch_got(sigint_handler, capsys):
+    sigint_handler(signal.default_int_handler)
+    model, (x, y), press = tiny(), data(), PressCtrlC()
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=1, callbacks=[press])   # output: not a tty
+    out = capsys.readouterr().out
+    assert "2/4 [===============...............]" in out and "4/4" not in out
+    assert "stopped after batch 2 of 4" in out
+    assert history.interrupted_at == {"epoch": 1, "batch": 2, "batches": 4} and history.epoch == []

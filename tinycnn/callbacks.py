@@ -45,7 +45,10 @@ class History(Callback):
 
     ``fit`` always adds one and returns it. ``epoch`` lists the epoch indices (from 0),
     ``seconds`` the wall-clock time of each epoch (validation included), and ``interrupted``
-    says whether Ctrl-C stopped training early.
+    says whether Ctrl-C stopped training early. ``interrupted_at`` then says where, counting
+    from 1: ``{"epoch": 3, "batch": 40, "batches": 85}`` when Ctrl-C came after batch 40 of 85
+    in the third epoch (the weights include those 40 updates, which ``history`` does not list),
+    or ``{"epoch": 3, "batch": 0, ...}`` when it came before that epoch's first update.
     """
 
     def __init__(self):
@@ -53,9 +56,15 @@ class History(Callback):
         self.epoch = []
         self.seconds = []
         self.interrupted = False
+        self.interrupted_at = None
+        self.current_epoch, self.batches_done = None, 0     # where training is now
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self.current_epoch, self.batches_done = epoch, 0
+
+    def on_batch_end(self, batch, logs=None):
+        self.batches_done = batch + 1
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)

@@ -319,8 +319,8 @@ class Sequential:
                         break
         except KeyboardInterrupt:
             history.interrupted = True
-            print(f"\nInterrupted: training stopped after {len(history.epoch)} complete epoch(s).",
-                  flush=True)
+            print(f"\nInterrupted: training stopped after {len(history.epoch)} complete epoch(s)"
+                  f"{_partial_epoch(history, math.ceil(len(x) / batch_size))}.", flush=True)
         except FloatingPointError as err:
             err.history = history
             raise
@@ -355,7 +355,7 @@ class Sequential:
             for cb in callbacks:
                 cb.on_batch_end(step, logs)
             if ctrl_c.pressed:          # Ctrl-C: stop here, after a whole batch
-                bar.close(logs, time.perf_counter() - start)
+                bar.close(logs, time.perf_counter() - start, done=step + 1)
                 raise KeyboardInterrupt
         if val is not None:
             val_loss, val_acc = self.evaluate(*val, verbose=0)
@@ -444,6 +444,18 @@ class Sequential:
         save_model(self, path)
 
 
+def _partial_epoch(history, steps):
+    """Record in ``history`` how far the unfinished epoch got; the words for the message."""
+    if history.current_epoch is None or history.current_epoch in history.epoch:
+        return ""                                  # between epochs: nothing unfinished
+    history.interrupted_at = {"epoch": history.current_epoch + 1, "batch": history.batches_done,
+                              "batches": steps}
+    if history.batches_done == 0:
+        return f"; epoch {history.current_epoch + 1} had not started its first batch"
+    return (f"; epoch {history.current_epoch + 1} stopped after batch {history.batches_done} of {steps}, "
+            "whose updates the weights include but the history does not")
+
+
 def _size(nbytes):
     for unit in ("B", "KB", "MB", "GB"):
         if nbytes < 1024 or unit == "GB":
@@ -506,12 +518,15 @@ class _ProgressBar:
                 self.bar.set_postfix_str(_format_logs(logs), refresh=False)
                 self._last = now
 
-    def close(self, logs, seconds):
+    def close(self, logs, seconds, done=None):
+        """Finish the bar; ``done`` (the batches finished) is less than ``steps`` when stopped early."""
+        done = self.steps if done is None else done
         if self.bar is not None:
             self.bar.set_postfix_str(_format_logs(logs), refresh=False)
             self.bar.close()
         elif self.verbose == 1:
-            print(f"{self.steps}/{self.steps} [{'=' * 30}] {seconds:.1f}s - {_format_logs(logs)}", flush=True)
+            filled = "=" * (30 * done // self.steps)
+            print(f"{done}/{self.steps} [{filled:.<30}] {seconds:.1f}s - {_format_logs(logs)}", flush=True)
         elif self.verbose == 2:
             print(f"{seconds:.1f}s - {_format_logs(logs)}", flush=True)
 
