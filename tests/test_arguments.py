@@ -191,3 +191,13 @@ def test_messages_say_what_is_allowed():
         Adam(float("inf"))
     with pytest.raises(TypeError, match=re.escape("callbacks=[cb]")):
         small_model().fit(*xy(), callbacks=EarlyStopping(), verbose=0)
+
+
+def test_compile_metrics_and_set_weights_arguments():
+    model = small_model()
+    with pytest.raises(TypeError, match="metrics must be a list"):
+        model.compile("adam", metrics=5)
+    model.compile("adam", metrics="accuracy")                 # one name is fine
+    with pytest.raises(TypeError, match="set_weights takes a list"):
+        model.set_weights(np.zeros(3))
+    model.set_weights([w.tolist() for w in model.get_weights()])   # nested lists work too

@@ -138,6 +138,8 @@ class Sequential:
         self.loss = losses.get(loss)
         if isinstance(metrics, str):
             metrics = [metrics]
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            raise TypeError(f"metrics must be a list such as ['accuracy'], got {checks.show(metrics)}.")
         unknown = [m for m in (metrics or []) if m not in ("accuracy", "acc")]
         if unknown:         # accuracy is always computed; anything else would be silently ignored
             raise ValueError(f"Unknown metrics {unknown}; tinycnn computes 'accuracy'.")
@@ -431,6 +433,10 @@ class Sequential:
     def set_weights(self, weights):
         """Inverse of :meth:`get_weights`; shapes must match."""
         slots = [(layer, d, k) for layer in self.layers for d in (layer.params, layer.state) for k in d]
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"set_weights takes a list of arrays (as get_weights returns), got "
+                            f"{checks.show(weights)}.")
+        weights = [to_numpy(w) if hasattr(w, "shape") else np.asarray(w) for w in weights]
         if len(weights) != len(slots):
             raise ValueError(f"Expected {len(slots)} arrays, got {len(weights)}.")
         for (layer, d, k), w in zip(slots, weights):
