@@ -201,3 +201,16 @@ def test_compile_metrics_and_set_weights_arguments():
     with pytest.raises(TypeError, match="set_weights takes a list"):
         model.set_weights(np.zeros(3))
     model.set_weights([w.tolist() for w in model.get_weights()])   # nested lists work too
+
+
+@pytest.mark.parametrize("x, match", [(None, "x must be an array of samples.*None"),
+                                      ("abc", "x must be an array of samples.*'abc'"),
+                                      (np.float32(3.0), "x must be an array of samples.*single value")])
+def test_x_that_is_not_an_array_of_samples(x, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        small_model().predict(x)
+
+
+def test_an_optimizer_class_instead_of_an_object():
+    with pytest.raises(ValueError, match=r"pass an object: Adam\(\)"):
+        small_model().compile(Adam)

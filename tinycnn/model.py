@@ -40,7 +40,7 @@ class Sequential:
     """
 
     def __init__(self, layers=None, input_shape=None, seed=None, name="sequential"):
-        self.name = checks.text(name, "name")
+        self.name = checks.text(name, "name") if name is not None else "sequential"
         self.layers = []
         self.seed = checks.seed(seed)
         self.input_shape = checks.shape(input_shape, "input_shape") if input_shape is not None else None
@@ -219,9 +219,14 @@ class Sequential:
     # -- checking what users pass in -----------------------------------------------------------
     def _check_x(self, x, what="x"):
         """Validate ``x`` against the model and return it in the model's dtype."""
+        if x is None or isinstance(x, (str, bytes)):
+            raise TypeError(f"{what} must be an array of samples, shape (N, ...), got {checks.show(x)}.")
         xp = get_array_module(x)
         x = xp.asarray(x)
-        if x.ndim == 0 or x.shape[0] == 0:
+        if x.ndim == 0:
+            raise ValueError(f"{what} must be an array of samples, shape (N, ...), got a single value "
+                             f"{checks.show(x.item() if x.size == 1 else x)}.")
+        if x.shape[0] == 0:
             raise ValueError(f"{what} is empty (shape {x.shape}); pass at least one sample.")
         if x.dtype not in (np.float32, np.float64):
             hint = " Scale images to [0, 1] first: x.astype('float32') / 255." if x.dtype == np.uint8 else ""

@@ -130,6 +130,9 @@ OPTIMIZERS = {"adam": Adam, "sgd": SGD}
 def get(optimizer):
     if isinstance(optimizer, Optimizer):
         return optimizer
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        raise ValueError(f"optimizer={optimizer.__name__} is the class; pass an object: "
+                         f"{optimizer.__name__}() or {optimizer.__name__}(learning_rate=...).")
     try:
         return OPTIMIZERS[optimizer]()
     except (KeyError, TypeError):
