@@ -214,3 +214,18 @@ def test_x_that_is_not_an_array_of_samples(x, match):
 def test_an_optimizer_class_instead_of_an_object():
     with pytest.raises(ValueError, match=r"pass an object: Adam\(\)"):
         small_model().compile(Adam)
+
+
+def test_model_checkpoint_patterns_are_checked_when_made():
+    with pytest.raises(ValueError, match=r"uses \['val_acc'\]"):
+        ModelCheckpoint("m-{epoch}-{val_acc:.2f}.npz")
+    with pytest.raises(ValueError, match="not a valid pattern"):
+        ModelCheckpoint("m-{epoch.npz")
+    ModelCheckpoint("m-{epoch:02d}-{val_loss:.3f}.npz")
+
+
+def test_a_checkpoint_pattern_needing_validation_says_so(tmp_path):
+    model = small_model()
+    with pytest.raises(ValueError, match="needs 'val_loss'.*pass validation data"):
+        model.fit(*xy(), epochs=2, verbose=0, callbacks=[ModelCheckpoint(tmp_path / "m-{val_loss:.2f}.npz")])
+    assert model.history.epoch == [0]

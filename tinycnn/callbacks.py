@@ -11,6 +11,7 @@ finished is still on the model, as ``model.history``.
 """
 
 import os
+import string
 import time
 
 from . import checks
@@ -157,6 +158,16 @@ class ModelCheckpoint(_Monitor):
         self.save_best_only = checks.boolean(save_best_only, "save_best_only")
         self.best = None
         self.saved = []
+        try:
+            fields = {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(self.path)
+                      if field is not None}
+        except ValueError as err:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} is not a valid pattern ({err}); "
+                             "write {{ and }} for literal braces.") from None
+        unknown = fields - {"epoch", "loss", "accuracy", "val_loss", "val_accuracy"}
+        if unknown:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} uses {sorted(unknown)}; it may use "
+                             "{epoch}, {loss}, {accuracy}, {val_loss} and {val_accuracy}.")
 
     def on_train_begin(self, logs=None):
         directory = os.path.dirname(os.path.abspath(self.path))
@@ -176,6 +187,11 @@ class ModelCheckpoint(_Monitor):
             if current is None or (self.best is not None and not self.better(current, self.best)):
                 return
             self.best = current
-        path = self.path.format(epoch=epoch + 1, **logs)
+        try:
+            path = self.path.format(epoch=epoch + 1, **logs)
+        except KeyError as err:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} needs {err.args[0]!r}, which this "
+                             f"training does not compute (it has {sorted(logs)}); pass validation "
+                             "data for 'val_*' values.") from None
         self.model.save(path)
         self.saved.append(path)
