@@ -174,8 +174,10 @@ def assert_model_or_error(outcome):
     assert probs.shape == (4, 3) and np.isfinite(probs).all()
 
 
-FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                      HealthCheck.too_slow])
+# 150 damaged files per kind of damage: about 10 s in all. No example database: nothing is
+# written beside the tests, and every run draws afresh.
+FUZZ = settings(max_examples=150, deadline=None, database=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
 @FUZZ

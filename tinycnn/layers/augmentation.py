@@ -225,7 +225,7 @@ def _range(factor, what, limit=None):
                              f"got {factor}.")
         lo, hi = -factor, factor
     else:
-        if not isinstance(factor, (tuple, list)) or len(factor) != 2:
+        if not isinstance(factor, (tuple, list, np.ndarray)) or len(factor) != 2:
             raise ValueError(f"{what} must be a number or a pair (lower, upper), got {checks.show(factor)}.")
         lo, hi = (checks.number(f, what) for f in factor)
         if lo > hi:
