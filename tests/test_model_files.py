@@ -39,7 +39,8 @@ def saved():
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "m.npz")
         small_model().save(path)
-        data = open(path, "rb").read()
+        with open(path, "rb") as f:
+            data = f.read()
     with np.load(io.BytesIO(data), allow_pickle=False) as f:
         arrays = {k: f[k] for k in f.files}
     return data, arrays
