@@ -22,28 +22,91 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 VALIDATION_SPLIT = 0.1        # the last 10% of the training set, held out as Keras's fit holds it out
 
+#: What to do when the data cannot be loaded, in this script's options, for each dataset.
+WAYS_OUT = {
+    "mnist": "--data PATH for a local mnist.npz, or --data-url URL --sha256 HEX for a mirror.",
+    "fashion-mnist": "--data DIR for a local copy of the four IDX files (gzipped or not), or "
+                     "--data-url BASE_URL for a mirror of the official files.",
+}
+
+
+def whole_number(minimum):
+    """An argparse type: a whole number >= minimum, or a clear usage error (exit status 2)."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+    return parse
+
+
+def learning_rate(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number such as 1e-3, got {text}")
+    return value
+
+
+def sha256_hex(text):
+    if len(text) != 64 or any(c not in "0123456789abcdefABCDEF" for c in text):
+        raise argparse.ArgumentTypeError(f"must be 64 hexadecimal digits (as sha256sum prints), got "
+                                         f"{text!r} ({len(text)} characters)")
+    return text.lower()
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default only when it has one: no "(default: None)"."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+#: Fashion-MNIST's IDX file names, gzipped or not: recognised when --dataset is missing.
+IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+             "t10k-labels-idx1-ubyte")
+
+
+def holds_idx_files(path):
+    if os.path.isdir(path):
+        return any(os.path.isfile(os.path.join(path, n + ext)) for n in IDX_NAMES for ext in ("", ".gz"))
+    return os.path.basename(path).removesuffix(".gz") in IDX_NAMES
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epochs", type=int, default=5, help="passes over the training set")
-    p.add_argument("--batch-size", type=int, default=32, help="images per gradient step")
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate (the initial one, with a schedule)")
+    """The options, every one checked here: a mistake exits with status 2 before anything loads."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
+    p.add_argument("--epochs", type=whole_number(1), default=5, help="passes over the training set")
+    p.add_argument("--batch-size", type=whole_number(1), default=32, help="images per gradient step")
+    p.add_argument("--lr", type=learning_rate, default=1e-3,
+                   help="Adam's learning rate (the initial one, with a schedule)")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                    help="constant: the same learning rate throughout, as in Keras; cosine: from --lr "
                         "down to 0 along half a cosine wave over the whole run")
-    p.add_argument("--seed", type=int, default=0, help="seed for the weights and the shuffling")
-    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
+    p.add_argument("--seed", type=whole_number(0), default=0, help="seed for the weights and the shuffling")
+    p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist",
+                   help="mnist: handwritten digits; fashion-mnist: pictures of clothes")
     p.add_argument("--data", metavar="PATH",
                    help="a local mnist.npz, or a directory with the four Fashion-MNIST IDX files")
     p.add_argument("--data-url", metavar="URL",
                    help="a mirror: the mnist.npz URL (give --sha256 too), or for fashion-mnist "
-                        "the base URL of the four .gz files (checked against the official hashes)")
-    p.add_argument("--sha256", metavar="HEX", help="SHA-256 of the file at --data-url (mnist)")
+                        "the base URL of the four .gz files (checked against the official hashes "
+                        "of their decompressed contents)")
+    p.add_argument("--sha256", metavar="HEX", type=sha256_hex,
+                   help="SHA-256 of the mnist.npz at --data-url (64 hex digits)")
     p.add_argument("--cache-dir", metavar="DIR",
                    help="where downloads are kept (default: $TINYCNN_HOME/datasets or ~/.tinycnn/datasets)")
     p.add_argument("--out", metavar="DIR", help="where this run's files go (default: a new folder under runs/)")
-    p.add_argument("--limit", type=int, metavar="N", help="train on the first N training images only")
+    p.add_argument("--limit", type=whole_number(2), metavar="N",
+                   help="train on the first N training images only (at least 2: 10%% are held out "
+                        "for validation)")
     p.add_argument("--arch", choices=["seed", "bn-dropout"], default="seed",
                    help="seed: the Keras MNIST CNN; bn-dropout: with batch normalisation and dropout")
     p.add_argument("--augment", action="store_true",
@@ -51,17 +114,20 @@ def parse_args(argv=None):
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to train")
     p.add_argument("--show", action="store_true", help="also open the figures in windows")
     args = p.parse_args(argv)
-    for name in ("epochs", "batch_size", "limit"):
-        value = getattr(args, name)
-        if value is not None and value < 1:
-            p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
     if args.sha256 and not args.data_url:
         p.error("--sha256 goes with --data-url (the hash of the mirror's file)")
     if args.dataset == "mnist" and args.data_url and not args.sha256:
         p.error("--data-url needs --sha256: every download is checked against its hash")
     if args.dataset == "fashion-mnist" and args.sha256:
-        p.error("--sha256 is for mnist.npz; the four Fashion-MNIST files are checked against "
-                "their official hashes")
+        p.error("--sha256 is for mnist.npz; the four Fashion-MNIST files are checked against the "
+                "official hashes of their decompressed contents, so a faithful mirror needs none")
+    if args.data is not None:
+        if not os.path.exists(args.data):
+            p.error(f"--data {args.data}: no such file or directory")
+        if args.dataset == "mnist" and holds_idx_files(args.data):
+            p.error(f"--data {args.data} holds Fashion-MNIST's IDX files: add --dataset fashion-mnist")
+        if args.dataset == "fashion-mnist" and not os.path.isdir(args.data):
+            p.error(f"--data {args.data}: for fashion-mnist, give the directory that holds the four IDX files")
     return args
 
 
@@ -185,8 +251,7 @@ def main(argv=None):
     except (DatasetError, FileNotFoundError) as err:
         if not os.listdir(out):
             os.rmdir(out)                          # leave no empty run folder behind
-        sys.exit(f"error: {err}\nWith this script: --data PATH for a local copy, or "
-                 "--data-url URL --sha256 HEX for a mirror.")
+        sys.exit(f"error: {err}\nWith this script: {WAYS_OUT[args.dataset]}")
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
 
@@ -216,7 +281,10 @@ def main(argv=None):
                         validation_split=VALIDATION_SPLIT, seed=args.seed)
 
     if history.interrupted:
-        print("Training was interrupted; evaluating and saving what was learned so far.")
+        where = history.interrupted_at
+        partial = (f" (the weights include {where['batch']} of {where['batches']} batches of epoch "
+                   f"{where['epoch']}, which the history does not list)" if where and where["batch"] else "")
+        print(f"Training was interrupted; evaluating and saving what was learned so far{partial}.")
     test_loss, test_accuracy = model.evaluate(x_test, y_test)
     print(f"Test accuracy: {test_accuracy:.4f}")
     probs = model.predict(x_test)
@@ -267,6 +335,7 @@ def main(argv=None):
         "arch": args.arch,
         "augment": args.augment,
         "interrupted": history.interrupted,
+        "interrupted_at": history.interrupted_at,      # {"epoch", "batch", "batches"}, from 1
         "dataset": args.dataset,
         "data_source": source,
         "train_images": int(len(x_train)),

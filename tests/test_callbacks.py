@@ -136,3 +136,46 @@ def test_an_ignored_sigint_stays_ignored(sigint_handler):
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[press])
     assert not history.interrupted and history.epoch == [0, 1]     # trained to the end
     assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+
+
+def test_model_checkpoint_creates_its_folder_before_training(tmp_path):
+    model = tiny()
+    x, y = data()
+    ckpt = ModelCheckpoint(tmp_path / "new" / "deeper" / "m-{epoch:02d}.npz")
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[ckpt])
+    assert os.path.exists(tmp_path / "new" / "deeper" / "m-01.npz")
+
+
+def test_model_checkpoint_into_an_impossible_folder_fails_before_the_first_epoch(tmp_path):
+    (tmp_path / "afile").write_text("")
+    model = tiny()
+    x, y = data()
+    before = model.get_weights()
+    with pytest.raises(OSError, match="ModelCheckpoint cannot create the folder.*afile"):
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[ModelCheckpoint(tmp_path / "afile" / "m.npz")])
+    for a, b in zip(before, model.get_weights()):                 # nothing was trained
+        np.testing.assert_array_equal(a, b)
+
+
+class Fails(Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            raise RuntimeError("the callback broke")
+
+
+def test_an_error_in_a_callback_leaves_the_history_on_the_model():
+    model = tiny()
+    x, y = data()
+    with pytest.raises(RuntimeError, match="the callback broke"):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[Fails()])
+    assert model.history.epoch == [0, 1] and len(model.history.history["loss"]) == 2
+
+
+def test_ctrl_c_mid_epoch_says_how_far_the_epoch_got(sigint_handler, capsys):
+    sigint_handler(signal.default_int_handler)
+    model, (x, y), press = tiny(), data(), PressCtrlC()
+    history = model.fit(x, y, epochs=3, batch_size=16, verbose=1, callbacks=[press])   # output: not a tty
+    out = capsys.readouterr().out
+    assert "2/4 [===============...............]" in out and "4/4" not in out
+    assert "stopped after batch 2 of 4" in out
+    assert history.interrupted_at == {"epoch": 1, "batch": 2, "batches": 4} and history.epoch == []

@@ -4,6 +4,7 @@ Everything runs against a loopback HTTP server (tests/loopback_server.py);
 no test touches the internet.
 """
 
+import gzip
 import hashlib
 import io
 import os
@@ -247,7 +248,7 @@ def test_corrupt_cached_file_is_downloaded_again_once(loopback_server, served_mn
 def test_corrupt_cache_and_bad_download_is_an_error(loopback_server, tmp_path):
     url = loopback_server.add("/mnist.npz", b"also wrong")
     (tmp_path / "mnist.npz").write_bytes(b"not the real file")
-    with pytest.raises(ChecksumError):
+    with pytest.raises(DataFormatError, match="nothing was cached"):
         mnist.load_data(url=url, cache_dir=tmp_path)
     assert loopback_server.count("/mnist.npz") == 1
     assert files_in(tmp_path) == []
@@ -418,12 +419,21 @@ def test_read_idx_too_long_and_truncated_gzip(tmp_path):
         fashion_mnist.read_idx(tmp_path / "cut.gz")
 
 
+def content_hashes(files):
+    """sha256s for fashion_mnist.load_data: the hashes of the decompressed files, by official name."""
+    return {name if name.endswith(".gz") else name + ".gz": sha256_hex(gzip.decompress(data)
+                                                                       if name.endswith(".gz") else data)
+            for name, data in files.items()}
+
+
 @pytest.mark.parametrize("compress", [True, False])
 def test_fashion_from_local_directory(tmp_path, compress):
     files, arrays = make_fashion_files(40, 10, compress=compress)
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
-    (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data(path=tmp_path)
+    with pytest.raises(ChecksumError, match="not the official Fashion-MNIST file.*sha256s="):
+        fashion_mnist.load_data(path=tmp_path)        # local copies are hash-checked too
+    (x_train, y_train), (x_test, y_test) = fashion_mnist.load_data(path=tmp_path, sha256s=content_hashes(files))
     np.testing.assert_array_equal(x_train, arrays["x_train"])
     np.testing.assert_array_equal(y_train, arrays["y_train"])
     np.testing.assert_array_equal(x_test, arrays["x_test"])
@@ -447,14 +457,14 @@ def test_fashion_local_directory_mixed_up_files(tmp_path):
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
     with pytest.raises(DataFormatError, match="10 images but 5 labels"):
-        fashion_mnist.load_data(path=tmp_path)
+        fashion_mnist.load_data(path=tmp_path, sha256s=content_hashes(files))
 
 
 def test_fashion_via_mirror_with_sha256s(loopback_server, tmp_path):
     files, arrays = make_fashion_files(40, 10)
     for name, data in files.items():
         loopback_server.add(f"/mirror/{name}", data)
-    sha256s = {name: sha256_hex(data) for name, data in files.items()}
+    sha256s = content_hashes(files)
     base_url = loopback_server.url("/mirror/")
     data = fashion_mnist.load_data(base_url=base_url, sha256s=sha256s, cache_dir=tmp_path)
     assert_mnist_like(data, 40, 10)
@@ -477,7 +487,7 @@ def test_fashion_offline_explains_the_ways_out(tmp_path):
     with pytest.raises(DownloadError) as info:
         fashion_mnist.load_data(base_url=refused_url("/"), cache_dir=tmp_path)
     message = str(info.value)
-    assert "path=" in message and "base_url=" in message and "sha256s=" in message
+    assert "path=" in message and "base_url=" in message and "official hashes" in message
 
 
 def test_fashion_rejects_unknown_sha256s_names():
@@ -493,3 +503,103 @@ def test_fashion_from_debian_package():
     assert x_train.dtype == y_train.dtype == np.uint8
     assert set(np.unique(y_train)) == set(range(10))
     assert np.bincount(y_test).tolist() == [1000] * 10
+
+
+# --- nothing that is not the dataset is ever cached ---------------------------------------
+
+HTML = b"<!DOCTYPE html><html><body><h1>Welcome to our mirror</h1></body></html>"
+
+
+def test_a_web_page_in_place_of_mnist_is_never_cached(loopback_server, tmp_path):
+    url = loopback_server.add("/mnist.npz", HTML)
+    with pytest.raises(DataFormatError) as info:
+        mnist.load_data(url=url, cache_dir=tmp_path)
+    message = str(info.value)
+    assert "web page" in message and "nothing was cached" in message
+    assert "sha256" not in message and "allow_pickle" not in message     # no advice that caches it
+    # even with the page's own hash, it is not cached
+    with pytest.raises(DataFormatError, match="web page"):
+        mnist.load_data(url=url, sha256=sha256_hex(HTML), cache_dir=tmp_path)
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("arrays, match", [
+    ({"x_train": np.zeros((2, 28, 28), np.uint8)}, "lacks the arrays"),
+    ({**make_arrays(4, 2), "x_train": np.zeros((4, 28, 28), np.float32)}, "uint8"),
+    ({**make_arrays(4, 2), "x_test": np.zeros((2, 32, 32), np.uint8)}, r"\(n, 28, 28\)"),
+    ({**make_arrays(4, 2), "y_train": np.array([{"a": 1}] * 4, dtype=object)}, "object array"),
+])
+def test_a_wrong_npz_from_a_mirror_is_never_cached(loopback_server, tmp_path, arrays, match):
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    url = loopback_server.add("/mnist.npz", buffer.getvalue())
+    with pytest.raises(DataFormatError, match=match) as info:
+        mnist.load_data(url=url, sha256=sha256_hex(buffer.getvalue()), cache_dir=tmp_path)
+    assert "allow_pickle" not in str(info.value)
+    assert files_in(tmp_path) == []
+
+
+def test_a_well_formed_mirror_copy_with_another_hash_gets_sha256_advice(loopback_server, served_mnist, tmp_path):
+    url, _, _ = served_mnist
+    with pytest.raises(ChecksumError, match="well-formed mnist.npz.*sha256="):
+        mnist.load_data(url=url, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("bad", ["abc", "0" * 63, "g" * 64, "0" * 65, 123, None])
+def test_sha256_is_checked_before_any_download(loopback_server, served_mnist, tmp_path, bad):
+    url, _, _ = served_mnist
+    with pytest.raises((TypeError, ValueError), match="sha256 must be a SHA-256: 64 hexadecimal digits"):
+        mnist.load_data(url=url, sha256=bad, cache_dir=tmp_path)
+    assert loopback_server.count("/mnist.npz") == 0
+    with pytest.raises(ValueError, match="64 hexadecimal"):
+        fashion_mnist.load_data(base_url=url, sha256s={"t10k-labels-idx1-ubyte.gz": "abc"}, cache_dir=tmp_path)
+
+
+def test_fashion_idx_files_given_as_mnist_say_which_loader_to_use(tmp_path):
+    files, _ = make_fashion_files(10, 5)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    with pytest.raises(FileNotFoundError, match="Fashion-MNIST.*fashion_mnist.load_data.*--dataset fashion-mnist"):
+        mnist.load_data(path=tmp_path)
+    with pytest.raises(FileNotFoundError, match="Fashion-MNIST"):
+        mnist.load_data(path=tmp_path / "train-images-idx3-ubyte.gz")
+
+
+def test_fashion_hashes_are_of_the_decompressed_bytes(loopback_server, tmp_path):
+    """The same contents, compressed differently (as Debian recompresses), pass the same check."""
+    files, arrays = make_fashion_files(10, 5)
+    hashes = content_hashes(files)
+    for name, data in files.items():
+        recompressed = gzip.compress(gzip.decompress(data), compresslevel=1, mtime=12345)
+        assert recompressed != data
+        loopback_server.add(f"/re/{name}", recompressed)
+    data = fashion_mnist.load_data(base_url=loopback_server.url("/re/"), sha256s=hashes, cache_dir=tmp_path)
+    np.testing.assert_array_equal(data[0][0], arrays["x_train"])
+    assert fashion_mnist.idx_sha256(tmp_path / "fashion-mnist" / "train-images-idx3-ubyte.gz") == \
+        hashes["train-images-idx3-ubyte.gz"]
+
+
+def test_a_web_page_in_place_of_a_fashion_file_is_never_cached(loopback_server, tmp_path):
+    files, _ = make_fashion_files(10, 5)
+    for name in files:
+        loopback_server.add(f"/h/{name}", HTML)
+    with pytest.raises(DataFormatError, match="web page.*nothing was cached"):
+        fashion_mnist.load_data(base_url=loopback_server.url("/h/"), cache_dir=tmp_path)
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.skipif(not FASHION_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_debians_recompressed_copy_matches_the_official_content_hashes():
+    for name in fashion_mnist.FILENAMES:
+        assert fashion_mnist.idx_sha256(FASHION_DIR / name) == fashion_mnist.SHA256S[name]
+
+
+def test_offline_each_retry_is_one_short_line(tmp_path, caplog):
+    url = refused_url()
+    with caplog.at_level("WARNING", logger="tinycnn.datasets.download"):
+        with pytest.raises(DownloadError):
+            mnist.load_data(url=url, cache_dir=tmp_path)
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == download.RETRIES
+    assert all(len(line) < 100 and "\n" not in line for line in lines), lines
+    assert lines[0] == "Download of mnist.npz failed (connection failed); retry 1 of 3 in 0.001 s."

@@ -10,7 +10,7 @@ import sys
 import matplotlib.image
 import pytest
 
-from loopback_server import loopback_server, make_mnist_npz  # noqa: F401
+from loopback_server import loopback_server, make_fashion_files, make_mnist_npz  # noqa: F401
 from tinycnn import load_model
 from tinycnn.schedules import CosineDecay
 
@@ -60,13 +60,15 @@ def test_help_lists_every_option():
 
 def test_unwritable_output_folder_fails_before_training(tmp_path):
     (tmp_path / "afile").write_text("")
-    result = run_script("--out", str(tmp_path / "afile" / "run"), "--data", str(tmp_path / "none.npz"))
+    (tmp_path / "some.npz").write_bytes(b"")
+    result = run_script("--out", str(tmp_path / "afile" / "run"), "--data", str(tmp_path / "some.npz"))
     assert result.returncode != 0
     assert "cannot write to the output folder" in result.stderr and "--out" in result.stderr
 
 
 def test_gpu_without_cupy_fails_fast_and_clearly(tmp_path):
-    result = run_script("--device", "gpu", "--data", str(tmp_path / "none.npz"), "--out", str(tmp_path / "o"))
+    (tmp_path / "some.npz").write_bytes(b"")
+    result = run_script("--device", "gpu", "--data", str(tmp_path / "some.npz"), "--out", str(tmp_path / "o"))
     if "cupy" in sys.modules or importlib.util.find_spec("cupy") is not None:
         pytest.skip("CuPy is installed here")
     assert result.returncode != 0 and 'pip install "tinycnn[gpu]"' in result.stderr
@@ -129,5 +131,52 @@ def test_ctrl_c_still_writes_everything_for_the_finished_epochs(tmp_path):
     assert "Interrupted" in stdout and "Test accuracy" in stdout
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["interrupted"] is True and 1 <= len(metrics["history"]["loss"]) < 200
+    # Ctrl-C came during epoch 2: the record and the bar say how far it got, not "57/57"
+    where = metrics["interrupted_at"]
+    assert where["epoch"] == 2 and 1 <= where["batch"] < where["batches"] == 57, where
+    # (the lines up to "Epoch 2/200" were read above, so epoch 2's bar is the first one left)
+    partial_bar = next(line for line in stdout.splitlines() if "/57 [" in line)
+    assert partial_bar.startswith(f"{where['batch']}/57 ["), partial_bar
+    assert f"stopped after batch {where['batch']} of 57" in stdout
     for name in ("history.png", "confusion_matrix.png", "predictions.png", "model.npz"):
         assert (out / name).exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--lr", "0"], "--lr: must be a positive number"),
+    (["--lr", "-1"], "--lr: must be a positive number"),
+    (["--lr", "inf"], "--lr: must be a positive number"),
+    (["--lr", "fast"], "--lr: 'fast' is not a number"),
+    (["--epochs", "-1"], "--epochs: must be at least 1"),
+    (["--epochs", "2.5"], "--epochs: '2.5' is not a whole number"),
+    (["--batch-size", "0"], "--batch-size: must be at least 1"),
+    (["--limit", "1"], "--limit: must be at least 2"),
+    (["--seed", "-3"], "--seed: must be at least 0"),
+    (["--sha256", "abc", "--data-url", "http://127.0.0.1:9/mnist.npz"], "--sha256: must be 64 hexadecimal digits"),
+    (["--data", "/no/such/mnist.npz"], "no such file or directory"),
+    (["--dataset", "fashion-mnist", "--sha256", "0" * 64, "--data-url", "http://127.0.0.1:9/"],
+     "decompressed contents"),
+])
+def test_bad_options_exit_2_before_anything_loads_or_any_folder_is_made(tmp_path, args, message):
+    out = tmp_path / "o"
+    result = run_script(*args, "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr and "usage:" in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists() and not (tmp_path / "runs").exists()
+
+
+def test_fashion_idx_files_without_dataset_option_say_which_option_to_add(tmp_path):
+    files, _ = make_fashion_files(10, 5)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    result = run_script("--data", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert result.returncode == 2 and "add --dataset fashion-mnist" in result.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_help_shows_each_default_once_and_no_none():
+    result = run_script("--help")
+    text = " ".join(result.stdout.split())
+    assert "(default: None)" not in text and "(default: False)" not in text
+    assert text.count("~/.tinycnn/datasets") == 1
+    assert "--dataset {mnist,fashion-mnist} mnist: handwritten digits" in text

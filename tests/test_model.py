@@ -284,7 +284,7 @@ def test_diverging_loss_names_epoch_and_batch():
     assert all(np.array_equal(a, b) for a, b in zip(before, after))
     history = err.value.history                                   # the partial epoch: batch 1 of 3
     assert history is model.history
-    assert history.epoch == [0] and history.partial == {"epoch": 0, "batches": 1, "of": 3}
+    assert history.epoch == [0] and history.diverged_at == {"epoch": 1, "batch": 1, "batches": 3}
     assert set(history.history) == {"loss", "accuracy"} and len(history.history["loss"]) == 1
 
 

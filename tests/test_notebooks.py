@@ -7,6 +7,9 @@ make any download fail at once).
 """
 
 import glob
+import gzip
+import hashlib
+import json
 import os
 import time
 
@@ -44,6 +47,8 @@ def small_data(tmp_path, monkeypatch):
     for name, payload in files.items():
         (data / name).write_bytes(payload)
     monkeypatch.setenv("TINYCNN_FASHION_MNIST", str(data))
+    hashes = {name: hashlib.sha256(gzip.decompress(payload)).hexdigest() for name, payload in files.items()}
+    monkeypatch.setenv("TINYCNN_FASHION_MNIST_SHA256S", json.dumps(hashes))   # not the official files
     monkeypatch.setenv("TINYCNN_NOTEBOOK_TRAIN", "300")
     monkeypatch.setenv("TINYCNN_NOTEBOOK_EPOCHS", "1")
     monkeypatch.setenv("TINYCNN_HOME", str(tmp_path / "home"))

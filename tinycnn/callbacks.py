@@ -5,9 +5,16 @@
 ``on_train_end()``. ``logs`` is a dict such as {"loss": 0.31, "accuracy": 0.91,
 "val_loss": ..., "val_accuracy": ...}. A callback stops training by setting
 ``self.model.stop_training = True``.
+
+If a callback raises, ``fit`` stops and the error propagates; the History of the epochs that
+finished is still on the model, as ``model.history``.
 """
 
+import os
+import string
 import time
+
+from . import checks
 
 
 class Callback:
@@ -39,9 +46,12 @@ class History(Callback):
 
     ``fit`` always adds one and returns it. ``epoch`` lists the epoch indices (from 0),
     ``seconds`` the wall-clock time of each epoch (validation included), and ``interrupted``
-    says whether Ctrl-C stopped training early. ``partial`` is None, or, when training stopped in
-    the middle of an epoch with some batches done, {"epoch": e, "batches": b, "of": steps}; that
-    epoch's logs over its b batches are then the last entries.
+    says whether Ctrl-C stopped training early. ``interrupted_at`` then says where, counting
+    from 1: ``{"epoch": 3, "batch": 40, "batches": 85}`` when Ctrl-C came after batch 40 of 85
+    in the third epoch (the weights include those 40 updates, which ``history`` does not list),
+    or ``{"epoch": 3, "batch": 0, ...}`` when it came before that epoch's first update.
+    ``diverged_at`` has the same form when ``fit`` refused a step that was not finite; the
+    history then ends with that unfinished epoch's logs, over the batches it did apply.
     """
 
     def __init__(self):
@@ -49,10 +59,16 @@ class History(Callback):
         self.epoch = []
         self.seconds = []
         self.interrupted = False
-        self.partial = None
+        self.interrupted_at = None
+        self.diverged_at = None
+        self.current_epoch, self.batches_done = None, 0     # where training is now
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
+        self.current_epoch, self.batches_done = epoch, 0
+
+    def on_batch_end(self, batch, logs=None):
+        self.batches_done = batch + 1
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
@@ -63,10 +79,9 @@ class History(Callback):
 
 def _improvement_test(monitor, mode, min_delta):
     """Return a function better(current, best) for a metric: lower is better for losses."""
+    mode = checks.choice(mode, "mode", ("auto", "min", "max"))
     if mode == "auto":
         mode = "max" if "acc" in monitor else "min"
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'auto', 'min' or 'max', got {mode!r}")
     if mode == "min":
         return lambda current, best: current < best - min_delta
     return lambda current, best: current > best + min_delta
@@ -76,8 +91,8 @@ class _Monitor(Callback):
     """Shared by EarlyStopping and ModelCheckpoint: watch one metric, warn once if it is missing."""
 
     def __init__(self, monitor, mode, min_delta=0.0):
-        self.monitor = monitor
-        self.better = _improvement_test(monitor, mode, abs(min_delta))
+        self.monitor = checks.text(monitor, "monitor")
+        self.better = _improvement_test(self.monitor, mode, checks.number(min_delta, "min_delta", minimum=0.0))
         self._warned = False
 
     def _current(self, logs):
@@ -103,8 +118,8 @@ class EarlyStopping(_Monitor):
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
         super().__init__(monitor, mode, min_delta)
-        self.patience = int(patience)
-        self.restore_best_weights = restore_best_weights
+        self.patience = checks.integer(patience, "patience", minimum=0)
+        self.restore_best_weights = checks.boolean(restore_best_weights, "restore_best_weights")
 
     def on_train_begin(self, logs=None):
         self.best, self.best_epoch, self.best_weights, self.wait = None, None, None, 0
@@ -135,14 +150,38 @@ class ModelCheckpoint(_Monitor):
     ``path`` may contain ``{epoch}`` and any metric, formatted as in Keras:
     ``"checkpoints/model-{epoch:02d}-{val_loss:.3f}.npz"`` (epochs counted from 1). Each save is
     atomic (``model.save``), so an interrupted save never corrupts an earlier checkpoint.
+
+    The folder of ``path`` is created when training begins (as Keras does), so a path that
+    cannot be written fails before the first epoch, not after it.
     """
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto"):
         super().__init__(monitor, mode)
-        self.path = str(path)
-        self.save_best_only = save_best_only
+        self.path = os.fspath(checks.path(path, "path"))
+        self.save_best_only = checks.boolean(save_best_only, "save_best_only")
         self.best = None
         self.saved = []
+        try:
+            fields = {field.split(".")[0].split("[")[0] for _, field, _, _ in string.Formatter().parse(self.path)
+                      if field is not None}
+        except ValueError as err:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} is not a valid pattern ({err}); "
+                             "write {{ and }} for literal braces.") from None
+        unknown = fields - {"epoch", "loss", "accuracy", "val_loss", "val_accuracy"}
+        if unknown:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} uses {sorted(unknown)}; it may use "
+                             "{epoch}, {loss}, {accuracy}, {val_loss} and {val_accuracy}.")
+
+    def on_train_begin(self, logs=None):
+        directory = os.path.dirname(os.path.abspath(self.path))
+        try:
+            os.makedirs(directory, exist_ok=True)
+        except OSError as err:
+            raise OSError(f"ModelCheckpoint cannot create the folder {directory!r} for {self.path!r} "
+                          f"({err.strerror}); choose another path.") from err
+        if not os.access(directory, os.W_OK):
+            raise OSError(f"ModelCheckpoint cannot write into {directory!r} (for {self.path!r}); "
+                          "choose another path.")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
@@ -151,6 +190,11 @@ class ModelCheckpoint(_Monitor):
             if current is None or (self.best is not None and not self.better(current, self.best)):
                 return
             self.best = current
-        path = self.path.format(epoch=epoch + 1, **logs)
+        try:
+            path = self.path.format(epoch=epoch + 1, **logs)
+        except KeyError as err:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} needs {err.args[0]!r}, which this "
+                             f"training does not compute (it has {sorted(logs)}); pass validation "
+                             "data for 'val_*' values.") from None
         self.model.save(path)
         self.saved.append(path)

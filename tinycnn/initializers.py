@@ -55,5 +55,5 @@ def get(name):
         return name
     try:
         return INITIALIZERS[name]
-    except KeyError:
+    except (KeyError, TypeError):
         raise ValueError(f"Unknown initializer {name!r}; choose one of {sorted(INITIALIZERS)}") from None

@@ -21,11 +21,11 @@ import time
 
 import numpy as np
 
-from . import losses, optimizers, plan
+from . import checks, losses, optimizers, plan
 from .backend import check_device, get_array_module, to_device, to_numpy
-from .callbacks import History
+from .callbacks import Callback, History
 from .files import atomic_write
-from .layers.base import spec_of
+from .layers.base import Layer, spec_of
 from .losses import check_labels
 from .optimizers import NonFiniteUpdate
 from .parallel import DataParallel, can_split, cpu_count
@@ -46,16 +46,18 @@ class Sequential:
     """
 
     def __init__(self, layers=None, input_shape=None, seed=None, name="sequential"):
-        self.name = name
+        self.name = checks.text(name, "name") if name is not None else "sequential"
         self.layers = []
-        self.seed = seed
-        self.input_shape = tuple(input_shape) if input_shape is not None else None
+        self.seed = checks.seed(seed)
+        self.input_shape = checks.shape(input_shape, "input_shape") if input_shape is not None else None
+        if layers is not None and not isinstance(layers, (list, tuple)):
+            raise TypeError(f"layers must be a list of layers, got {checks.show(layers)}.")
         self.dtype = None
         self.device = "cpu"
         self.optimizer = None
         self.loss = None
         self.stop_training = False
-        self.history = None       # the History of the last fit, also when it raised
+        self.history = None       # the History of the last fit, kept even when fit raises
         self._parallel = None     # set by fit when it splits batches over threads
         self._rng = None          # the model's generator: initial weights, then shuffling
         for layer in layers or []:
@@ -70,6 +72,9 @@ class Sequential:
         Like Keras, ``Sequential(input_shape=(28, 28, 1))`` followed by ``add(...)`` works: once
         the input shape is known, each added layer is built at once.
         """
+        if not isinstance(layer, Layer):
+            hint = " (a class: call it, e.g. Flatten())" if isinstance(layer, type) else ""
+            raise TypeError(f"Sequential takes layers such as Dense(10), got {checks.show(layer)}{hint}.")
         names = {other.name for other in self.layers}
         base, k = layer.name, 1
         while layer.name in names:
@@ -91,7 +96,10 @@ class Sequential:
         """Create every layer's parameters for samples of ``input_shape`` (no batch axis)."""
         if not self.layers:
             raise ValueError("The model has no layers; add some before building it.")
-        shape = tuple(int(d) for d in (input_shape or self.input_shape))
+        if input_shape is None and self.input_shape is None:
+            raise ValueError("build() needs the shape of one sample, e.g. build((28, 28, 1)).")
+        shape = checks.shape(input_shape if input_shape is not None else self.input_shape, "input_shape")
+        dtype = checks.float_dtype(dtype, "dtype")
         self.input_shape = shape
         self._rng = np.random.default_rng(self.seed)
         for layer in self.layers:
@@ -135,6 +143,10 @@ class Sequential:
         """
         self.optimizer = optimizers.get(optimizer)
         self.loss = losses.get(loss)
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            raise TypeError(f"metrics must be a list such as ['accuracy'], got {checks.show(metrics)}.")
         unknown = [m for m in (metrics or []) if m not in ("accuracy", "acc")]
         if unknown:         # accuracy is always computed; anything else would be silently ignored
             raise ValueError(f"Unknown metrics {unknown}; tinycnn computes 'accuracy'.")
@@ -215,9 +227,14 @@ class Sequential:
     # -- checking what users pass in -----------------------------------------------------------
     def _check_x(self, x, what="x"):
         """Validate ``x`` against the model and return it in the model's dtype."""
+        if x is None or isinstance(x, (str, bytes)):
+            raise TypeError(f"{what} must be an array of samples, shape (N, ...), got {checks.show(x)}.")
         xp = get_array_module(x)
         x = xp.asarray(x)
-        if x.ndim == 0 or x.shape[0] == 0:
+        if x.ndim == 0:
+            raise ValueError(f"{what} must be an array of samples, shape (N, ...), got a single value "
+                             f"{checks.show(x.item() if x.size == 1 else x)}.")
+        if x.shape[0] == 0:
             raise ValueError(f"{what} is empty (shape {x.shape}); pass at least one sample.")
         if x.dtype not in (np.float32, np.float64):
             hint = " Scale images to [0, 1] first: x.astype('float32') / 255." if x.dtype == np.uint8 else ""
@@ -237,14 +254,26 @@ class Sequential:
             raise ValueError(f"{what} contains {bad} NaN or infinite values; clean or impute them first.")
         return x.astype(self.dtype, copy=False)
 
+    @staticmethod
+    def _check_callbacks(callbacks):
+        """A list of Callback objects (None: none)."""
+        if callbacks is None:
+            return []
+        if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+            raise TypeError(f"callbacks must be a list of callbacks, got {checks.show(callbacks)}; "
+                            "wrap a single one in a list: callbacks=[cb].")
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must hold Callback objects (tinycnn.callbacks), got "
+                                f"{checks.show(cb)}.")
+        return list(callbacks)
+
     def _num_classes(self):
         return self.output_shape[-1]
 
     @staticmethod
     def _check_batch_size(batch_size):
-        if not isinstance(batch_size, (int, np.integer)) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        return int(batch_size)
+        return checks.integer(batch_size, "batch_size", minimum=1)
 
     # -- the Keras API ------------------------------------------------------------------------------
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
@@ -268,9 +297,17 @@ class Sequential:
         """
         if self.optimizer is None:
             raise RuntimeError("Call model.compile(optimizer=..., loss=...) before model.fit().")
+        epochs = checks.integer(epochs, "epochs", minimum=0)       # 0 trains nothing, as in Keras
         batch_size = self._check_batch_size(batch_size)
-        if not 0.0 <= validation_split < 1.0:
-            raise ValueError(f"validation_split must be in [0, 1), got {validation_split}")
+        validation_split = checks.number(validation_split, "validation_split", 0.0, 1.0, high_open=True)
+        shuffle = checks.boolean(shuffle, "shuffle")
+        verbose = checks.choice(verbose, "verbose", (0, 1, 2))
+        seed = checks.seed(seed)
+        callbacks = self._check_callbacks(callbacks)
+        if validation_data is not None and (not isinstance(validation_data, (tuple, list))
+                                            or len(validation_data) != 2):
+            raise ValueError("validation_data must be a pair (x_val, y_val), got "
+                             f"{checks.show(validation_data)}.")
         x = self._check_x(x)
         y = check_labels(to_numpy(y), self._num_classes(), n=len(x))
         if validation_data is None and validation_split > 0:
@@ -286,8 +323,9 @@ class Sequential:
             val = (x_val, check_labels(to_numpy(validation_data[1]), self._num_classes(), n=len(x_val)))
 
         rng = np.random.default_rng(seed) if seed is not None else self._rng
-        history = self.history = History()
-        callbacks = [history] + list(callbacks or [])
+        history = History()
+        self.history = history     # also on the model, so an error in a callback loses nothing
+        callbacks = [history] + callbacks
         for cb in callbacks:
             cb.set_model(self)
         self.stop_training = False
@@ -302,8 +340,8 @@ class Sequential:
                         break
         except KeyboardInterrupt:
             history.interrupted = True
-            print(f"\nInterrupted: training stopped after {len(history.epoch)} complete epoch(s).",
-                  flush=True)
+            print(f"\nInterrupted: training stopped after {len(history.epoch)} complete epoch(s)"
+                  f"{_partial_epoch(history, math.ceil(len(x) / batch_size))}.", flush=True)
         except FloatingPointError as err:
             err.history = history
             raise
@@ -328,9 +366,10 @@ class Sequential:
             try:
                 loss, correct = self._train_step(xb, yb)
             except NonFiniteUpdate as err:
-                if seen:            # the partial epoch goes into the history too
-                    callbacks[0].on_epoch_end(epoch, logs)
-                    callbacks[0].partial = {"epoch": epoch, "batches": step, "of": steps}
+                history = callbacks[0]
+                history.diverged_at = {"epoch": epoch + 1, "batch": step, "batches": steps}
+                if seen:            # the unfinished epoch's logs, over the batches it applied
+                    history.on_epoch_end(epoch, logs)
                 raise FloatingPointError(self._divergence_message(err, epoch, step, xb)) from err
             total_loss += loss * len(idx)
             total_correct += correct
@@ -340,7 +379,7 @@ class Sequential:
             for cb in callbacks:
                 cb.on_batch_end(step, logs)
             if ctrl_c.pressed:          # Ctrl-C: stop here, after a whole batch
-                bar.close(logs, time.perf_counter() - start)
+                bar.close(logs, time.perf_counter() - start, done=step + 1)
                 raise KeyboardInterrupt
         if val is not None:
             val_loss, val_acc = self.evaluate(*val, verbose=0)
@@ -351,10 +390,7 @@ class Sequential:
 
     def _threads(self, threads):
         """Context for fit: a DataParallel over ``threads`` cores when the model can use one."""
-        if threads is None:
-            threads = cpu_count()
-        if not isinstance(threads, (int, np.integer)) or isinstance(threads, bool) or threads < 1:
-            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        threads = cpu_count() if threads is None else checks.integer(threads, "threads", minimum=1)
         if threads == 1 or self.device != "cpu" or not can_split(self.layers, self._first_trainable_index()):
             return contextlib.nullcontext()
         return _Using(self, DataParallel(self, int(threads)))
@@ -383,6 +419,7 @@ class Sequential:
         if self.loss is None:
             raise RuntimeError("Call model.compile(...) before model.evaluate(): it needs the loss.")
         batch_size = self._check_batch_size(batch_size)
+        verbose = checks.choice(verbose, "verbose", (0, 1, 2))
         x = self._check_x(x)
         y = check_labels(to_numpy(y), self._num_classes(), n=len(x))
         total_loss = total_correct = 0.0
@@ -449,6 +486,10 @@ class Sequential:
     def set_weights(self, weights):
         """Inverse of :meth:`get_weights`; shapes must match."""
         slots = [(layer, d, k) for layer in self.layers for d in (layer.params, layer.state) for k in d]
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"set_weights takes a list of arrays (as get_weights returns), got "
+                            f"{checks.show(weights)}.")
+        weights = [to_numpy(w) if hasattr(w, "shape") else np.asarray(w) for w in weights]
         if len(weights) != len(slots):
             raise ValueError(f"Expected {len(slots)} arrays, got {len(weights)}.")
         for (layer, d, k), w in zip(slots, weights):
@@ -479,6 +520,18 @@ class Sequential:
             arrays.update({f"p/{i}/{k}": to_numpy(v) for k, v in layer.params.items()})
             arrays.update({f"s/{i}/{k}": to_numpy(v) for k, v in layer.state.items()})
         atomic_write(os.fspath(path), lambda f: np.savez(f, **arrays))
+
+
+def _partial_epoch(history, steps):
+    """Record in ``history`` how far the unfinished epoch got; the words for the message."""
+    if history.current_epoch is None or history.current_epoch in history.epoch:
+        return ""                                  # between epochs: nothing unfinished
+    history.interrupted_at = {"epoch": history.current_epoch + 1, "batch": history.batches_done,
+                              "batches": steps}
+    if history.batches_done == 0:
+        return f"; epoch {history.current_epoch + 1} had not started its first batch"
+    return (f"; epoch {history.current_epoch + 1} stopped after batch {history.batches_done} of {steps}, "
+            "whose updates the weights include but the history does not")
 
 
 def _size(nbytes):
@@ -557,12 +610,15 @@ class _ProgressBar:
                 self.bar.set_postfix_str(_format_logs(logs), refresh=False)
                 self._last = now
 
-    def close(self, logs, seconds):
+    def close(self, logs, seconds, done=None):
+        """Finish the bar; ``done`` (the batches finished) is less than ``steps`` when stopped early."""
+        done = self.steps if done is None else done
         if self.bar is not None:
             self.bar.set_postfix_str(_format_logs(logs), refresh=False)
             self.bar.close()
         elif self.verbose == 1:
-            print(f"{self.steps}/{self.steps} [{'=' * 30}] {seconds:.1f}s - {_format_logs(logs)}", flush=True)
+            filled = "=" * (30 * done // self.steps)
+            print(f"{done}/{self.steps} [{filled:.<30}] {seconds:.1f}s - {_format_logs(logs)}", flush=True)
         elif self.verbose == 2:
             print(f"{seconds:.1f}s - {_format_logs(logs)}", flush=True)
 

@@ -12,7 +12,7 @@ import math
 
 import numpy as np
 
-from . import schedules
+from . import checks, schedules
 from .backend import get_array_module
 from .kernels.adam import adam_update, adam_update_reference
 
@@ -30,9 +30,8 @@ class NonFiniteUpdate(FloatingPointError):
 class Optimizer:
     def __init__(self, learning_rate):
         if not isinstance(learning_rate, schedules.LearningRateSchedule):
-            if not learning_rate > 0:
-                raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-            learning_rate = float(learning_rate)
+            learning_rate = checks.number(learning_rate, "learning_rate", minimum=0, low_open=True,
+                                          alternative="a schedule such as CosineDecay(...)")
         self.learning_rate = learning_rate
         self.iterations = 0       # updates made so far
         self.state = {}
@@ -102,9 +101,8 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False):
         super().__init__(learning_rate)
-        if not 0.0 <= momentum < 1.0:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-        self.momentum, self.nesterov = float(momentum), bool(nesterov)
+        self.momentum = checks.number(momentum, "momentum", 0.0, 1.0, high_open=True)
+        self.nesterov = checks.boolean(nesterov, "nesterov")
 
     def update(self, key, param, grad, lr, write=True):
         xp = get_array_module(param)
@@ -151,7 +149,10 @@ class Adam(Optimizer):
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
         super().__init__(learning_rate)
-        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        # beta = 1 would never update the running means (and divides by 1 - beta**t = 0)
+        self.beta_1 = checks.number(beta_1, "beta_1", 0.0, 1.0, high_open=True)
+        self.beta_2 = checks.number(beta_2, "beta_2", 0.0, 1.0, high_open=True)
+        self.epsilon = checks.number(epsilon, "epsilon", minimum=0.0, low_open=True)
 
     def update(self, key, param, grad, lr, write=True):
         b1, b2, t = self.beta_1, self.beta_2, self.iterations
@@ -171,6 +172,9 @@ OPTIMIZERS = {"adam": Adam, "sgd": SGD}
 def get(optimizer):
     if isinstance(optimizer, Optimizer):
         return optimizer
+    if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
+        raise ValueError(f"optimizer={optimizer.__name__} is the class; pass an object: "
+                         f"{optimizer.__name__}() or {optimizer.__name__}(learning_rate=...).")
     try:
         return OPTIMIZERS[optimizer]()
     except (KeyError, TypeError):

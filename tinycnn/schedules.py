@@ -13,7 +13,8 @@ made so far, so the first update uses ``schedule(0)``, the initial rate.
 """
 
 import math
-import numbers
+
+from . import checks
 
 
 class LearningRateSchedule:
@@ -39,16 +40,12 @@ class CosineDecay(LearningRateSchedule):
     """
 
     def __init__(self, initial_learning_rate, decay_steps, alpha=0.0):
-        if not initial_learning_rate > 0:
-            raise ValueError(f"initial_learning_rate must be > 0, got {initial_learning_rate}")
-        if not (isinstance(decay_steps, numbers.Integral) and decay_steps >= 1):
-            raise ValueError(f"decay_steps must be a whole number of updates >= 1, got {decay_steps!r}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha (the final rate as a fraction of the initial one) must be in "
-                             f"[0, 1], got {alpha}")
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.decay_steps = int(decay_steps)          # a NumPy integer would not go into JSON
-        self.alpha = float(alpha)
+        self.initial_learning_rate = checks.number(initial_learning_rate, "initial_learning_rate",
+                                                   minimum=0.0, low_open=True)
+        self.decay_steps = checks.integer(decay_steps, "decay_steps (a number of updates)", minimum=1)
+        # alpha: the final rate as a fraction of the initial one
+        self.alpha = checks.number(alpha, "alpha (the final rate as a fraction of the initial one)",
+                                   0.0, 1.0)
 
     def __call__(self, step):
         fraction = min(step, self.decay_steps) / self.decay_steps
@@ -74,4 +71,6 @@ def deserialize(spec):
         cls = SCHEDULES[spec["class_name"]]
     except (KeyError, TypeError):
         raise ValueError(f"Unknown learning-rate schedule {spec!r}; known: {', '.join(SCHEDULES)}.") from None
+    if not isinstance(spec.get("config"), dict):
+        raise ValueError(f"A saved {spec['class_name']} needs a dict 'config', got {spec.get('config')!r}.")
     return cls(**spec["config"])

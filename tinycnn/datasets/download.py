@@ -6,9 +6,14 @@ which does four things, each in its own small function:
 1. **Find the cache.**  Files live in ``~/.tinycnn/datasets``.  Setting the
    environment variable ``TINYCNN_HOME`` moves it to ``$TINYCNN_HOME/datasets``,
    and a ``cache_dir=`` argument beats both (:func:`cache_directory`).
-2. **Trust nothing.**  A file's SHA-256 is compared with the expected one after
-   every download *and* on every cache hit (:func:`sha256_of`).  A cached file
-   that fails the check is thrown away and downloaded again, once.
+2. **Trust nothing.**  A download is first checked for what it holds (each
+   loader passes a ``check``: an ``mnist.npz`` must be an .npz with the four
+   arrays of the right shapes and dtypes), so a web page served in place of the
+   data is never cached, whatever hash is given.  Then its SHA-256 is compared
+   with the expected one, after every download *and* on every cache hit
+   (:func:`sha256_of`, or the loader's ``digest``: Fashion-MNIST hashes the
+   decompressed IDX bytes, which recompressing a file does not change).  A
+   cached file that fails the check is thrown away and downloaded again, once.
 3. **Never leave half a file.**  The bytes go to a uniquely named temporary
    file beside the target (``.mnist.npz.XXXXXXXX.part``); only once its hash is
    right is it renamed onto the final name with :func:`os.replace`, which is
@@ -21,7 +26,8 @@ which does four things, each in its own small function:
    naming tinycnn and its version, and TLS certificate checks always on.
    Connection errors, timeouts and HTTP 5xx answers are retried a few times
    with exponential backoff (:data:`BACKOFF_SECONDS`, then twice that, ...);
-   HTTP 4xx answers are not, since asking again will not change them.  A
+   HTTP 4xx answers are not, since asking again will not change them.  Each
+   retry logs one short line; the full error comes once, at the end.  A
    progress bar (tqdm) is shown only when stderr is an interactive terminal.
 
 An unwritable cache directory is an error, not a silent fallback: we raise
@@ -41,11 +47,11 @@ import hashlib
 import logging
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 from .. import __version__
+from ..files import part_file
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +147,9 @@ def fetch(
     cache_dir: str | os.PathLike | None = None,
     *,
     advice: str = DEFAULT_ADVICE,
+    check=None,
+    digest=None,
+    checksum_advice: str = "",
     retries: int | None = None,
     backoff: float | None = None,
     timeout: tuple[float, float] | None = None,
@@ -152,16 +161,26 @@ def fetch(
     ``"fashion-mnist/t10k-labels-idx1-ubyte.gz"``.  A cached copy is used only if its SHA-256 equals
     ``sha256``; otherwise it is deleted and the file downloaded again, once.
     ``advice`` is added to download errors to tell the user a way out.
+    ``check(path)`` raises :class:`DataFormatError` when a downloaded file does
+    not hold the dataset; it runs before the hash check, so such a file is never
+    cached.  ``digest(path)`` computes the hash compared with ``sha256``
+    (default: :func:`sha256_of`, the SHA-256 of the file's bytes).
+    ``checksum_advice`` is added to a hash mismatch of a well-formed file.
     ``retries``, ``backoff`` and ``timeout`` default to the module settings
     :data:`RETRIES`, :data:`BACKOFF_SECONDS` and :data:`TIMEOUT`.
     """
+    digest = digest or sha256_of
     target = cache_directory(cache_dir) / filename
     if target.is_file():
-        if sha256_of(target) == sha256.lower():
-            return target  # cache hit: no network at all
+        try:
+            if digest(target) == sha256.lower():
+                return target  # cache hit: no network at all
+        except DataFormatError:
+            pass
         logger.warning("Cached %s fails its SHA-256 check; downloading it again.", target)
         discard(target)
-    download(url, target, sha256, advice=advice, retries=retries, backoff=backoff, timeout=timeout)
+    download(url, target, sha256, advice=advice, check=check, digest=digest,
+             checksum_advice=checksum_advice, retries=retries, backoff=backoff, timeout=timeout)
     return target
 
 
@@ -179,35 +198,67 @@ def download(
     sha256: str,
     *,
     advice: str = DEFAULT_ADVICE,
+    check=None,
+    digest=None,
+    checksum_advice: str = "",
     retries: int | None = None,
     backoff: float | None = None,
     timeout: tuple[float, float] | None = None,
 ) -> None:
-    """Download ``url`` to ``target`` atomically, keeping it only if its hash is right.
+    """Download ``url`` to ``target`` atomically, keeping it only if it is right.
 
     The bytes go to a temporary file beside ``target``, which is renamed onto
-    ``target`` after the SHA-256 check and deleted on any failure, including
+    ``target`` after the content check (``check``) and the SHA-256 check
+    (``digest``, see :func:`fetch`) and deleted on any failure, including
     KeyboardInterrupt.
     """
     make_cache_dir(target.parent)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        fd, tmp_name = part_file(target)     # also removes what killed downloads left
     except OSError as exc:
         raise cache_dir_error(target.parent, exc) from exc
     try:
         with os.fdopen(fd, "wb") as out:
             actual = stream_with_retries(url, out, advice=advice, retries=retries,
                                          backoff=backoff, timeout=timeout)
+        if check is not None:
+            try:
+                check(tmp_name)
+            except DataFormatError as exc:
+                reason = str(exc).replace(tmp_name, "the file")
+                raise DataFormatError(
+                    f"The file downloaded from {url} is not {target.name}: {reason} It was "
+                    "discarded and nothing was cached. Check the URL: a server that answers "
+                    "with a web page (an error or login page) in place of the file looks like this."
+                ) from None
+        if digest is not None:
+            actual = digest(tmp_name)
         if actual != sha256.lower():
             raise ChecksumError(
                 f"SHA-256 mismatch for {url}: expected {sha256.lower()}, got {actual}. "
-                "The download was discarded. If this is a mirror holding a different "
-                "file, pass that file's sha256."
+                f"The download was discarded. {checksum_advice}".rstrip()
             )
         os.replace(tmp_name, target)
     except BaseException:
         remove_if_present(tmp_name)
         raise
+
+
+def describe_start(path: str | os.PathLike) -> str:
+    """What a file that should hold data seems to be, from its first bytes: for error messages."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return "it is empty"
+    if b"<html" in head.lower() or head.lstrip().lower().startswith((b"<!doctype", b"<?xml", b"<")):
+        return "it looks like a web page (HTML), not data"
+    if head.startswith(b"\x93NUMPY"):
+        return "it is a single .npy array"
+    if head.startswith(b"\x1f\x8b"):
+        return "it is a gzip file"
+    if head.startswith(b"PK"):
+        return "it is a zip archive, truncated or corrupt"
+    return f"it starts with {head[:16]!r}"
 
 
 def remove_if_present(path: str | os.PathLike) -> None:
@@ -250,16 +301,19 @@ def stream_with_retries(
             reason = f"the server answered HTTP {status} {exc.response.reason}"
             if status < 500:
                 raise DownloadError(f"Could not download {url}: {reason}.\n{advice}") from exc
-            error = exc
+            error, short = exc, f"HTTP {status}"
         except requests.exceptions.SSLError as exc:  # a bad certificate won't fix itself
             raise DownloadError(f"Could not download {url}: TLS check failed ({exc}).\n{advice}") from exc
         except transient as exc:
             reason, error = f"{type(exc).__name__}: {exc}", exc
+            short = "timed out" if isinstance(exc, requests.Timeout) else "connection failed"
         except requests.RequestException as exc:  # bad URL and the like: retrying won't help
             raise DownloadError(f"Could not download {url}: {exc}.\n{advice}") from exc
         if attempt < retries:
             delay = backoff * 2**attempt
-            logger.warning("Downloading %s failed (%s); retrying in %.3g s.", url, reason, delay)
+            # one short line per retry; the full reason is in the error at the end
+            logger.warning("Download of %s failed (%s); retry %d of %d in %.3g s.",
+                           url.rsplit("/", 1)[-1] or url, short, attempt + 1, retries, delay)
             time.sleep(delay)
     offline = "" if isinstance(error, requests.HTTPError) else "Are you offline? "
     raise DownloadError(

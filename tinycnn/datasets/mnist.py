@@ -10,7 +10,10 @@ Pixels are 0 (black) to 255 (white); labels are the digits 0 to 9.
 
 The data comes from Keras's ``mnist.npz``, downloaded once into the cache
 directory (``~/.tinycnn/datasets``, see :mod:`tinycnn.datasets.download`) and
-checked against its SHA-256 every time it is used.  Without a network, pass a
+checked against its SHA-256 every time it is used.  A download is first
+checked for what it holds (an .npz with the four arrays, of the right shapes
+and dtypes), so whatever ``sha256`` is given, a file that is not MNIST (a web
+page a mirror served by mistake) is never cached.  Without a network, pass a
 copy you already have with ``path=``, or a mirror with ``url=`` and ``sha256=``.
 """
 
@@ -23,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .download import DataFormatError, fetch
+from .. import checks
+from .download import DataFormatError, describe_start, fetch
 
 DEFAULT_URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 DEFAULT_SHA256 = "731c5ac602752760c8e48fbffcf8c3b850d9dc2a2aedcf2cc48468fc17b673d1"
@@ -33,12 +37,22 @@ FILENAME = "mnist.npz"
 CLASS_NAMES = tuple(str(digit) for digit in range(10))
 
 IMAGE_SHAPE = (28, 28)
+
+#: Fashion-MNIST's IDX file names (also gzipped): recognised when given where mnist.npz belongs.
+IDX_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+             "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 NUM_CLASSES = 10
 
 ADVICE = (
     "Ways out: load a copy you already have with "
     "mnist.load_data(path='/path/to/mnist.npz'), or use a mirror with "
     "mnist.load_data(url='https://.../mnist.npz', sha256='<its SHA-256>')."
+)
+
+#: Added to a hash mismatch: the file downloaded is a well-formed mnist.npz, only not the one expected.
+CHECKSUM_ADVICE = (
+    "It is a well-formed mnist.npz, but not the one expected. If you trust this mirror's "
+    "copy, pass its SHA-256 as sha256=... (sha256sum mnist.npz)."
 )
 
 
@@ -55,8 +69,14 @@ def load_data(
     ``$TINYCNN_HOME/datasets``, else ``~/.tinycnn/datasets``) unless a copy
     with the right ``sha256`` is already there, and read that.
     """
-    if path is None:
-        path = fetch(url, FILENAME, sha256, cache_dir, advice=ADVICE)
+    if path is not None:
+        return read_npz(checks.path(path, "path"))
+    url = checks.text(url, "url")
+    sha256 = checks.sha256(sha256, "sha256")
+    if cache_dir is not None:
+        checks.path(cache_dir, "cache_dir")
+    path = fetch(url, FILENAME, sha256, cache_dir, advice=ADVICE, check=read_npz,
+                 checksum_advice=CHECKSUM_ADVICE)
     return read_npz(path)
 
 
@@ -68,6 +88,11 @@ def read_npz(path: str | os.PathLike):
     plain arrays, never code.
     """
     path = Path(path)
+    if path.name.removesuffix(".gz") in IDX_NAMES or path.is_dir() and any(
+            (path / name).is_file() or (path / (name + ".gz")).is_file() for name in IDX_NAMES):
+        raise FileNotFoundError(f"{path} holds Fashion-MNIST's IDX files, not mnist.npz: load them "
+                                "with fashion_mnist.load_data(path=...) (--dataset fashion-mnist in the "
+                                "example script).")
     if not path.is_file():
         raise FileNotFoundError(f"No MNIST file at {path} (expected an .npz file).")
     arrays = read_arrays(path)
@@ -83,14 +108,24 @@ def read_arrays(path: Path) -> dict:
     """Return every array in the ``.npz`` file ``path``, as a dict by name.
 
     Anything that is not a readable ``.npz`` archive (a truncated download, an
-    HTML error page, a lone ``.npy`` array) raises :class:`DataFormatError`.
+    HTML error page, a lone ``.npy`` array) raises :class:`DataFormatError`, and
+    so does an archive of object arrays, which would need unpickling: never done.
     """
+    if not zipfile.is_zipfile(path):
+        raise DataFormatError(f"{path} is not an .npz archive: {describe_start(path)}.")
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise ValueError("it holds a single array, not an .npz archive of named arrays")
-        with loaded as npz:
-            return {name: npz[name] for name in npz.files}
+        with np.load(path, allow_pickle=False) as npz:
+            arrays = {}
+            for name in npz.files:
+                try:
+                    arrays[name] = npz[name]
+                except ValueError as exc:
+                    if "pickle" not in str(exc):
+                        raise
+                    raise DataFormatError(f"{path}: the array {name!r} is an object array, which is "
+                                          "never loaded (unpickling can run code); this is not "
+                                          "an MNIST file.") from None
+            return arrays
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise DataFormatError(
             f"{path} is not a readable .npz file (corrupt or truncated?): {exc}") from exc

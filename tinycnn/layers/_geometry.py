@@ -1,22 +1,16 @@
 """Shared by Conv2D and MaxPool2D: reading (h, w) arguments and working out padding."""
 
+from .. import checks
 from ..kernels.geometry import output_size, same_padding
 
 
 def pair(value, what):
     """3 -> (3, 3); (3, 2) -> (3, 2); with a clear error for anything else."""
-    if isinstance(value, int):
-        value = (value, value)
-    value = tuple(value)
-    if len(value) != 2 or not all(isinstance(v, int) and v >= 1 for v in value):
-        raise ValueError(f"{what} must be a positive int or a pair of them, got {value!r}")
-    return value
+    return checks.pair(value, what)
 
 
 def check_padding(padding):
-    if padding not in ("valid", "same"):
-        raise ValueError(f"padding must be 'valid' or 'same', got {padding!r}")
-    return padding
+    return checks.choice(padding, "padding", ("valid", "same"))
 
 
 def paddings(height, width, window, stride, padding):

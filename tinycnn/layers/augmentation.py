@@ -10,6 +10,7 @@ transform it draws, and Keras's way of giving the range to draw from.
 
 import numpy as np
 
+from .. import checks
 from ..kernels.affine import affine_sample, affine_sample_backward
 from .base import Layer
 
@@ -49,7 +50,7 @@ def translation_transforms(dy, dx):
 # ---------------------------------------------------------------------------------------------
 
 def _is_number(factor):
-    return isinstance(factor, (int, float, np.integer, np.floating))
+    return isinstance(factor, (int, float, np.integer, np.floating)) and not isinstance(factor, bool)
 
 
 def _as_config(factor):
@@ -60,15 +61,15 @@ def _as_config(factor):
 def _range(factor, what, limit=None):
     """Keras's factor: a float f means (-f, f); a pair means (lo, hi). Returns (lo, hi) floats."""
     if _is_number(factor):
+        factor = checks.number(factor, what)
         if factor < 0:
             raise ValueError(f"{what} as a single number must be >= 0 (it means [-{what}, {what}]), "
                              f"got {factor}.")
-        lo, hi = -float(factor), float(factor)
+        lo, hi = -factor, factor
     else:
-        try:
-            lo, hi = (float(f) for f in factor)
-        except (TypeError, ValueError):
-            raise ValueError(f"{what} must be a number or a pair (lower, upper), got {factor!r}.") from None
+        if not isinstance(factor, (tuple, list, np.ndarray)) or len(factor) != 2:
+            raise ValueError(f"{what} must be a number or a pair (lower, upper), got {checks.show(factor)}.")
+        lo, hi = (checks.number(f, what) for f in factor)
         if lo > hi:
             raise ValueError(f"{what}: the lower bound {lo} is above the upper bound {hi}.")
     if limit is not None and not (-limit <= lo and hi <= limit):
@@ -91,7 +92,7 @@ class _RandomAffine(Layer):
 
     def __init__(self, fill_value=0.0, seed=None, name=None):
         super().__init__(name=name, seed=seed)
-        self.fill_value = float(fill_value)
+        self.fill_value = checks.number(fill_value, "fill_value")
         self.generator = None
         self.transforms = None
 

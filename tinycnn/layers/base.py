@@ -37,6 +37,7 @@ import re
 
 import numpy as np
 
+from .. import checks
 from ..backend import check_device, device_of, is_gpu_array, require_cupy, to_device
 
 #: Every layer class by its class name: how ``load_model`` turns a saved architecture back into
@@ -66,8 +67,8 @@ class Layer:
         _register(cls)
 
     def __init__(self, name=None, seed=None):
-        self.name = name or _snake_case(type(self).__name__)
-        self.seed = seed          # int or numpy Generator for initialisation; None: the model's
+        self.name = checks.text(name, "name") if name is not None else _snake_case(type(self).__name__)
+        self.seed = checks.seed(seed)         # int or numpy Generator for initialisation; None: the model's
         self.params = {}          # trainable arrays, updated by the optimizer
         self.grads = {}           # dL/d(param), same keys as params, filled by backward
         self.state = {}           # non-trainable arrays saved with the model (e.g. moving averages)

@@ -1,6 +1,6 @@
 """Conv2D: a 2-D convolution computed as im2col followed by one matrix product."""
 
-from .. import initializers
+from .. import checks, initializers
 from ..backend import get_array_module
 from ..kernels.im2col import col2im, im2col
 from . import activations
@@ -42,13 +42,12 @@ class Conv2D(Layer):
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
                  kernel_initializer="glorot_uniform", name=None, seed=None):
         super().__init__(name=name, seed=seed)
-        if int(filters) < 1:
-            raise ValueError(f"Conv2D needs filters >= 1, got {filters}")
-        self.filters = int(filters)
+        self.filters = checks.integer(filters, "filters", minimum=1)
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.strides = pair(strides, "strides")
         self.padding = check_padding(padding)
         self.activation = activations.get(activation)
+        initializers.get(kernel_initializer)            # an unknown name fails here, not in build
         self.kernel_initializer = kernel_initializer
 
     def _geometry(self, input_shape):

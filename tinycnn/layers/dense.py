@@ -1,6 +1,6 @@
 """Dense: the fully connected layer."""
 
-from .. import initializers
+from .. import checks, initializers
 from . import activations
 from .base import Layer
 
@@ -29,10 +29,9 @@ class Dense(Layer):
 
     def __init__(self, units, activation=None, kernel_initializer="glorot_uniform", name=None, seed=None):
         super().__init__(name=name, seed=seed)
-        if int(units) < 1:
-            raise ValueError(f"Dense needs units >= 1, got {units}")
-        self.units = int(units)
+        self.units = checks.integer(units, "units", minimum=1)
         self.activation = activations.get(activation)
+        initializers.get(kernel_initializer)            # an unknown name fails here, not in build
         self.kernel_initializer = kernel_initializer
 
     def build(self, input_shape, dtype="float32", rng=None):

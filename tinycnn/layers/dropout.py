@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .. import checks
 from ..backend import get_array_module, to_device, to_numpy
 from .base import Layer
 
@@ -32,10 +33,7 @@ class Dropout(Layer):
 
     def __init__(self, rate, seed=None, name=None):
         super().__init__(name=name, seed=seed)
-        rate = float(rate)
-        if not 0.0 <= rate < 1.0:
-            raise ValueError(f"Dropout needs 0 <= rate < 1 (the fraction of units to drop), got {rate}.")
-        self.rate = rate
+        self.rate = checks.number(rate, "rate (the fraction of units to drop)", 0.0, 1.0, high_open=True)
         self.fixed_mask = None
         self.generator = None
 

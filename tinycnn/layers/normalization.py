@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .. import checks
 from ..backend import get_array_module
 from .base import Layer
 
@@ -52,12 +53,8 @@ class BatchNormalization(Layer):
         super().__init__(name=name)
         # Python floats, never NumPy float64 scalars: in NumPy 2, np.float64(0.99) * a float32
         # array is float64, while 0.99 * the same array stays float32.
-        self.momentum = float(momentum)
-        self.epsilon = float(epsilon)
-        if not 0.0 <= self.momentum <= 1.0:
-            raise ValueError(f"BatchNormalization needs 0 <= momentum <= 1, got {momentum}")
-        if not self.epsilon > 0.0:
-            raise ValueError(f"BatchNormalization needs epsilon > 0, got {epsilon}")
+        self.momentum = checks.number(momentum, "momentum", 0.0, 1.0)
+        self.epsilon = checks.number(epsilon, "epsilon", minimum=0.0, low_open=True)
 
     def build(self, input_shape, dtype="float32", rng=None):
         if len(input_shape) < 1:

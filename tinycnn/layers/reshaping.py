@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from .. import checks
 from .base import Layer
 
 
@@ -31,7 +32,7 @@ class Reshape(Layer):
 
     def __init__(self, target_shape, name=None):
         super().__init__(name=name)
-        self.target_shape = tuple(int(d) for d in target_shape)
+        self.target_shape = checks.shape(target_shape, "target_shape")
 
     def output_shape(self, input_shape):
         if int(np.prod(input_shape)) != int(np.prod(self.target_shape)):
