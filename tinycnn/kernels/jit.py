@@ -7,7 +7,9 @@ Python's GIL, so that two threads can run kernels at the same time (see ``tinycn
 Numba stores the compiled code in ``NUMBA_CACHE_DIR`` when that is set, else beside the source
 file (in ``__pycache__``), else in the user's cache directory. If no writable place exists at
 all, Numba refuses ``cache=True``; we then compile in memory every run and warn once, instead of
-failing to import.
+failing to import. Numba's cache is keyed by the function's bytecode and signature, not by the
+options below: after changing them, delete the old cache (``find . -name "*.nbi" -delete``) or a
+kernel compiled with the old options may be loaded.
 
 ``error_model="numpy"``: a division by zero gives inf or NaN, as in NumPy, instead of raising
 ZeroDivisionError as in Python. Python's rule makes Numba test every divisor before dividing,
