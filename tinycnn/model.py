@@ -59,6 +59,7 @@ class Sequential:
         self.stop_training = False
         self.history = None       # the History of the last fit, kept even when fit raises
         self._parallel = None     # set by fit when it splits batches over threads
+        self._steps_key = self._steps_list = None    # _steps(), made again when the layers change
         self._rng = None          # the model's generator: initial weights, then shuffling
         for layer in layers or []:
             self.add(layer)
@@ -164,7 +165,7 @@ class Sequential:
         whenever the layers or their device change, so that a forward pass and the backward pass
         after it run the same step objects."""
         key = (tuple(map(id, self.layers)), tuple(layer.device for layer in self.layers))
-        if getattr(self, "_steps_key", None) != key:
+        if self._steps_key != key:
             self._steps_key, self._steps_list = key, plan.logit_steps(self.layers)
         return self._steps_list
 
