@@ -6,12 +6,15 @@
 
 ``fit`` splits each batch over the cores (``tinycnn/parallel.py``): every core runs the steps of
 ``tinycnn/plan.py`` on its share of the batch, with single-threaded BLAS. So this script
-1. profiles those steps on one share (batch / threads images) in one thread, BLAS on one thread:
-   each step's median forward and backward time, with the GFLOP/s and GB/s it achieves. GB/s
-   counts the bytes the step must move at least once: its input, output, parameters and the
+1. profiles those steps on what one thread works on at a time -- its share of the batch (batch /
+   threads images), in chunks of at most parallel.CHUNK -- in one thread, BLAS on one thread:
+   each step's median forward and backward time, with the GFLOP/s and GB/s it achieves. GFLOP/s
+   counts the operations of the im2col matrix products (a block whose backward skips dz's zeros
+   does fewer, so its figure is the rate the matrix products would need to keep up); GB/s counts
+   the bytes the step must move at least once: its input, output, parameters and the
    intermediates it writes and reads back (im2col's columns, the matrix product's output);
-2. times the step's matrix products alone, at the same shapes, one thread: the floor of any
-   im2col design that calls BLAS, and the machine's single-core SGEMM rate for scale;
+2. times those matrix products alone, at the same shapes, one thread: the floor of an im2col
+   design that calls BLAS for all of them, and the machine's single-core SGEMM rate for scale;
 3. times whole training steps as ``fit`` runs them (``model._train_step``), on all the cores and
    on one, and the cost of the check that refuses a non-finite update.
 The OpenBLAS build and kernel in use are printed first (threadpoolctl).
@@ -26,7 +29,7 @@ from threadpoolctl import threadpool_limits
 
 from tinycnn import plan
 from tinycnn.layers.fused import ConvReLUMaxPool
-from tinycnn.parallel import can_split, cpu_count
+from tinycnn.parallel import CHUNK, can_split, cpu_count
 
 
 def median_ms(fn, repeat):
@@ -132,7 +135,7 @@ def main():
     x, y, _ = common.load_images(args.batch * 20)
     split = model._first_trainable_index()
     threads = args.threads if can_split(model.layers, split) else 1
-    share = -(-args.batch // threads)
+    share = min(-(-args.batch // threads), CHUNK)     # what one thread runs at a time
     with threadpool_limits(limits=1, user_api="blas"):
         rows, shapes = profile(model, x[:share], y[:share], args.steps)
         opt_layers = model._trainable_layers()
@@ -149,13 +152,13 @@ def main():
     for r in rows:
         r["share"] = 100 * ((r.get("forward_ms") or 0) + (r.get("backward_ms") or 0)) / total
 
-    print(f"\n{args.arch} model{' with augmentation' if args.augment else ''}: one share of {share} images "
-          f"(batch {args.batch} over {threads} thread(s)), one thread, BLAS on one thread; "
-          f"median of {args.steps} runs")
+    print(f"\n{args.arch} model{' with augmentation' if args.augment else ''}: {share} images, what one "
+          f"thread works on at a time (batch {args.batch} over {threads} thread(s), chunks of at most "
+          f"{CHUNK}), BLAS on one thread; median of {args.steps} runs")
     common.print_table(rows, [("step", "step", "{}"), ("forward_ms", "forward ms", "{:.3f}"),
                               ("backward_ms", "backward ms", "{:.3f}"), ("gflops", "GFLOP/s", "{:.1f}"),
                               ("gbs", "GB/s", "{:.1f}"), ("share", "share", "{:.1f}%")])
-    print(f"sum {total:.2f} ms per share; the non-finite check inside the update: {check:.3f} ms")
+    print(f"sum {total:.2f} ms for {share} images; the non-finite check inside the update: {check:.3f} ms")
     print(f"floor: the {len(shapes)} matrix products alone, same shapes, one thread: {floor:.2f} ms "
           f"({flop / (floor * 1e-3) / 1e9:.0f} GFLOP/s; one-thread SGEMM 2048^3: {sgemm:.0f} GFLOP/s)")
 

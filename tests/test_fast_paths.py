@@ -57,6 +57,46 @@ def test_bias_relu_maxpool_kernels_match_the_layers_references(rng, shape, p, s,
     np.testing.assert_allclose(db, db_ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
 
 
+CONVS = [
+    # x shape (N, H, W, C), filters, conv strides, conv padding, pool
+    ((2, 9, 9, 8), 6, (1, 1), "valid", 2),
+    ((2, 8, 7, 5), 4, (1, 1), "same", 2),      # windows at the edges: partial kernel rows
+    ((3, 11, 10, 3), 5, (2, 1), "same", 3),
+    ((1, 13, 13, 32), 64, (1, 1), "valid", 2),  # the seed model's second convolution, batch 1
+]
+
+
+@pytest.mark.parametrize("input_grad", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, filters, strides, padding, pool", CONVS)
+def test_conv_backward_from_the_pooled_gradient_matches_the_layers(rng, shape, filters, strides, padding,
+                                                                   pool, dtype, input_grad):
+    """dkernel, dbias and dx straight from dz's non-zero entries equal im2col.T @ dz, dz.sum and
+    col2im(dz @ kernel.T) of the NumPy references."""
+    from tinycnn.kernels.geometry import output_size
+    from tinycnn.kernels.im2col import im2col_reference
+    x = rng.standard_normal(shape).astype(dtype)
+    kernel = (rng.standard_normal((3, 3, shape[3], filters)) * 0.3).astype(dtype)
+    bias = (rng.standard_normal(filters) * 0.3).astype(dtype)
+    bias[0] = -100                     # a filter that ReLU silences everywhere: no gradient
+    cpad = pool_pad(shape, (3, 3), strides, padding)
+    z_hw = (output_size(shape[1], 3, strides[0], cpad[0], cpad[1]), output_size(shape[2], 3, strides[1], cpad[2], cpad[3]))
+    z = (im2col_reference(x, 3, 3, strides, cpad) @ kernel.reshape(-1, filters)).reshape(shape[0], *z_hw, filters)
+    y, argmax = fused_kernels.bias_relu_maxpool_forward(z, bias, pool, pool, (pool, pool), (0, 0, 0, 0))
+    assert 0 < (y > 0).mean() < 1
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    ref = fused_kernels.conv_relu_maxpool_backward_reference(dy, argmax, y, x, kernel, z_hw, strides, cpad)
+    got = fused_kernels.conv_relu_maxpool_backward(dy, argmax, y, x, kernel, z_hw, strides, cpad, input_grad)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
+    for a, b in zip(got[:2], ref[:2]):
+        assert a.dtype == dtype
+        np.testing.assert_allclose(a, b, **tol)
+    if input_grad:
+        np.testing.assert_allclose(got[2], ref[2], **tol)
+    else:
+        assert got[2] is None
+
+
 def test_fused_forward_by_hand():
     """One 2x2 window per channel, worked out by hand: bias is added before the maximum."""
     z = np.array([[[[1.0, -3.0], [4.0, -1.0]], [[2.0, -2.0], [0.5, -5.0]]]], dtype=np.float32)
@@ -72,25 +112,28 @@ def test_fused_forward_by_hand():
     np.testing.assert_array_equal(db, [2.0, 0.0])
 
 
-def conv_relu_pool_models(dtype, strides=1, padding="valid", pool=2):
-    """The same network written both ways, with the same weights."""
+def conv_relu_pool_models(dtype, strides=1, padding="valid", pool=2, channels=2):
+    """The same network written both ways, with the same weights. With 2 input channels a
+    kernel row holds 3*2 = 6 numbers: the block's backward forms dz; with 8, 24 >= ROW_MIN: it
+    goes straight from dz's non-zero entries."""
     a = Sequential([Conv2D(5, 3, strides=strides, padding=padding, activation="relu"), MaxPool2D(pool),
                     Flatten(), Dense(3)], seed=0)
     b = Sequential([Conv2D(5, 3, strides=strides, padding=padding), ReLU(), MaxPool2D(pool),
                     Flatten(), Dense(3)], seed=0)
     for m in (a, b):
-        m.build((9, 8, 2), dtype)
+        m.build((9, 8, channels), dtype)
         m.compile(SGD(0.1))
     return a, b
 
 
+@pytest.mark.parametrize("channels", [2, 8])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("strides, padding, pool", [(1, "valid", 2), (2, "same", 2), (1, "same", 3)])
-def test_fused_block_equals_the_three_layers(rng, dtype, strides, padding, pool):
-    for model in conv_relu_pool_models(dtype, strides, padding, pool):
+def test_fused_block_equals_the_three_layers(rng, dtype, strides, padding, pool, channels):
+    for model in conv_relu_pool_models(dtype, strides, padding, pool, channels):
         steps = model._steps()
         assert isinstance(steps[0], ConvReLUMaxPool)
-        x = rng.standard_normal((4, 9, 8, 2)).astype(dtype)
+        x = rng.standard_normal((4, 9, 8, channels)).astype(dtype)
         y = np.array([0, 1, 2, 1])
         fused = model._forward_logits(x, training=True)
         model.loss.forward(fused, y)
@@ -110,10 +153,11 @@ def test_fused_block_equals_the_three_layers(rng, dtype, strides, padding, pool)
             np.testing.assert_allclose(grads_fused[k], model.layers[0].grads[k], **tol)
 
 
-def test_fused_model_passes_a_gradient_check(rng):
-    model, _ = conv_relu_pool_models("float64")
+@pytest.mark.parametrize("channels", [2, 8])
+def test_fused_model_passes_a_gradient_check(rng, channels):
+    model, _ = conv_relu_pool_models("float64", channels=channels)
     assert isinstance(model._steps()[0], ConvReLUMaxPool)
-    x = rng.standard_normal((3, 9, 8, 2))
+    x = rng.standard_normal((3, 9, 8, channels))
     errors = check_model(model, x, np.array([0, 2, 1]))
     assert max(errors.values()) < 1e-6, errors
 

@@ -9,12 +9,15 @@ which gives the same numbers as the three layers one after another:
               y = maxpool(relu(z + bias))                  one pass: kernels/bias_relu_pool.py
     backward  dz, dbias = where y > 0, dy to each argmax    one pass, never reading z
               dkernel, dx = Conv2D's own backward from dz
+              (or, when a kernel row holds ROW_MIN numbers or more, dkernel and dx straight from
+               the non-zero entries of dz, without forming it: the same sums, fewer of them)
 
 The parameters, gradients and saved weights stay the Conv2D's: the block only borrows the three
 layers. It runs on the CPU; on the GPU the layers run one by one.
 """
 
-from ..kernels.bias_relu_pool import bias_relu_maxpool_forward, maxpool_relu_backward
+from ..kernels.bias_relu_pool import (ROW_MIN, bias_relu_maxpool_forward, conv_relu_maxpool_backward,
+                                      maxpool_relu_backward)
 
 
 class ConvReLUMaxPool:
@@ -28,6 +31,7 @@ class ConvReLUMaxPool:
     grads = property(lambda self: self.conv.grads)
 
     def forward(self, x, training=False):
+        self.x = x
         z = self.conv.linear_forward(x, add_bias=False)
         self.z_shape = z.shape
         self.y, self.argmax = bias_relu_maxpool_forward(z, self.conv.params["bias"], *self.pool.pool_size,
@@ -35,5 +39,12 @@ class ConvReLUMaxPool:
         return self.y
 
     def backward(self, dy, input_grad=True):
+        conv = self.conv
+        kh, kw, c, f = conv.params["kernel"].shape
+        if kw * c >= ROW_MIN:             # long kernel rows: skip dz's zeros (bias_relu_pool.py)
+            conv.grads["kernel"], conv.grads["bias"], dx = conv_relu_maxpool_backward(
+                dy, self.argmax, self.y, self.x, conv.params["kernel"], self.z_shape[1:3],
+                conv.strides, conv.pad, input_grad)
+            return dx
         dz, dbias = maxpool_relu_backward(dy, self.argmax, self.y, self.z_shape)
-        return self.conv.linear_backward(dz, input_grad, bias_grad=dbias)
+        return conv.linear_backward(dz, input_grad, bias_grad=dbias)
