@@ -120,6 +120,17 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def bench(fn, repeat):
+    """Median seconds of ``repeat`` calls of fn(), after one untimed call (compilation, caches)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return median(times)
+
+
 def timed(fn, *args, **kwargs):
     start = time.perf_counter()
     fn(*args, **kwargs)

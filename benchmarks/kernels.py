@@ -25,16 +25,6 @@ from tinycnn.kernels import im2col as K
 from tinycnn.kernels import pooling as P
 
 
-def bench(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return common.median(times)
-
-
 def parallel(fn):
     return numba.njit(parallel=True)(fn.py_func)
 
@@ -58,13 +48,13 @@ def main():
         cols = K.im2col(x, 3, 3, (1, 1), none)
         moved = (x.nbytes + cols.nbytes)
         rows.append({"kernel": f"im2col {label} {shape}", "bytes": moved,
-                     "numpy": bench(lambda: K.im2col_reference(x, 3, 3, (1, 1), none), args.repeat),
-                     "numba": bench(lambda: K.im2col(x, 3, 3, (1, 1), none), args.repeat),
-                     "parallel": bench(lambda: par["_im2col_numba"](x, 3, 3, 1, 1, 0, 0, oh, ow), args.repeat)})
+                     "numpy": common.bench(lambda: K.im2col_reference(x, 3, 3, (1, 1), none), args.repeat),
+                     "numba": common.bench(lambda: K.im2col(x, 3, 3, (1, 1), none), args.repeat),
+                     "parallel": common.bench(lambda: par["_im2col_numba"](x, 3, 3, 1, 1, 0, 0, oh, ow), args.repeat)})
         rows.append({"kernel": f"col2im {label} {shape}", "bytes": moved,
-                     "numpy": bench(lambda: K.col2im_reference(cols, shape, 3, 3, (1, 1), none), args.repeat),
-                     "numba": bench(lambda: K.col2im(cols, shape, 3, 3, (1, 1), none), args.repeat),
-                     "parallel": bench(lambda: par["_col2im_numba"](cols, n, h, w, c, 3, 3, 1, 1, 0, 0, oh, ow),
+                     "numpy": common.bench(lambda: K.col2im_reference(cols, shape, 3, 3, (1, 1), none), args.repeat),
+                     "numba": common.bench(lambda: K.col2im(cols, shape, 3, 3, (1, 1), none), args.repeat),
+                     "parallel": common.bench(lambda: par["_col2im_numba"](cols, n, h, w, c, 3, 3, 1, 1, 0, 0, oh, ow),
                                        args.repeat)})
     for label, shape in [("pool1", (n, 26, 26, 32)), ("pool2", (n, 11, 11, 64))]:
         x = rng.random(shape, dtype=f32)
@@ -72,28 +62,28 @@ def main():
         y, am = P.maxpool_forward(x, 2, 2, (2, 2), none)
         dout = rng.random(y.shape, dtype=f32)
         rows.append({"kernel": f"maxpool fwd {label} {shape}", "bytes": x.nbytes + y.nbytes + am.nbytes,
-                     "numpy": bench(lambda: P.maxpool_forward_reference(x, 2, 2, (2, 2), none), args.repeat),
-                     "numba": bench(lambda: P.maxpool_forward(x, 2, 2, (2, 2), none), args.repeat),
-                     "parallel": bench(lambda: par["_maxpool_forward_numba"](x, 2, 2, 2, 2, 0, 0, h // 2, w // 2),
+                     "numpy": common.bench(lambda: P.maxpool_forward_reference(x, 2, 2, (2, 2), none), args.repeat),
+                     "numba": common.bench(lambda: P.maxpool_forward(x, 2, 2, (2, 2), none), args.repeat),
+                     "parallel": common.bench(lambda: par["_maxpool_forward_numba"](x, 2, 2, 2, 2, 0, 0, h // 2, w // 2),
                                        args.repeat)})
         rows.append({"kernel": f"maxpool bwd {label} {shape}", "bytes": x.nbytes + y.nbytes + am.nbytes,
-                     "numpy": bench(lambda: P.maxpool_backward_reference(dout, am, shape), args.repeat),
-                     "numba": bench(lambda: P.maxpool_backward(dout, am, shape, 2, 2, (2, 2), none), args.repeat),
-                     "parallel": bench(lambda: par["_maxpool_backward_numba"](dout, am, h, w), args.repeat)})
+                     "numpy": common.bench(lambda: P.maxpool_backward_reference(dout, am, shape), args.repeat),
+                     "numba": common.bench(lambda: P.maxpool_backward(dout, am, shape, 2, 2, (2, 2), none), args.repeat),
+                     "parallel": common.bench(lambda: par["_maxpool_backward_numba"](dout, am, h, w), args.repeat)})
     z = rng.standard_normal((n, 26, 26, 32), dtype=f32)
     bias = rng.standard_normal(32, dtype=f32)
     y, am = B.bias_relu_maxpool_forward(z, bias, 2, 2, (2, 2), none)
     dy = rng.random(y.shape, dtype=f32)
     rows.append({"kernel": f"bias+relu+maxpool fwd {z.shape}", "bytes": z.nbytes + y.nbytes + am.nbytes,
-                 "numpy": bench(lambda: B.bias_relu_maxpool_forward_reference(z, bias, 2, 2, (2, 2), none), args.repeat),
-                 "numba": bench(lambda: B.bias_relu_maxpool_forward(z, bias, 2, 2, (2, 2), none), args.repeat)})
+                 "numpy": common.bench(lambda: B.bias_relu_maxpool_forward_reference(z, bias, 2, 2, (2, 2), none), args.repeat),
+                 "numba": common.bench(lambda: B.bias_relu_maxpool_forward(z, bias, 2, 2, (2, 2), none), args.repeat)})
     rows.append({"kernel": f"maxpool+relu bwd {z.shape}", "bytes": z.nbytes + y.nbytes + am.nbytes + dy.nbytes,
-                 "numpy": bench(lambda: B.maxpool_relu_backward_reference(dy, am, y, z.shape), args.repeat),
-                 "numba": bench(lambda: B.maxpool_relu_backward(dy, am, y, z.shape), args.repeat)})
+                 "numpy": common.bench(lambda: B.maxpool_relu_backward_reference(dy, am, y, z.shape), args.repeat),
+                 "numba": common.bench(lambda: B.maxpool_relu_backward(dy, am, y, z.shape), args.repeat)})
     p_, g_, m_, v_ = (rng.random(1600 * 64, dtype=f32) for _ in range(4))
     rows.append({"kernel": "Adam update (1600, 64)", "bytes": 7 * p_.nbytes,
-                 "numpy": bench(lambda: A.adam_update_reference(p_, g_, m_, v_, 1e-6, 0.9, 0.999, 1e-7), args.repeat),
-                 "numba": bench(lambda: A.adam_update(p_, g_, m_, v_, 1e-6, 0.9, 0.999, 1e-7), args.repeat)})
+                 "numpy": common.bench(lambda: A.adam_update_reference(p_, g_, m_, v_, 1e-6, 0.9, 0.999, 1e-7), args.repeat),
+                 "numba": common.bench(lambda: A.adam_update(p_, g_, m_, v_, 1e-6, 0.9, 0.999, 1e-7), args.repeat)})
     for r in rows:
         for k in ("numpy", "numba", "parallel"):
             r[k + "_us"] = r[k] * 1e6 if k in r else None

@@ -33,13 +33,7 @@ from tinycnn.parallel import CHUNK, can_split, cpu_count
 
 
 def median_ms(fn, repeat):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return common.median(times) * 1e3
+    return common.bench(fn, repeat) * 1e3
 
 
 def conv_of(step):
