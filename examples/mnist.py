@@ -251,6 +251,8 @@ def main(argv=None):
     except (DatasetError, FileNotFoundError) as err:
         if not os.listdir(out):
             os.rmdir(out)                          # leave no empty run folder behind
+            if args.out is None and not os.listdir("runs"):
+                os.rmdir("runs")                   # nor an empty runs/ made for it
         sys.exit(f"error: {err}\nWith this script: {WAYS_OUT[args.dataset]}")
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]

@@ -10,7 +10,7 @@ import sys
 import matplotlib.image
 import pytest
 
-from loopback_server import loopback_server, make_fashion_files, make_mnist_npz  # noqa: F401
+from loopback_server import loopback_server, make_fashion_files, make_mnist_npz, refused_url  # noqa: F401
 from tinycnn import load_model
 from tinycnn.schedules import CosineDecay
 
@@ -79,6 +79,14 @@ def test_missing_local_data_is_a_clear_error(tmp_path):
     result = run_script("--data", str(tmp_path / "none.npz"), "--out", str(tmp_path / "o"))
     assert result.returncode != 0 and "none.npz" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_failed_download_leaves_no_folder_behind(tmp_path):
+    """Offline, with the default output folder: neither the run's folder nor runs/ is left."""
+    result = run_script("--data-url", refused_url(), "--sha256", "0" * 64, "--cache-dir", str(tmp_path / "cache"),
+                        cwd=tmp_path)
+    assert result.returncode == 1 and "Could not download" in result.stderr, result.stderr
+    assert not (tmp_path / "runs").exists()
 
 
 def test_default_output_folders_never_overwrite(tmp_path, monkeypatch):
