@@ -19,8 +19,8 @@ from .kernels.adam import adam_update, adam_update_reference
 
 class NonFiniteUpdate(FloatingPointError):
     """An update would have made a weight or an optimizer state NaN or infinite; nothing was
-    changed. ``key`` is (layer name, parameter name), or None when the learning rate itself is
-    not a finite positive number."""
+    changed. ``key`` is (layer name, parameter name), or None when it is the loss or the
+    learning rate (from a schedule) that is not finite."""
 
     def __init__(self, key, message):
         super().__init__(message)
