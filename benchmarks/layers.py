@@ -36,15 +36,16 @@ def median_ms(fn, repeat):
     return common.bench(fn, repeat) * 1e3
 
 
-def conv_of(step):
+def unwrap(step):
+    """The layer or fused block inside plan's NoInputGrad and Logits wrappers."""
     inner = getattr(step, "step", step)           # NoInputGrad
-    inner = getattr(inner, "layer", inner)        # Logits
-    return inner.conv if isinstance(inner, ConvReLUMaxPool) else inner
+    return getattr(inner, "layer", inner)         # Logits
 
 
 def work(step, x, out, input_grad):
     """(forward FLOP, backward FLOP, forward bytes, backward bytes, matrix-product shapes)."""
-    layer = conv_of(step)
+    layer = unwrap(step)
+    layer = layer.conv if isinstance(layer, ConvReLUMaxPool) else layer
     kind = type(layer).__name__
     params = sum(p.nbytes for p in step.params.values())
     item = x.dtype.itemsize
@@ -92,8 +93,7 @@ def profile(model, x, y, steps_n):
         bwd = median_ms(lambda: step.backward(di), steps_n)
         f_flop, b_flop, f_bytes, b_bytes, mm = work(step, xi, out, input_grad=(i > 0))
         shapes += mm
-        inner = getattr(getattr(step, "step", step), "layer", getattr(step, "step", step))
-        rows.append({"step": f"{step.name} ({type(inner).__name__})",
+        rows.append({"step": f"{step.name} ({type(unwrap(step)).__name__})",
                      "forward_ms": fwd, "backward_ms": bwd,
                      "gflops": (f_flop + b_flop) / ((fwd + bwd) * 1e-3) / 1e9,
                      "gbs": (f_bytes + b_bytes) / ((fwd + bwd) * 1e-3) / 1e9})
@@ -127,8 +127,7 @@ def main():
     print(f"BLAS: {common.blas_info()}")
     model = common.tinycnn_model(args.arch, args.augment)
     x, y, _ = common.load_images(args.batch * 20)
-    split = model._first_trainable_index()
-    threads = args.threads if can_split(model.layers, split) else 1
+    threads = args.threads if can_split(model.layers) else 1
     share = min(-(-args.batch // threads), CHUNK)     # what one thread runs at a time
     with threadpool_limits(limits=1, user_api="blas"):
         rows, shapes = profile(model, x[:share], y[:share], args.steps)

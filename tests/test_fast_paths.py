@@ -262,10 +262,10 @@ def test_data_parallel_gradient_is_the_whole_batch_gradient(rng, chunk):
 
 def test_only_per_sample_layers_are_split():
     base = [Conv2D(4, 3, activation="relu"), MaxPool2D(2), Flatten()]
-    assert can_split(Sequential(base + [Dense(2)], input_shape=(8, 8, 1)).layers, 0)
-    assert not can_split(Sequential(base + [Dropout(0.5), Dense(2)], input_shape=(8, 8, 1)).layers, 0)
+    assert can_split(Sequential(base + [Dense(2)], input_shape=(8, 8, 1)).layers)
+    assert not can_split(Sequential(base + [Dropout(0.5), Dense(2)], input_shape=(8, 8, 1)).layers)
     assert not can_split(Sequential([Conv2D(4, 3), BatchNormalization()] + base[1:] + [Dense(2)],
-                                    input_shape=(8, 8, 1)).layers, 0)
+                                    input_shape=(8, 8, 1)).layers)
 
 
 def test_fast_and_reference_training_end_with_the_same_weights(monkeypatch):

@@ -182,10 +182,6 @@ class Sequential:
             d = step.backward(d)
         return d
 
-    def _first_trainable_index(self):
-        """Where a training step's backward pass ends: the first layer with parameters (0 if none)."""
-        return next((i for i, layer in enumerate(self.layers) if layer.params), 0)
-
     def _trainable_layers(self):
         return [layer for layer in self.layers if layer.params]
 
@@ -389,12 +385,20 @@ class Sequential:
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)
 
+    @contextlib.contextmanager
     def _threads(self, threads):
-        """Context for fit: a DataParallel over ``threads`` cores when the model can use one."""
+        """For the duration of fit: ``self._parallel`` is a DataParallel over ``threads`` cores
+        when the model can use one (on the CPU, every layer per-sample), else None."""
         threads = cpu_count() if threads is None else checks.integer(threads, "threads", minimum=1)
-        if threads == 1 or self.device != "cpu" or not can_split(self.layers, self._first_trainable_index()):
-            return contextlib.nullcontext()
-        return _Using(self, DataParallel(self, int(threads)))
+        if threads == 1 or self.device != "cpu" or not can_split(self.layers):
+            yield
+            return
+        with DataParallel(self, threads) as parallel:
+            self._parallel = parallel
+            try:
+                yield
+            finally:
+                self._parallel = None
 
     def _divergence_message(self, err, epoch, step, xb):
         """Why a step was refused, where, and what usually causes it."""
@@ -540,20 +544,6 @@ def _size(nbytes):
         if nbytes < 1024 or unit == "GB":
             return f"{nbytes:.2f} {unit}"
         nbytes /= 1024
-
-
-class _Using:
-    """``with``: set ``model._parallel`` to a DataParallel for the block, then unset it."""
-
-    def __init__(self, model, parallel):
-        self.model, self.parallel = model, parallel
-
-    def __enter__(self):
-        self.model._parallel = self.parallel.__enter__()
-
-    def __exit__(self, *exc):
-        self.model._parallel = None
-        return self.parallel.__exit__(*exc)
 
 
 class _CtrlC:

@@ -9,7 +9,8 @@ DistributedDataParallel and Horovod train on many GPUs; here the "devices" are C
 
 Why not let each kernel use both cores instead? NumPy's BLAS (OpenBLAS) keeps a thread pool of
 its own, whose threads spin between matrix products; a second pool for our kernels (Numba's
-``parallel=True``) fights it for the cores, and on 2 cores a step became many times slower. Here
+``parallel=True``) fights it for the cores, and on 2 cores a step took twice as long or worse
+(``benchmarks/kernels.py``). Here
 there is one pool, ours: BLAS is told to use one thread (threadpoolctl) while ``fit`` runs, and
 each share runs its matrix products and Numba kernels in its own thread. Both release Python's
 GIL (the kernels are compiled with ``nogil=True``), so the threads really run at the same time;
@@ -23,8 +24,8 @@ caches. The first share runs on the model's own layers, in the calling thread.
 Only layers that treat every sample on its own, and the same way every time, can be split like
 this (``Layer.per_sample``): BatchNormalization's statistics mix the samples of a batch, and
 Dropout draws random masks from one generator, so a model with such layers after its first
-trainable layer trains in one thread (:func:`can_split`). Augmentation layers before it are fine: they run on the whole batch
-first, forward only.
+trainable layer trains in one thread (:func:`can_split`). Augmentation layers before it are fine:
+they run on the whole batch first, forward only.
 """
 
 import copy
@@ -33,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .plan import logit_steps, trainable_tail
+from .plan import first_trainable, logit_steps, trainable_tail
 
 #: A share smaller than this costs more in thread hand-over than it saves.
 MIN_SHARE = 4
@@ -51,10 +52,10 @@ def cpu_count():
         return os.cpu_count() or 1
 
 
-def can_split(layers, first_trainable):
+def can_split(layers):
     """True when every layer from the first trainable one on treats each sample on its own
-    (``Layer.per_sample``)."""
-    return all(layer.per_sample for layer in layers[first_trainable:])
+    (``Layer.per_sample``); the layers before it run on the whole batch first."""
+    return all(layer.per_sample for layer in layers[first_trainable(layers):])
 
 
 def replica(layer):
@@ -70,7 +71,6 @@ class DataParallel:
     """Trains ``model`` with ``threads`` shares per batch; use as a context manager in ``fit``."""
 
     def __init__(self, model, threads, chunk=CHUNK):
-        self.model = model
         self.threads, self.chunk = threads, chunk
         copies = [model.layers] + [[replica(layer) for layer in model.layers] for _ in range(threads - 1)]
         self.head, _ = trainable_tail(logit_steps(model.layers))     # before the first parameters

@@ -11,7 +11,7 @@
    wrapped in :class:`Logits`;
 2. on the CPU, each Conv2D → ReLU → MaxPool2D (``activation="relu"`` on the Conv2D, or a separate
    ``ReLU()`` layer) becomes one :class:`~tinycnn.layers.fused.ConvReLUMaxPool` block, which gives
-   the same numbers in fewer passes over memory (``fuse=False`` keeps the layers as they are).
+   the same numbers in fewer passes over memory.
 
 In training, nobody needs the gradient of the data, so the backward pass can stop early:
 :func:`trainable_tail` keeps the steps from the first one with parameters on (augmentation layers
@@ -71,13 +71,13 @@ def softmax_head(layers):
     return None
 
 
-def logit_steps(layers, fuse=True):
+def logit_steps(layers):
     """The steps from the input to the logits (see the module docstring)."""
     head = softmax_head(layers)
     steps = list(layers[:-1] if head == "layer" else layers)
     if head == "activation":
         steps[-1] = Logits(steps[-1])
-    return _fused(steps) if fuse else steps
+    return _fused(steps)
 
 
 def _fused(steps):
@@ -101,10 +101,16 @@ def _fused(steps):
     return out
 
 
+def first_trainable(steps):
+    """Where a training step's backward pass ends: the first layer or step with parameters (0 if
+    none). Everything before it runs forward only."""
+    return next((i for i, s in enumerate(steps) if s.params), 0)
+
+
 def trainable_tail(steps):
     """(steps before the first one with parameters, the steps from it on): a training step runs
     the first part forward only. The first trainable step skips its input gradient where it can."""
-    first = next((i for i, s in enumerate(steps) if s.params), 0)
+    first = first_trainable(steps)
     head, tail = steps[:first], list(steps[first:])
     if tail and isinstance(tail[0], (Conv2D, Dense, ConvReLUMaxPool, Logits)):
         tail[0] = NoInputGrad(tail[0])

@@ -4,7 +4,8 @@ The seed model's convolutions are each followed by ReLU and a 2×2 max-pool. Don
 time, that is four passes over the convolution's output ``z`` (N, H, W, C), the largest array of
 the step: add the bias, ReLU, pool forward; then in backward pool backward, ReLU backward, and a
 sum for the bias gradient. Each pass reads or writes megabytes to do one addition or comparison
-per number. The fused kernels make one pass each way.
+per number. The fused kernels make one pass each way. A third, at the end of this file, goes on
+from the pooled gradient to the convolution's own gradients, skipping the zeros of dz.
 
 Notation: as in :mod:`.pooling` (N, H, W, C the convolution's output; PH, PW, SH, SW, PT, PL the
 pool's window, strides and padding; OH, OW the pooled size).
@@ -33,6 +34,7 @@ pixel, the kernel the largest z, and either way no gradient goes there.
 import numpy as np
 
 from .geometry import output_size
+from .im2col import col2im_reference, im2col_reference
 from .jit import jit
 from .pooling import maxpool_backward_reference, maxpool_forward_reference
 
@@ -146,7 +148,6 @@ ROW_MIN = 16
 
 def conv_relu_maxpool_backward_reference(dy, argmax, y, x, kernel, z_hw, stride, pad):
     """The three layers' backward passes one after another: (dkernel, dbias, dx)."""
-    from .im2col import col2im_reference, im2col_reference
     kh, kw, c, f = kernel.shape
     dz, dbias = maxpool_relu_backward_reference(dy, argmax, y, (x.shape[0], *z_hw, f))
     dz = dz.reshape(-1, f)
