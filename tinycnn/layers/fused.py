@@ -16,8 +16,10 @@ The parameters, gradients and saved weights stay the Conv2D's: the block only bo
 layers. It runs on the CPU; on the GPU the layers run one by one.
 """
 
+from ..kernels import winograd
 from ..kernels.bias_relu_pool import (ROW_MIN, bias_relu_maxpool_forward, conv_relu_maxpool_backward,
                                       maxpool_relu_backward)
+
 
 
 class ConvReLUMaxPool:
@@ -32,6 +34,15 @@ class ConvReLUMaxPool:
 
     def forward(self, x, training=False):
         self.x = x
+        conv, pool = self.conv, self.pool
+        self.winograd = winograd.applies(x.shape[3], conv.kernel_size, conv.strides, pool.pool_size,
+                                         pool.strides, pool.pad)
+        if self.winograd:
+            z_hw = conv.out_hw
+            self.z_shape = (x.shape[0], *z_hw, conv.filters)
+            self.y, self.argmax, self.v, self.u = winograd.forward(
+                x, conv.params["kernel"], conv.params["bias"], conv.pad, z_hw)
+            return self.y
         z = self.conv.linear_forward(x, add_bias=False)
         self.z_shape = z.shape
         self.y, self.argmax = bias_relu_maxpool_forward(z, self.conv.params["bias"], *self.pool.pool_size,
@@ -41,6 +52,10 @@ class ConvReLUMaxPool:
     def backward(self, dy, input_grad=True):
         conv = self.conv
         kh, kw, c, f = conv.params["kernel"].shape
+        if self.winograd:
+            conv.grads["kernel"], conv.grads["bias"], dx = winograd.backward(
+                dy, self.argmax, self.y, self.v, self.u, self.x.shape, conv.pad, self.z_shape[1:3], input_grad)
+            return dx
         if kw * c >= ROW_MIN:             # long kernel rows: skip dz's zeros (bias_relu_pool.py)
             conv.grads["kernel"], conv.grads["bias"], dx = conv_relu_maxpool_backward(
                 dy, self.argmax, self.y, self.x, conv.params["kernel"], self.z_shape[1:3],
