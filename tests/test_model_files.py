@@ -267,6 +267,16 @@ def test_fuzz_edited_json(saved, data):
     assert_model_or_error(load_bytes(npz_bytes({**arrays, entry: np.array(json.dumps(doc))})))
 
 
+def test_a_damaged_zip_directory_field(saved):
+    """Found by test_fuzz_flipped_bytes: one flipped byte in a central-directory entry's "version
+    needed to extract" made zipfile raise NotImplementedError ("zip file version 10.9")."""
+    data = bytearray(saved[0])
+    entry = data.index(b"PK\x01\x02")              # the first central-directory entry
+    data[entry + 6] = 109                             # its "version needed" field: 10.9
+    message = load_bytes(bytes(data))
+    assert isinstance(message, str) and "truncated or corrupt" in message and "zip directory" in message
+
+
 def test_zip_members_that_are_not_arrays(saved):
     raw, _ = saved
     buffer = io.BytesIO()

@@ -104,6 +104,9 @@ def read_arrays(path):
         archive = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
         raise ModelFileError(f"{path!r} is not a tinycnn model file: {_what_it_is(path)}") from err
+    except Exception as err:   # a zip directory with damaged fields (zipfile: NotImplementedError ...)
+        raise ModelFileError(f"{path!r} is truncated or corrupt: its zip directory cannot be read "
+                             f"({type(err).__name__}: {err}). Save the model again.") from err
     arrays = {}
     with archive:
         for info in archive.infolist():
