@@ -9,8 +9,9 @@
 1. profiles those steps on what one thread works on at a time -- its share of the batch (batch /
    threads images), in chunks of at most parallel.CHUNK -- in one thread, BLAS on one thread:
    each step's median forward and backward time, with the GFLOP/s and GB/s it achieves. GFLOP/s
-   counts the operations of the im2col matrix products (a block whose backward skips dz's zeros
-   does fewer, so its figure is the rate the matrix products would need to keep up); GB/s counts
+   counts the operations of the im2col matrix products (a block whose backward skips dz's zeros,
+   or that runs Winograd's F(2×2, 3×3), does fewer, so its figure is the rate im2col's matrix
+   products would need to keep up: above the SGEMM rate, it beats any im2col design); GB/s counts
    the bytes the step must move at least once: its input, output, parameters and the
    intermediates it writes and reads back (im2col's columns, the matrix product's output);
 2. times those matrix products alone, at the same shapes, one thread: the floor of an im2col
@@ -93,7 +94,8 @@ def profile(model, x, y, steps_n):
         bwd = median_ms(lambda: step.backward(di), steps_n)
         f_flop, b_flop, f_bytes, b_bytes, mm = work(step, xi, out, input_grad=(i > 0))
         shapes += mm
-        rows.append({"step": f"{step.name} ({type(unwrap(step)).__name__})",
+        path = ", Winograd" if getattr(unwrap(step), "winograd", False) else ""
+        rows.append({"step": f"{step.name} ({type(unwrap(step)).__name__}{path})",
                      "forward_ms": fwd, "backward_ms": bwd,
                      "gflops": (f_flop + b_flop) / ((fwd + bwd) * 1e-3) / 1e9,
                      "gbs": (f_bytes + b_bytes) / ((fwd + bwd) * 1e-3) / 1e9})
@@ -152,7 +154,7 @@ def main():
                               ("backward_ms", "backward ms", "{:.3f}"), ("gflops", "GFLOP/s", "{:.1f}"),
                               ("gbs", "GB/s", "{:.1f}"), ("share", "share", "{:.1f}%")])
     print(f"sum {total:.2f} ms for {share} images; the non-finite check inside the update: {check:.3f} ms")
-    print(f"floor: the {len(shapes)} matrix products alone, same shapes, one thread: {floor:.2f} ms "
+    print(f"im2col floor: the {len(shapes)} matrix products of an im2col design, alone, one thread: {floor:.2f} ms "
           f"({flop / (floor * 1e-3) / 1e9:.0f} GFLOP/s; one-thread SGEMM 2048^3: {sgemm:.0f} GFLOP/s)")
 
     def steps_ms(n_threads):

@@ -3,6 +3,7 @@
 - :mod:`.im2col`  -- im2col / col2im, which turn a convolution into a matrix product;
 - :mod:`.pooling` -- max-pooling forward (with argmax) and backward;
 - :mod:`.bias_relu_pool` -- what follows a convolution (bias, ReLU, max-pool) fused, both ways;
+- :mod:`.winograd` -- a 3×3 convolution with its bias, ReLU and 2×2 max-pool by Winograd's F(2×2, 3×3);
 - :mod:`.adam`    -- Adam's update in one pass, which can check before it writes;
 - :mod:`.affine`  -- warping images (rotation, shift) by bilinear interpolation, and its adjoint;
 - :mod:`.geometry` -- a sliding window's output size and "same" padding, for im2col, pooling and cuda;

@@ -12,6 +12,12 @@ which gives the same numbers as the three layers one after another:
               (or, when a kernel row holds ROW_MIN numbers or more, dkernel and dx straight from
                the non-zero entries of dz, without forming it: the same sums, fewer of them)
 
+When the convolution is 3×3 with stride 1 and the pool 2×2 with stride 2 (the seed model's two
+blocks), and the input has one channel or at least winograd.MIN_CHANNELS, the block computes
+the same thing by Winograd's F(2×2, 3×3) instead (kernels/winograd.py): each 2×2 tile of z is
+one pool window, made from the 4×4 input tile under it with 16 multiplications instead of 36,
+and z is never stored. Its results differ from im2col's by float rounding only.
+
 The parameters, gradients and saved weights stay the Conv2D's: the block only borrows the three
 layers. It runs on the CPU; on the GPU the layers run one by one.
 """
