@@ -154,74 +154,109 @@ def maxpool_relu_backward_m_reference(dy, argmax, y, zw):
 # tile's 16 numbers would lie T*C apart: for the seed model exactly 25 pages, so that all 16 fall
 # into the same set of the cache (4K aliasing), and the kernels below ran ten times slower.
 
+# The three small matrices, applied to 4 numbers (a column or a row of a tile) at a time:
 @jit()
-def _input_transform_numba(x, pt, pl, th, tw):
-    n, h, w, c = x.shape
-    v = np.empty((n * th * tw, 16, c), dtype=x.dtype)
-    d = np.empty((4, 4, c), dtype=x.dtype)
-    r = np.empty((4, 4, c), dtype=x.dtype)
+def _bt(a0, a1, a2, a3):
+    """Bᵀ (a0, a1, a2, a3)."""
+    return a0 - a2, a1 + a2, a2 - a1, a1 - a3
+
+
+@jit()
+def _b(a0, a1, a2, a3):
+    """B (a0, a1, a2, a3), the transpose of _bt."""
+    return a0, a1 - a2 + a3, a1 + a2 - a0, -a3
+
+
+@jit()
+def _at(a0, a1, a2, a3):
+    """Aᵀ (a0, a1, a2, a3): 2 numbers."""
+    return a0 + a1 + a2, a1 - a2 - a3
+
+
+@jit()
+def _tile_bt_d_b(d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30, d31, d32, d33):
+    """Bᵀ d B for one 4×4 tile d: Bᵀ on each column, then on each row. 16 numbers, row by row."""
+    c0, c1, c2, c3 = _bt(d00, d10, d20, d30), _bt(d01, d11, d21, d31), _bt(d02, d12, d22, d32), _bt(d03, d13, d23, d33)
+    return (_bt(c0[0], c1[0], c2[0], c3[0]) + _bt(c0[1], c1[1], c2[1], c3[1])
+            + _bt(c0[2], c1[2], c2[2], c3[2]) + _bt(c0[3], c1[3], c2[3], c3[3]))
+
+
+@jit()
+def _tile_at_m_a(m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15):
+    """Aᵀ M A for one tile, M[ξ, ν] = m(4ξ + ν): the 2×2 outputs z00, z01, z10, z11."""
+    c0, c1, c2, c3 = _at(m0, m4, m8, m12), _at(m1, m5, m9, m13), _at(m2, m6, m10, m14), _at(m3, m7, m11, m15)
+    return _at(c0[0], c1[0], c2[0], c3[0]) + _at(c0[1], c1[1], c2[1], c3[1])
+
+
+@jit()
+def _pick(i, four):
+    """four[i] for a loop counter i. (Indexing a tuple by a variable keeps a loop from being
+    vectorised; this is a chain of selects, which the compiler folds once it unrolls the i loop.)"""
+    return four[0] if i == 0 else four[1] if i == 1 else four[2] if i == 2 else four[3]
+
+
+@jit()
+def _input_transform_numba(p, th, tw):
+    """p: the input with its padding, (N, 2TH + 2, 2TW + 2, C) -> V tile-major (T, 16, C).
+
+    V = Bᵀ d B one row i at a time: its four numbers are Bᵀ applied to row i of Bᵀ d, whose
+    entries are Bᵀ applied to each column of d. (Writing all 16 rows of V in one loop over the
+    channels is 16 places to store to, which the compiler does not vectorise; four are fine.)"""
+    n, c = p.shape[0], p.shape[3]
+    v = np.empty((n * th * tw, 16, c), dtype=p.dtype)
     for b in range(n):
         for ty in range(th):
+            d0, d1, d2, d3 = p[b, 2 * ty], p[b, 2 * ty + 1], p[b, 2 * ty + 2], p[b, 2 * ty + 3]   # the tile's rows
             for tx in range(tw):
-                t = (b * th + ty) * tw + tx
-                for i in range(4):                          # d: the 4×4 tile, zeros off the image
-                    hi = 2 * ty + i - pt
-                    for j in range(4):
-                        wi = 2 * tx + j - pl
-                        if 0 <= hi < h and 0 <= wi < w:
-                            for ch in range(c):
-                                d[i, j, ch] = x[b, hi, wi, ch]
-                        else:
-                            for ch in range(c):
-                                d[i, j, ch] = 0
-                for j in range(4):                          # r = Bᵀ d
+                t, x0 = (b * th + ty) * tw + tx, 2 * tx
+                for i in range(4):
+                    o0, o1, o2, o3 = v[t, 4 * i], v[t, 4 * i + 1], v[t, 4 * i + 2], v[t, 4 * i + 3]
                     for ch in range(c):
-                        r[0, j, ch] = d[0, j, ch] - d[2, j, ch]
-                        r[1, j, ch] = d[1, j, ch] + d[2, j, ch]
-                        r[2, j, ch] = d[2, j, ch] - d[1, j, ch]
-                        r[3, j, ch] = d[1, j, ch] - d[3, j, ch]
-                for i in range(4):                          # V = r B
-                    for ch in range(c):
-                        v[t, 4 * i + 0, ch] = r[i, 0, ch] - r[i, 2, ch]
-                        v[t, 4 * i + 1, ch] = r[i, 1, ch] + r[i, 2, ch]
-                        v[t, 4 * i + 2, ch] = r[i, 2, ch] - r[i, 1, ch]
-                        v[t, 4 * i + 3, ch] = r[i, 1, ch] - r[i, 3, ch]
+                        a0 = _pick(i, _bt(d0[x0, ch], d1[x0, ch], d2[x0, ch], d3[x0, ch]))
+                        a1 = _pick(i, _bt(d0[x0 + 1, ch], d1[x0 + 1, ch], d2[x0 + 1, ch], d3[x0 + 1, ch]))
+                        a2 = _pick(i, _bt(d0[x0 + 2, ch], d1[x0 + 2, ch], d2[x0 + 2, ch], d3[x0 + 2, ch]))
+                        a3 = _pick(i, _bt(d0[x0 + 3, ch], d1[x0 + 3, ch], d2[x0 + 3, ch], d3[x0 + 3, ch]))
+                        o0[ch], o1[ch], o2[ch], o3[ch] = _bt(a0, a1, a2, a3)
     return v
 
 
 @jit()
-def _input_transform_backward_numba(dv, n, h, w, pt, pl, th, tw):
+def _input_transform_backward_numba(dv, n, th, tw):
+    """dV tile-major (T, 16, C) -> the gradient of the padded input, (N, 2TH + 2, 2TW + 2, C):
+    dd = B dV Bᵀ for every tile, added where the tile was read (tiles overlap by two pixels)."""
     c = dv.shape[2]
-    dx = np.zeros((n, h, w, c), dtype=dv.dtype)
-    e = np.empty((4, 4, c), dtype=dv.dtype)
-    dd = np.empty((4, 4, c), dtype=dv.dtype)
+    dp = np.zeros((n, 2 * th + 2, 2 * tw + 2, c), dtype=dv.dtype)
     for b in range(n):
         for ty in range(th):
             for tx in range(tw):
-                t = (b * th + ty) * tw + tx
-                for j in range(4):                          # e = B dV
+                t, x0 = (b * th + ty) * tw + tx, 2 * tx
+                g = dv[t]
+                for i in range(4):                          # row i of dd: B along row i of B dV
+                    row = dp[b, 2 * ty + i]
                     for ch in range(c):
-                        e[0, j, ch] = dv[t, j, ch]
-                        e[1, j, ch] = dv[t, 4 + j, ch] - dv[t, 8 + j, ch] + dv[t, 12 + j, ch]
-                        e[2, j, ch] = dv[t, 4 + j, ch] + dv[t, 8 + j, ch] - dv[t, j, ch]
-                        e[3, j, ch] = -dv[t, 12 + j, ch]
-                for i in range(4):                          # dd = e Bᵀ
-                    for ch in range(c):
-                        dd[i, 0, ch] = e[i, 0, ch]
-                        dd[i, 1, ch] = e[i, 1, ch] - e[i, 2, ch] + e[i, 3, ch]
-                        dd[i, 2, ch] = e[i, 1, ch] + e[i, 2, ch] - e[i, 0, ch]
-                        dd[i, 3, ch] = -e[i, 3, ch]
-                for i in range(4):                          # added where the tile was read
-                    hi = 2 * ty + i - pt
-                    if hi < 0 or hi >= h:
-                        continue
-                    for j in range(4):
-                        wi = 2 * tx + j - pl
-                        if wi < 0 or wi >= w:
-                            continue
-                        for ch in range(c):
-                            dx[b, hi, wi, ch] += dd[i, j, ch]
-    return dx
+                        e0 = _pick(i, _b(g[0, ch], g[4, ch], g[8, ch], g[12, ch]))   # (B dV)[i, 0]
+                        e1 = _pick(i, _b(g[1, ch], g[5, ch], g[9, ch], g[13, ch]))
+                        e2 = _pick(i, _b(g[2, ch], g[6, ch], g[10, ch], g[14, ch]))
+                        e3 = _pick(i, _b(g[3, ch], g[7, ch], g[11, ch], g[15, ch]))
+                        dd = _b(e0, e1, e2, e3)
+                        row[x0, ch] += dd[0]
+                        row[x0 + 1, ch] += dd[1]
+                        row[x0 + 2, ch] += dd[2]
+                        row[x0 + 3, ch] += dd[3]
+    return dp
+
+
+@jit()
+def _window_max(z00, z01, z10, z11, top, zw):
+    """The first maximum of a 2×2 window in reading order, and its flat index in z."""
+    best, where = z00, top
+    if z01 > best:
+        best, where = z01, top + 1
+    if z10 > best:
+        best, where = z10, top + zw
+    if z11 > best:
+        best, where = z11, top + zw + 1
+    return best, where
 
 
 @jit()
@@ -229,30 +264,20 @@ def _output_bias_relu_maxpool_numba(m, bias, n, th, tw, zw):
     f = m.shape[2]
     y = np.empty((n, th, tw, f), dtype=m.dtype)
     argmax = np.empty((n, th, tw, f), dtype=np.int32)
-    r = np.empty((2, 4, f), dtype=m.dtype)
     zero = m.dtype.type(0)
     for b in range(n):
         for ty in range(th):
             for tx in range(tw):
                 t = (b * th + ty) * tw + tx
-                for j in range(4):                          # r = Aᵀ M
-                    for ff in range(f):
-                        r[0, j, ff] = m[t, j, ff] + m[t, 4 + j, ff] + m[t, 8 + j, ff]
-                        r[1, j, ff] = m[t, 4 + j, ff] - m[t, 8 + j, ff] - m[t, 12 + j, ff]
-                top = 2 * ty * zw + 2 * tx                  # z's flat index of the window's first pixel
+                mt = m[t]
+                top = np.int32(2 * ty * zw + 2 * tx)        # z's flat index of the window's first pixel
                 best_out, where_out = y[b, ty, tx], argmax[b, ty, tx]
-                for ff in range(f):                         # z = r A + bias, then max and ReLU
-                    z00 = r[0, 0, ff] + r[0, 1, ff] + r[0, 2, ff] + bias[ff]
-                    z01 = r[0, 1, ff] - r[0, 2, ff] - r[0, 3, ff] + bias[ff]
-                    z10 = r[1, 0, ff] + r[1, 1, ff] + r[1, 2, ff] + bias[ff]
-                    z11 = r[1, 1, ff] - r[1, 2, ff] - r[1, 3, ff] + bias[ff]
-                    best, where = z00, top                  # the first maximum in reading order
-                    larger = z01 > best
-                    best, where = (z01, top + 1) if larger else (best, where)
-                    larger = z10 > best
-                    best, where = (z10, top + zw) if larger else (best, where)
-                    larger = z11 > best
-                    best, where = (z11, top + zw + 1) if larger else (best, where)
+                for ff in range(f):                         # z = Aᵀ M A + bias, then max and ReLU
+                    z = _tile_at_m_a(mt[0, ff], mt[1, ff], mt[2, ff], mt[3, ff], mt[4, ff], mt[5, ff],
+                                     mt[6, ff], mt[7, ff], mt[8, ff], mt[9, ff], mt[10, ff], mt[11, ff],
+                                     mt[12, ff], mt[13, ff], mt[14, ff], mt[15, ff])
+                    best, where = _window_max(z[0] + bias[ff], z[1] + bias[ff], z[2] + bias[ff], z[3] + bias[ff],
+                                              top, np.int32(zw))
                     best_out[ff] = best if best > 0 else zero
                     where_out[ff] = where
     return y, argmax
@@ -320,53 +345,31 @@ def _maxpool_relu_backward_m_numba(dy, argmax, y, zw):
 # line in the filter loop is plain arithmetic on scalars, so the loop is vectorised over filters.
 
 @jit()
-def _one_channel_forward_numba(x, u, bias, pt, pl, th, tw, zw):
-    n, h, w, _ = x.shape
-    f = u.shape[1]                                          # u (16, F): U with its C = 1 axis dropped
-    v = np.empty((n * th * tw, 16), dtype=x.dtype)
-    y = np.empty((n, th, tw, f), dtype=x.dtype)
+def _one_channel_forward_numba(p, u, bias, th, tw, zw):
+    """p: the padded grey images (N, 2TH + 2, 2TW + 2); u (16, F): U with its C = 1 axis dropped."""
+    n, f = p.shape[0], u.shape[1]
+    v = np.empty((n * th * tw, 16), dtype=p.dtype)
+    y = np.empty((n, th, tw, f), dtype=p.dtype)
     argmax = np.empty((n, th, tw, f), dtype=np.int32)
-    d = np.empty((4, 4), dtype=x.dtype)
-    r = np.empty((4, 4), dtype=x.dtype)
-    zero = x.dtype.type(0)
+    zero = p.dtype.type(0)
     for b in range(n):
         for ty in range(th):
+            r0, r1, r2, r3 = p[b, 2 * ty], p[b, 2 * ty + 1], p[b, 2 * ty + 2], p[b, 2 * ty + 3]
             for tx in range(tw):
-                t = (b * th + ty) * tw + tx
-                for i in range(4):                          # V = Bᵀ d B, as _input_transform_numba
-                    hi = 2 * ty + i - pt
-                    for j in range(4):
-                        wi = 2 * tx + j - pl
-                        d[i, j] = x[b, hi, wi, 0] if 0 <= hi < h and 0 <= wi < w else zero
-                for j in range(4):
-                    r[0, j], r[1, j] = d[0, j] - d[2, j], d[1, j] + d[2, j]
-                    r[2, j], r[3, j] = d[2, j] - d[1, j], d[1, j] - d[3, j]
-                for i in range(4):
-                    v[t, 4 * i], v[t, 4 * i + 1] = r[i, 0] - r[i, 2], r[i, 1] + r[i, 2]
-                    v[t, 4 * i + 2], v[t, 4 * i + 3] = r[i, 2] - r[i, 1], r[i, 1] - r[i, 3]
-                v0, v1, v2, v3, v4, v5, v6, v7 = v[t, 0], v[t, 1], v[t, 2], v[t, 3], v[t, 4], v[t, 5], v[t, 6], v[t, 7]
-                v8, v9, v10, v11 = v[t, 8], v[t, 9], v[t, 10], v[t, 11]
-                v12, v13, v14, v15 = v[t, 12], v[t, 13], v[t, 14], v[t, 15]
-                top = 2 * ty * zw + 2 * tx
+                t, x0 = (b * th + ty) * tw + tx, 2 * tx
+                d = _tile_bt_d_b(r0[x0], r0[x0 + 1], r0[x0 + 2], r0[x0 + 3], r1[x0], r1[x0 + 1], r1[x0 + 2], r1[x0 + 3],
+                                 r2[x0], r2[x0 + 1], r2[x0 + 2], r2[x0 + 3], r3[x0], r3[x0 + 1], r3[x0 + 2], r3[x0 + 3])
+                v[t, 0], v[t, 1], v[t, 2], v[t, 3], v[t, 4], v[t, 5], v[t, 6], v[t, 7] = d[:8]
+                v[t, 8], v[t, 9], v[t, 10], v[t, 11], v[t, 12], v[t, 13], v[t, 14], v[t, 15] = d[8:]
+                top = np.int32(2 * ty * zw + 2 * tx)
                 best_out, where_out = y[b, ty, tx], argmax[b, ty, tx]
-                for ff in range(f):
-                    m0, m1, m2, m3 = v0 * u[0, ff], v1 * u[1, ff], v2 * u[2, ff], v3 * u[3, ff]
-                    m4, m5, m6, m7 = v4 * u[4, ff], v5 * u[5, ff], v6 * u[6, ff], v7 * u[7, ff]
-                    m8, m9, m10, m11 = v8 * u[8, ff], v9 * u[9, ff], v10 * u[10, ff], v11 * u[11, ff]
-                    m12, m13, m14, m15 = v12 * u[12, ff], v13 * u[13, ff], v14 * u[14, ff], v15 * u[15, ff]
-                    r00, r01, r02, r03 = m0 + m4 + m8, m1 + m5 + m9, m2 + m6 + m10, m3 + m7 + m11   # Aᵀ M
-                    r10, r11, r12, r13 = m4 - m8 - m12, m5 - m9 - m13, m6 - m10 - m14, m7 - m11 - m15
-                    z00 = r00 + r01 + r02 + bias[ff]                                               # (Aᵀ M) A
-                    z01 = r01 - r02 - r03 + bias[ff]
-                    z10 = r10 + r11 + r12 + bias[ff]
-                    z11 = r11 - r12 - r13 + bias[ff]
-                    best, where = z00, top
-                    larger = z01 > best
-                    best, where = (z01, top + 1) if larger else (best, where)
-                    larger = z10 > best
-                    best, where = (z10, top + zw) if larger else (best, where)
-                    larger = z11 > best
-                    best, where = (z11, top + zw + 1) if larger else (best, where)
+                for ff in range(f):                         # M = V ⊙ U, then as the output kernel
+                    z = _tile_at_m_a(d[0] * u[0, ff], d[1] * u[1, ff], d[2] * u[2, ff], d[3] * u[3, ff],
+                                     d[4] * u[4, ff], d[5] * u[5, ff], d[6] * u[6, ff], d[7] * u[7, ff],
+                                     d[8] * u[8, ff], d[9] * u[9, ff], d[10] * u[10, ff], d[11] * u[11, ff],
+                                     d[12] * u[12, ff], d[13] * u[13, ff], d[14] * u[14, ff], d[15] * u[15, ff])
+                    best, where = _window_max(z[0] + bias[ff], z[1] + bias[ff], z[2] + bias[ff], z[3] + bias[ff],
+                                              top, np.int32(zw))
                     best_out[ff] = best if best > 0 else zero
                     where_out[ff] = where
     return y, argmax, v
@@ -405,11 +408,17 @@ def _one_channel_kernel_backward_numba(dy, argmax, y, v, zw):
 
 def input_transform(x, pt, pl, th, tw):
     """Same contract as the reference: V (16, T, C), a view of a tile-major array."""
-    return _input_transform_numba(np.ascontiguousarray(x), pt, pl, th, tw).transpose(1, 0, 2)
+    return _input_transform_numba(_padded(x, pt, pl, th, tw), th, tw).transpose(1, 0, 2)
 
 
 def input_transform_backward(dv, x_shape, pt, pl, th, tw):
-    return _input_transform_backward_numba(_tile_major(dv), *x_shape[:3], pt, pl, th, tw)
+    """Same contract as the reference."""
+    n, h, w, c = x_shape
+    dpad = _input_transform_backward_numba(_tile_major(dv), n, th, tw)
+    dx = np.zeros(x_shape, dtype=dv.dtype)             # rows and columns no tile read stay 0
+    rows, cols = min(h, 2 * th + 2 - pt), min(w, 2 * tw + 2 - pl)
+    dx[:, :rows, :cols] = dpad[:, pt:pt + rows, pl:pl + cols]
+    return dx
 
 
 def output_bias_relu_maxpool(m, bias, n, th, tw, zw):
@@ -440,7 +449,8 @@ def forward(x, kernel, bias, pad, z_hw):
     th, tw = z_hw[0] // 2, z_hw[1] // 2
     u = kernel_transform(kernel)
     if x.shape[3] == 1:
-        y, argmax, v = _one_channel_forward_numba(np.ascontiguousarray(x), u[:, 0], bias, pad[0], pad[2], th, tw, z_hw[1])
+        p = _padded(x, pad[0], pad[2], th, tw)[..., 0]
+        y, argmax, v = _one_channel_forward_numba(p, np.ascontiguousarray(u[:, 0]), bias, th, tw, z_hw[1])
         return y, argmax, v[:, :, None].transpose(1, 0, 2), u
     v = input_transform(x, pad[0], pad[2], th, tw)
     y, argmax = output_bias_relu_maxpool(_matmul_tile_major(v, u), bias, x.shape[0], th, tw, z_hw[1])
