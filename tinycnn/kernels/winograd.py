@@ -22,9 +22,8 @@ Over many channels, the element-wise product summed over the input channels c is
     M[ξν] = V[ξν] @ U[ξν]                                         (16, T, F)    16 matrix products
     z     = Aᵀ M A        for every tile and filter               2×2 pixels per tile
 
-The seed model's second convolution makes each of its 2×2 output tiles exactly one 2×2 window of
-the max-pool that follows (stride 1 convolution, 2×2 pool with stride 2), so the output transform
-is fused with the bias, ReLU and max-pool (:mod:`.bias_relu_pool`): ``z`` is never written, only
+In the seed model each 2×2 output tile of a convolution is exactly one 2×2 window of the max-pool
+that follows (a stride-1 convolution, a 2×2 pool with stride 2), so the output transform is fused with the bias, ReLU and max-pool (:mod:`.bias_relu_pool`): ``z`` is never written, only
 the pooled ``y`` and each window's ``argmax``. A row or column of ``z`` that no pool window reads
 (the last one when OH is odd) is not computed at all.
 
@@ -40,8 +39,10 @@ The transforms are additions only, over arrays a little larger than x and the po
 Rounding differs from im2col's (the transforms add and subtract before multiplying), by a few
 units in the last place of float32; the tests compare with tolerances, in float32 and float64.
 
-Each Numba kernel below has a NumPy ``*_reference`` written with ``einsum`` over the tiles, and
-the tests check the whole block against Conv2D → ReLU → MaxPool2D run one by one.
+Each general Numba kernel below has a NumPy ``*_reference`` written with ``einsum`` over the
+tiles; the two one-channel kernels are those same steps run together. The tests check every
+kernel against its reference, and ``forward`` and ``backward`` (both paths) against im2col, bias,
+ReLU and max-pool run one by one (tests/test_winograd.py).
 """
 
 import numpy as np
