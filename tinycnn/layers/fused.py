@@ -27,7 +27,6 @@ from ..kernels.bias_relu_pool import (ROW_MIN, bias_relu_maxpool_forward, conv_r
                                       maxpool_relu_backward)
 
 
-
 class ConvReLUMaxPool:
     """Conv2D → ReLU → MaxPool2D, fused. Shapes: x (N, H, W, C) -> y (N, OH', OW', F) pooled."""
 
