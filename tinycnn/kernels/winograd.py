@@ -224,22 +224,24 @@ def _input_transform_numba(p, th, tw):
 @jit()
 def _input_transform_backward_numba(dv, n, th, tw):
     """dV tile-major (T, 16, C) -> the gradient of the padded input, (N, 2TH + 2, 2TW + 2, C):
-    dd = B dV Bᵀ for every tile, added where the tile was read (tiles overlap by two pixels)."""
+    dd = B dV Bᵀ for every tile, added where the tile was read (tiles overlap by two pixels).
+    First e = B dV, a column at a time, into a scratch tile; then B along each row of e."""
     c = dv.shape[2]
     dp = np.zeros((n, 2 * th + 2, 2 * tw + 2, c), dtype=dv.dtype)
+    e = np.empty((4, 4, c), dtype=dv.dtype)
     for b in range(n):
         for ty in range(th):
             for tx in range(tw):
                 t, x0 = (b * th + ty) * tw + tx, 2 * tx
                 g = dv[t]
-                for i in range(4):                          # row i of dd: B along row i of B dV
-                    row = dp[b, 2 * ty + i]
+                for j in range(4):                          # column j of e = B (column j of dV)
+                    e0, e1, e2, e3 = e[0, j], e[1, j], e[2, j], e[3, j]
                     for ch in range(c):
-                        e0 = _pick(i, _b(g[0, ch], g[4, ch], g[8, ch], g[12, ch]))   # (B dV)[i, 0]
-                        e1 = _pick(i, _b(g[1, ch], g[5, ch], g[9, ch], g[13, ch]))
-                        e2 = _pick(i, _b(g[2, ch], g[6, ch], g[10, ch], g[14, ch]))
-                        e3 = _pick(i, _b(g[3, ch], g[7, ch], g[11, ch], g[15, ch]))
-                        dd = _b(e0, e1, e2, e3)
+                        e0[ch], e1[ch], e2[ch], e3[ch] = _b(g[j, ch], g[4 + j, ch], g[8 + j, ch], g[12 + j, ch])
+                for i in range(4):                          # row i of dd = B (row i of e), added in
+                    row, ei = dp[b, 2 * ty + i], e[i]
+                    for ch in range(c):
+                        dd = _b(ei[0, ch], ei[1, ch], ei[2, ch], ei[3, ch])
                         row[x0, ch] += dd[0]
                         row[x0 + 1, ch] += dd[1]
                         row[x0 + 2, ch] += dd[2]
