@@ -92,7 +92,7 @@ def kernel_transform_backward(du):
 
 
 # ---------------------------------------------------------------------------------------------
-# NumPy references
+# The input as the tiles read it (references and kernels alike)
 # ---------------------------------------------------------------------------------------------
 
 def _padded(x, pt, pl, th, tw):
@@ -104,6 +104,20 @@ def _padded(x, pt, pl, th, tw):
     return out
 
 
+def _unpadded(dpad, x_shape, pt, pl):
+    """The transpose of _padded: the gradient of the padded input -> dx (N, H, W, C). Rows and
+    columns that no tile read get 0."""
+    h, w = x_shape[1], x_shape[2]
+    dx = np.zeros(x_shape, dtype=dpad.dtype)
+    rows, cols = min(h, dpad.shape[1] - pt), min(w, dpad.shape[2] - pl)
+    dx[:, :rows, :cols] = dpad[:, pt:pt + rows, pl:pl + cols]
+    return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy references
+# ---------------------------------------------------------------------------------------------
+
 def input_transform_reference(x, pt, pl, th, tw):
     """x (N, H, W, C) -> V (16, N*TH*TW, C): the 4×4 tile under every 2×2 output block, Bᵀ d B."""
     tiles = sliding_window_view(_padded(x, pt, pl, th, tw), (4, 4), axis=(1, 2))[:, ::2, ::2]  # N,TH,TW,C,4,4
@@ -113,17 +127,14 @@ def input_transform_reference(x, pt, pl, th, tw):
 
 def input_transform_backward_reference(dv, x_shape, pt, pl, th, tw):
     """dV (16, T, C) -> dx (N, H, W, C): B dV Bᵀ per tile, added where the tile came from."""
-    n, h, w, c = x_shape
+    n, c = x_shape[0], x_shape[3]
     bt = BT.astype(dv.dtype)
     dd = np.einsum("ai,abnhwc,bj->nhwijc", bt, dv.reshape(4, 4, n, th, tw, c), bt)
     dpad = np.zeros((n, 2 * th + 2, 2 * tw + 2, c), dtype=dv.dtype)
     for i in range(4):
         for j in range(4):
             dpad[:, i:i + 2 * th:2, j:j + 2 * tw:2] += dd[:, :, :, i, j]
-    dx = np.zeros(x_shape, dtype=dv.dtype)
-    rows, cols = min(h, 2 * th + 2 - pt), min(w, 2 * tw + 2 - pl)
-    dx[:, :rows, :cols] = dpad[:, pt:pt + rows, pl:pl + cols]
-    return dx
+    return _unpadded(dpad, x_shape, pt, pl)
 
 
 def output_bias_relu_maxpool_reference(m, bias, n, th, tw, zw):
@@ -298,6 +309,14 @@ Q = np.array([-1, 0, -2, -1])
 
 
 @jit()
+def _dm_row(g, low, right, p_xi, q_xi):
+    """Row ξ of dM for one filter: a = g (P[ξ] + Q[ξ] low), times (P[ν] + Q[ν] right) for ν = 0..3."""
+    a = g * (p_xi + q_xi * low)
+    ar = a * right
+    return a - ar, a, a - ar - ar, -ar
+
+
+@jit()
 def _window_gradient(dy_t, y_t, argmax_t, top, zw, g, low, right, dbias):
     """For one pooled pixel's filters: g (dy where y > 0, else 0), low and right (the argmax's
     row and column in the window, 0 or 1); dbias += g."""
@@ -330,10 +349,7 @@ def _maxpool_relu_backward_m_numba(dy, argmax, y, zw):
                     p_xi, q_xi = p[xi], q[xi]
                     row0, row1, row2, row3 = dm[t, 4 * xi], dm[t, 4 * xi + 1], dm[t, 4 * xi + 2], dm[t, 4 * xi + 3]
                     for ff in range(f):
-                        a = g[ff] * (p_xi + q_xi * low[ff])
-                        r = right[ff]
-                        ar = a * r
-                        row0[ff], row1[ff], row2[ff], row3[ff] = a - ar, a, a - ar - ar, -ar
+                        row0[ff], row1[ff], row2[ff], row3[ff] = _dm_row(g[ff], low[ff], right[ff], p_xi, q_xi)
     return dm, dbias
 
 
@@ -396,12 +412,11 @@ def _one_channel_kernel_backward_numba(dy, argmax, y, v, zw):
                     v0, v1, v2, v3 = v[t, 4 * xi], v[t, 4 * xi + 1], v[t, 4 * xi + 2], v[t, 4 * xi + 3]
                     row0, row1, row2, row3 = du[4 * xi], du[4 * xi + 1], du[4 * xi + 2], du[4 * xi + 3]
                     for ff in range(f):
-                        a = g[ff] * (p_xi + q_xi * low[ff])
-                        r = right[ff]
-                        row0[ff] += v0 * (a - a * r)
-                        row1[ff] += v1 * a
-                        row2[ff] += v2 * (a - a * r - a * r)
-                        row3[ff] -= v3 * (a * r)
+                        d0, d1, d2, d3 = _dm_row(g[ff], low[ff], right[ff], p_xi, q_xi)
+                        row0[ff] += v0 * d0
+                        row1[ff] += v1 * d1
+                        row2[ff] += v2 * d2
+                        row3[ff] += v3 * d3
     return du, dbias
 
 
@@ -416,12 +431,7 @@ def input_transform(x, pt, pl, th, tw):
 
 def input_transform_backward(dv, x_shape, pt, pl, th, tw):
     """Same contract as the reference."""
-    n, h, w, c = x_shape
-    dpad = _input_transform_backward_numba(_tile_major(dv), n, th, tw)
-    dx = np.zeros(x_shape, dtype=dv.dtype)             # rows and columns no tile read stay 0
-    rows, cols = min(h, 2 * th + 2 - pt), min(w, 2 * tw + 2 - pl)
-    dx[:, :rows, :cols] = dpad[:, pt:pt + rows, pl:pl + cols]
-    return dx
+    return _unpadded(_input_transform_backward_numba(_tile_major(dv), x_shape[0], th, tw), x_shape, pt, pl)
 
 
 def output_bias_relu_maxpool(m, bias, n, th, tw, zw):
