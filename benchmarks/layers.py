@@ -13,7 +13,8 @@
    or that runs Winograd's F(2×2, 3×3), does fewer, so its figure is the rate im2col's matrix
    products would need to keep up: above the SGEMM rate, it beats any im2col design); GB/s counts
    the bytes the step must move at least once: its input, output, parameters and the
-   intermediates it writes and reads back (im2col's columns, the matrix product's output);
+   intermediates it writes and reads back (im2col's columns and the matrix product's output, or
+   Winograd's V, M and dM);
 2. times those matrix products alone, at the same shapes, one thread: the floor of an im2col
    design that calls BLAS for all of them, and the machine's single-core SGEMM rate for scale;
 3. times whole training steps as ``fit`` runs them (``model._train_step``), on all the cores and
@@ -60,6 +61,14 @@ def work(step, x, out, input_grad):
         shapes = [(m, k, f), (k, m, f)] + ([(m, f, k)] if input_grad else [])
         fwd_bytes = io + params + 2 * cols + 2 * z           # im2col writes cols, GEMM reads them ...
         bwd_bytes = io + params + 2 * z + cols + (2 * cols if input_grad else 0)
+        if getattr(unwrap(step), "winograd", False):         # its own intermediates instead:
+            tiles, c = out.shape[0] * out.shape[1] * out.shape[2], x.shape[3]
+            v, mm = 16 * tiles * c * item, 16 * tiles * f * item      # V (T, 16, C), M and dM (T, 16, F)
+            if c == 1:                                       # one channel: M and dM stay in registers
+                fwd_bytes, bwd_bytes = io + params + 2 * v, io + params + v
+            else:
+                fwd_bytes = io + params + 2 * v + 2 * mm
+                bwd_bytes = io + params + 2 * mm + v + (2 * v if input_grad else 0)
         return 2 * m * k * f, 2 * m * k * f * (2 if input_grad else 1), fwd_bytes, bwd_bytes, shapes
     if kind == "Dense":
         n, d_in = x.shape
