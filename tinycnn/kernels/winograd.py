@@ -160,6 +160,10 @@ def maxpool_relu_backward_m_reference(dy, argmax, y, zw):
 # Numba kernels: a tile at a time, the channels or filters in the innermost (vectorised) loop
 # ---------------------------------------------------------------------------------------------
 #
+# Every kernel writes into arrays that its Python wrapper allocates, scratch space included: each
+# np.empty or np.zeros inside a kernel is one more function for Numba to compile on first use
+# (0.1-0.2 s each), and allocating in NumPy costs nothing extra at run time.
+#
 # They store V, M, dM and dV tile by tile, (T, 16, C): the 16 numbers of a tile are next to each
 # other. The matrix products read the same memory as (16, T, C) through a transposed view (BLAS
 # takes a row stride), which is the layout the contracts above describe. Stored (16, T, C), a
@@ -208,14 +212,13 @@ def _pick(i, four):
 
 
 @jit()
-def _input_transform_numba(p, th, tw):
-    """p: the input with its padding, (N, 2TH + 2, 2TW + 2, C) -> V tile-major (T, 16, C).
+def _input_transform_numba(p, th, tw, v):
+    """p: the input with its padding, (N, 2TH + 2, 2TW + 2, C) -> v, V tile-major (T, 16, C).
 
     V = Bᵀ d B one row i at a time: its four numbers are Bᵀ applied to row i of Bᵀ d, whose
     entries are Bᵀ applied to each column of d. (Writing all 16 rows of V in one loop over the
     channels is 16 places to store to, which the compiler does not vectorise; four are fine.)"""
     n, c = p.shape[0], p.shape[3]
-    v = np.empty((n * th * tw, 16, c), dtype=p.dtype)
     for b in range(n):
         for ty in range(th):
             d0, d1, d2, d3 = p[b, 2 * ty], p[b, 2 * ty + 1], p[b, 2 * ty + 2], p[b, 2 * ty + 3]   # the tile's rows
@@ -229,17 +232,15 @@ def _input_transform_numba(p, th, tw):
                         a2 = _pick(i, _bt(d0[x0 + 2, ch], d1[x0 + 2, ch], d2[x0 + 2, ch], d3[x0 + 2, ch]))
                         a3 = _pick(i, _bt(d0[x0 + 3, ch], d1[x0 + 3, ch], d2[x0 + 3, ch], d3[x0 + 3, ch]))
                         o0[ch], o1[ch], o2[ch], o3[ch] = _bt(a0, a1, a2, a3)
-    return v
 
 
 @jit()
-def _input_transform_backward_numba(dv, n, th, tw):
-    """dV tile-major (T, 16, C) -> the gradient of the padded input, (N, 2TH + 2, 2TW + 2, C):
-    dd = B dV Bᵀ for every tile, added where the tile was read (tiles overlap by two pixels).
-    First e = B dV, a column at a time, into a scratch tile; then B along each row of e."""
-    c = dv.shape[2]
-    dp = np.zeros((n, 2 * th + 2, 2 * tw + 2, c), dtype=dv.dtype)
-    e = np.empty((4, 4, c), dtype=dv.dtype)
+def _input_transform_backward_numba(dv, th, tw, dp, e):
+    """dV tile-major (T, 16, C) -> dp (zeros on entry), the gradient of the padded input,
+    (N, 2TH + 2, 2TW + 2, C): dd = B dV Bᵀ for every tile, added where the tile was read (tiles
+    overlap by two pixels). First e = B dV, a column at a time, into the scratch tile e (4, 4, C);
+    then B along each row of e."""
+    n, c = dp.shape[0], dv.shape[2]
     for b in range(n):
         for ty in range(th):
             for tx in range(tw):
@@ -257,7 +258,6 @@ def _input_transform_backward_numba(dv, n, th, tw):
                         row[x0 + 1, ch] += dd[1]
                         row[x0 + 2, ch] += dd[2]
                         row[x0 + 3, ch] += dd[3]
-    return dp
 
 
 @jit()
@@ -274,10 +274,9 @@ def _window_max(z00, z01, z10, z11, top, zw):
 
 
 @jit()
-def _output_bias_relu_maxpool_numba(m, bias, n, th, tw, zw):
-    f = m.shape[2]
-    y = np.empty((n, th, tw, f), dtype=m.dtype)
-    argmax = np.empty((n, th, tw, f), dtype=np.int32)
+def _output_bias_relu_maxpool_numba(m, bias, zw, y, argmax):
+    """M tile-major (T, 16, F) -> y (N, TH, TW, F) and argmax (its flat index in z, width ZW)."""
+    n, th, tw, f = y.shape
     zero = m.dtype.type(0)
     for b in range(n):
         for ty in range(th):
@@ -294,7 +293,6 @@ def _output_bias_relu_maxpool_numba(m, bias, n, th, tw, zw):
                                               top, np.int32(zw))
                     best_out[ff] = best if best > 0 else zero
                     where_out[ff] = where
-    return y, argmax
 
 
 # dM = A dz_tile Aᵀ, where dz_tile holds, for each filter, one non-zero g at (row, col) of the 2×2
@@ -333,12 +331,11 @@ def _window_gradient(dy_t, y_t, argmax_t, top, zw, g, low, right, dbias):
 
 
 @jit()
-def _maxpool_relu_backward_m_numba(dy, argmax, y, zw):
+def _maxpool_relu_backward_m_numba(dy, argmax, y, zw, p, q, dm, dbias, work):
+    """dy (N, TH, TW, F) -> dm, dM tile-major (T, 16, F), and dbias (zeros on entry) += its sum.
+    p, q: P and Q in dy's dtype; work (3, F): scratch for g, low and right."""
     n, th, tw, f = dy.shape
-    dm = np.empty((n * th * tw, 16, f), dtype=dy.dtype)
-    dbias = np.zeros(f, dtype=dy.dtype)
-    g, low, right = np.empty(f, dy.dtype), np.empty(f, dy.dtype), np.empty(f, dy.dtype)
-    p, q = P.astype(dy.dtype), Q.astype(dy.dtype)
+    g, low, right = work[0], work[1], work[2]
     for b in range(n):
         for ty in range(th):
             for tx in range(tw):
@@ -350,7 +347,6 @@ def _maxpool_relu_backward_m_numba(dy, argmax, y, zw):
                     row0, row1, row2, row3 = dm[t, 4 * xi], dm[t, 4 * xi + 1], dm[t, 4 * xi + 2], dm[t, 4 * xi + 3]
                     for ff in range(f):
                         row0[ff], row1[ff], row2[ff], row3[ff] = _dm_row(g[ff], low[ff], right[ff], p_xi, q_xi)
-    return dm, dbias
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,12 +360,10 @@ def _maxpool_relu_backward_m_numba(dy, argmax, y, zw):
 # line in the filter loop is plain arithmetic on scalars, so the loop is vectorised over filters.
 
 @jit()
-def _one_channel_forward_numba(p, u, bias, th, tw, zw):
-    """p: the padded grey images (N, 2TH + 2, 2TW + 2); u (16, F): U with its C = 1 axis dropped."""
-    n, f = p.shape[0], u.shape[1]
-    v = np.empty((n * th * tw, 16), dtype=p.dtype)
-    y = np.empty((n, th, tw, f), dtype=p.dtype)
-    argmax = np.empty((n, th, tw, f), dtype=np.int32)
+def _one_channel_forward_numba(p, u, bias, zw, v, y, argmax):
+    """p: the padded grey images (N, 2TH + 2, 2TW + 2); u (16, F): U with its C = 1 axis dropped.
+    Writes v (T, 16), y (N, TH, TW, F) and argmax, as the general kernels do."""
+    n, th, tw, f = y.shape
     zero = p.dtype.type(0)
     for b in range(n):
         for ty in range(th):
@@ -391,16 +385,13 @@ def _one_channel_forward_numba(p, u, bias, th, tw, zw):
                                               top, np.int32(zw))
                     best_out[ff] = best if best > 0 else zero
                     where_out[ff] = where
-    return y, argmax, v
 
 
 @jit()
-def _one_channel_kernel_backward_numba(dy, argmax, y, v, zw):
+def _one_channel_kernel_backward_numba(dy, argmax, y, v, zw, p, q, du, dbias, work):
+    """dy -> du (16, F) and dbias, both zeros on entry; v (T, 16); p, q, work as for dM above."""
     n, th, tw, f = dy.shape
-    du = np.zeros((16, f), dtype=dy.dtype)
-    dbias = np.zeros(f, dtype=dy.dtype)
-    g, low, right = np.empty(f, dy.dtype), np.empty(f, dy.dtype), np.empty(f, dy.dtype)
-    p, q = P.astype(dy.dtype), Q.astype(dy.dtype)
+    g, low, right = work[0], work[1], work[2]
     for b in range(n):
         for ty in range(th):
             for tx in range(tw):
@@ -417,7 +408,6 @@ def _one_channel_kernel_backward_numba(dy, argmax, y, v, zw):
                         row1[ff] += v1 * d1
                         row2[ff] += v2 * d2
                         row3[ff] += v3 * d3
-    return du, dbias
 
 
 # ---------------------------------------------------------------------------------------------
@@ -426,22 +416,40 @@ def _one_channel_kernel_backward_numba(dy, argmax, y, v, zw):
 
 def input_transform(x, pt, pl, th, tw):
     """Same contract as the reference: V (16, T, C), a view of a tile-major array."""
-    return _input_transform_numba(_padded(x, pt, pl, th, tw), th, tw).transpose(1, 0, 2)
+    n, c = x.shape[0], x.shape[3]
+    v = np.empty((n * th * tw, 16, c), dtype=x.dtype)
+    _input_transform_numba(_padded(x, pt, pl, th, tw), th, tw, v)
+    return v.transpose(1, 0, 2)
 
 
 def input_transform_backward(dv, x_shape, pt, pl, th, tw):
     """Same contract as the reference."""
-    return _unpadded(_input_transform_backward_numba(_tile_major(dv), x_shape[0], th, tw), x_shape, pt, pl)
+    c = x_shape[3]
+    dp = np.zeros((x_shape[0], 2 * th + 2, 2 * tw + 2, c), dtype=dv.dtype)
+    _input_transform_backward_numba(_tile_major(dv), th, tw, dp, np.empty((4, 4, c), dtype=dv.dtype))
+    return _unpadded(dp, x_shape, pt, pl)
 
 
 def output_bias_relu_maxpool(m, bias, n, th, tw, zw):
-    return _output_bias_relu_maxpool_numba(_tile_major(m), bias, n, th, tw, zw)
+    y = np.empty((n, th, tw, m.shape[2]), dtype=m.dtype)
+    argmax = np.empty(y.shape, dtype=np.int32)
+    _output_bias_relu_maxpool_numba(_tile_major(m), bias, zw, y, argmax)
+    return y, argmax
 
 
 def maxpool_relu_backward_m(dy, argmax, y, zw):
     """Same contract as the reference: dM (16, T, F), a view of a tile-major array."""
-    dm, dbias = _maxpool_relu_backward_m_numba(np.ascontiguousarray(dy), argmax, y, zw)
+    n, th, tw, f = dy.shape
+    dm = np.empty((n * th * tw, 16, f), dtype=dy.dtype)
+    dbias = np.zeros(f, dtype=dy.dtype)
+    _maxpool_relu_backward_m_numba(np.ascontiguousarray(dy), argmax, y, zw, *_dm_constants(dy.dtype), dm, dbias,
+                                   np.empty((3, f), dtype=dy.dtype))
     return dm.transpose(1, 0, 2), dbias
+
+
+def _dm_constants(dtype):
+    """P and Q in the gradient's dtype (see _dm_row)."""
+    return P.astype(dtype), Q.astype(dtype)
 
 
 def _tile_major(a):
@@ -462,8 +470,11 @@ def forward(x, kernel, bias, pad, z_hw):
     th, tw = z_hw[0] // 2, z_hw[1] // 2
     u = kernel_transform(kernel)
     if x.shape[3] == 1:
-        p = _padded(x, pad[0], pad[2], th, tw)[..., 0]
-        y, argmax, v = _one_channel_forward_numba(p, np.ascontiguousarray(u[:, 0]), bias, th, tw, z_hw[1])
+        n, f = x.shape[0], kernel.shape[3]
+        v = np.empty((n * th * tw, 16), dtype=x.dtype)
+        y, argmax = np.empty((n, th, tw, f), dtype=x.dtype), np.empty((n, th, tw, f), dtype=np.int32)
+        _one_channel_forward_numba(_padded(x, pad[0], pad[2], th, tw)[..., 0], np.ascontiguousarray(u[:, 0]), bias,
+                                   z_hw[1], v, y, argmax)
         return y, argmax, v[:, :, None].transpose(1, 0, 2), u
     v = input_transform(x, pad[0], pad[2], th, tw)
     y, argmax = output_bias_relu_maxpool(_matmul_tile_major(v, u), bias, x.shape[0], th, tw, z_hw[1])
@@ -474,7 +485,10 @@ def backward(dy, argmax, y, v, u, x_shape, pad, z_hw, input_grad=True):
     """(dkernel, dbias, dx) from dy (N, TH, TW, F); dx is None without ``input_grad``."""
     th, tw = dy.shape[1], dy.shape[2]
     if x_shape[3] == 1 and not input_grad:
-        du, dbias = _one_channel_kernel_backward_numba(np.ascontiguousarray(dy), argmax, y, v[:, :, 0].T, z_hw[1])
+        f = dy.shape[3]
+        du, dbias = np.zeros((16, f), dtype=dy.dtype), np.zeros(f, dtype=dy.dtype)
+        _one_channel_kernel_backward_numba(np.ascontiguousarray(dy), argmax, y, v[:, :, 0].T, z_hw[1],
+                                           *_dm_constants(dy.dtype), du, dbias, np.empty((3, f), dtype=dy.dtype))
         return kernel_transform_backward(du[:, None]), dbias, None
     dm, dbias = maxpool_relu_backward_m(dy, argmax, y, z_hw[1])
     dkernel = kernel_transform_backward(np.matmul(v.transpose(0, 2, 1), dm))
