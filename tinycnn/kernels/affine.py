@@ -99,7 +99,7 @@ def affine_sample_backward_reference(dout, transforms):
 # Numba kernels: the same arithmetic, one output pixel at a time.
 # ---------------------------------------------------------------------------------------------
 
-@jit()
+@jit(helper=True)
 def _source_point(t, r, col):
     """Where output pixel (r, col) reads, for transform row t: the top-left source pixel
     (y0, x0) and the fractions (fy, fx) towards the next row and column."""

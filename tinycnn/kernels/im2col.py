@@ -136,7 +136,7 @@ def _im2col_numba(x, kh, kw, sh, sw, pt, pl, oh, ow):
     return cols.reshape(n * oh * ow, kh * kw * c)
 
 
-@jit()
+@jit(helper=True)
 def _source_table(size, k, stride, pad, out):
     """table[p, i] = the output position o whose window put input p at offset i (o*stride + i -
     pad == p), or -1 if none: col2im's index arithmetic, worked out once per call."""

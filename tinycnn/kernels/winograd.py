@@ -171,25 +171,25 @@ def maxpool_relu_backward_m_reference(dy, argmax, y, zw):
 # into the same set of the cache (4K aliasing), and the kernels below ran ten times slower.
 
 # The three small matrices, applied to 4 numbers (a column or a row of a tile) at a time:
-@jit()
+@jit(helper=True)
 def _bt(a0, a1, a2, a3):
     """Bᵀ (a0, a1, a2, a3)."""
     return a0 - a2, a1 + a2, a2 - a1, a1 - a3
 
 
-@jit()
+@jit(helper=True)
 def _b(a0, a1, a2, a3):
     """B (a0, a1, a2, a3), the transpose of _bt."""
     return a0, a1 - a2 + a3, a1 + a2 - a0, -a3
 
 
-@jit()
+@jit(helper=True)
 def _at(a0, a1, a2, a3):
     """Aᵀ (a0, a1, a2, a3): 2 numbers."""
     return a0 + a1 + a2, a1 - a2 - a3
 
 
-@jit()
+@jit(helper=True)
 def _tile_bt_d_b(d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30, d31, d32, d33):
     """Bᵀ d B for one 4×4 tile d: Bᵀ on each column, then on each row. 16 numbers, row by row."""
     c0, c1, c2, c3 = _bt(d00, d10, d20, d30), _bt(d01, d11, d21, d31), _bt(d02, d12, d22, d32), _bt(d03, d13, d23, d33)
@@ -197,7 +197,7 @@ def _tile_bt_d_b(d00, d01, d02, d03, d10, d11, d12, d13, d20, d21, d22, d23, d30
             + _bt(c0[2], c1[2], c2[2], c3[2]) + _bt(c0[3], c1[3], c2[3], c3[3]))
 
 
-@jit()
+@jit(helper=True)
 def _tile_at_m_a(m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14, m15):
     """Aᵀ M A for one tile, M[ξ, ν] = m(4ξ + ν): the 2×2 outputs z00, z01, z10, z11."""
     c0, c1, c2, c3 = _at(m0, m4, m8, m12), _at(m1, m5, m9, m13), _at(m2, m6, m10, m14), _at(m3, m7, m11, m15)
@@ -205,33 +205,29 @@ def _tile_at_m_a(m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14
 
 
 @jit()
-def _pick(i, four):
-    """four[i] for a loop counter i. (Indexing a tuple by a variable keeps a loop from being
-    vectorised; this is a chain of selects, which the compiler folds once it unrolls the i loop.)"""
-    return four[0] if i == 0 else four[1] if i == 1 else four[2] if i == 2 else four[3]
-
-
-@jit()
-def _input_transform_numba(p, th, tw, v):
+def _input_transform_numba(p, th, tw, v, e):
     """p: the input with its padding, (N, 2TH + 2, 2TW + 2, C) -> v, V tile-major (T, 16, C).
 
-    V = Bᵀ d B one row i at a time: its four numbers are Bᵀ applied to row i of Bᵀ d, whose
-    entries are Bᵀ applied to each column of d. (Writing all 16 rows of V in one loop over the
-    channels is 16 places to store to, which the compiler does not vectorise; four are fine.)"""
+    V = Bᵀ d B for every tile d. First e = Bᵀ d, a column at a time, into the scratch tile e
+    (4, 4, C); then row i of V is Bᵀ applied to row i of e. (Writing all 16 numbers of a tile in
+    one loop over the channels is 16 places to store to, which the compiler does not vectorise;
+    four are fine.)"""
     n, c = p.shape[0], p.shape[3]
     for b in range(n):
         for ty in range(th):
             d0, d1, d2, d3 = p[b, 2 * ty], p[b, 2 * ty + 1], p[b, 2 * ty + 2], p[b, 2 * ty + 3]   # the tile's rows
             for tx in range(tw):
                 t, x0 = (b * th + ty) * tw + tx, 2 * tx
-                for i in range(4):
+                for j in range(4):                          # column j of e = Bᵀ (column j of d)
+                    e0, e1, e2, e3 = e[0, j], e[1, j], e[2, j], e[3, j]
+                    for ch in range(c):
+                        e0[ch], e1[ch], e2[ch], e3[ch] = _bt(d0[x0 + j, ch], d1[x0 + j, ch], d2[x0 + j, ch],
+                                                             d3[x0 + j, ch])
+                for i in range(4):                          # row i of V = Bᵀ (row i of e)
+                    ei = e[i]
                     o0, o1, o2, o3 = v[t, 4 * i], v[t, 4 * i + 1], v[t, 4 * i + 2], v[t, 4 * i + 3]
                     for ch in range(c):
-                        a0 = _pick(i, _bt(d0[x0, ch], d1[x0, ch], d2[x0, ch], d3[x0, ch]))
-                        a1 = _pick(i, _bt(d0[x0 + 1, ch], d1[x0 + 1, ch], d2[x0 + 1, ch], d3[x0 + 1, ch]))
-                        a2 = _pick(i, _bt(d0[x0 + 2, ch], d1[x0 + 2, ch], d2[x0 + 2, ch], d3[x0 + 2, ch]))
-                        a3 = _pick(i, _bt(d0[x0 + 3, ch], d1[x0 + 3, ch], d2[x0 + 3, ch], d3[x0 + 3, ch]))
-                        o0[ch], o1[ch], o2[ch], o3[ch] = _bt(a0, a1, a2, a3)
+                        o0[ch], o1[ch], o2[ch], o3[ch] = _bt(ei[0, ch], ei[1, ch], ei[2, ch], ei[3, ch])
 
 
 @jit()
@@ -260,7 +256,7 @@ def _input_transform_backward_numba(dv, th, tw, dp, e):
                         row[x0 + 3, ch] += dd[3]
 
 
-@jit()
+@jit(helper=True)
 def _window_max(z00, z01, z10, z11, top, zw):
     """The first maximum of a 2×2 window in reading order, and its flat index in z."""
     best, where = z00, top
@@ -306,7 +302,7 @@ P = np.array([1, 1, 1, 0])
 Q = np.array([-1, 0, -2, -1])
 
 
-@jit()
+@jit(helper=True)
 def _dm_row(g, low, right, p_xi, q_xi):
     """Row ξ of dM for one filter: a = g (P[ξ] + Q[ξ] low), times (P[ν] + Q[ν] right) for ν = 0..3."""
     a = g * (p_xi + q_xi * low)
@@ -314,7 +310,7 @@ def _dm_row(g, low, right, p_xi, q_xi):
     return a - ar, a, a - ar - ar, -ar
 
 
-@jit()
+@jit(helper=True)
 def _window_gradient(dy_t, y_t, argmax_t, top, zw, g, low, right, dbias):
     """For one pooled pixel's filters: g (dy where y > 0, else 0), low and right (the argmax's
     row and column in the window, 0 or 1); dbias += g."""
@@ -418,7 +414,7 @@ def input_transform(x, pt, pl, th, tw):
     """Same contract as the reference: V (16, T, C), a view of a tile-major array."""
     n, c = x.shape[0], x.shape[3]
     v = np.empty((n * th * tw, 16, c), dtype=x.dtype)
-    _input_transform_numba(_padded(x, pt, pl, th, tw), th, tw, v)
+    _input_transform_numba(_padded(x, pt, pl, th, tw), th, tw, v, np.empty((4, 4, c), dtype=x.dtype))
     return v.transpose(1, 0, 2)
 
 
