@@ -51,10 +51,11 @@ def main():
     from examples.mnist import VALIDATION_SPLIT, build_model
     from tinycnn.datasets import fashion_mnist
     from tinycnn.layers import RandomRotation, RandomTranslation
+    from tinycnn.parallel import cpu_count
     from tinycnn.schedules import CosineDecay
 
     torch.manual_seed(args.seed)
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(cpu_count())          # the cores this process may run on (taskset, containers)
     (x_all, y_all), (x_test, y_test) = fashion_mnist.load_data(path=common.FASHION_DIR)
     n_train = int(len(x_all) * (1 - VALIDATION_SPLIT))
 

@@ -4,6 +4,7 @@
     python benchmarks/train_epoch.py --epochs 3 --json results.json
     python benchmarks/train_epoch.py --scaling             # also batch 16 ... 256 on 12,000 images
     python benchmarks/train_epoch.py --device gpu          # batch 32, 128, 512 on an NVIDIA GPU
+    python benchmarks/train_epoch.py --jit-only --jit-baseline /tmp/before   # compile time, two checkouts
 
 What it measures, on 60,000 28x28 images (real Fashion-MNIST when Debian's dataset-fashion-mnist
 is installed, else synthetic):
@@ -14,7 +15,9 @@ is installed, else synthetic):
 - peak resident memory of a process that loads the data and trains one epoch (each framework
   in its own subprocess, so neither inflates the other);
 - Numba's JIT overhead on the first epoch, in a subprocess with an empty cache (cold) and again
-  with the cache it left (warm), apart from the steady state;
+  with the cache it left (warm), apart from the steady state; the median of --jit-rounds such
+  pairs. With --jit-baseline DIR (another checkout, e.g. ``git worktree add /tmp/before <commit>``)
+  the same is measured for that checkout too, round by round in turn, so drift hits both;
 - with --scaling, seconds per epoch of both frameworks at batch 16, 32, 64, 128 and 256 on a
   12,000-image slice, so that the cost's growth with the batch shows.
 The BLAS library and the kernel it chose are printed first (threadpoolctl): quote figures with
@@ -68,9 +71,15 @@ def steady_state(x, y, batch_sizes, epochs, device, use_torch):
     return rows
 
 
-def run_worker(args_list, env=None):
-    out = subprocess.run([sys.executable, __file__, *args_list], capture_output=True, text=True,
-                         env={**os.environ, **(env or {})}, timeout=1800)
+def run_worker(args_list, env=None, checkout=None):
+    """Runs this script with args_list in a subprocess; with ``checkout``, that checkout's own
+    script and tinycnn instead of these."""
+    script = os.path.join(checkout, "benchmarks", "train_epoch.py") if checkout else __file__
+    env = {**os.environ, **(env or {})}
+    if checkout:
+        env["PYTHONPATH"] = os.path.abspath(checkout)
+    out = subprocess.run([sys.executable, script, *args_list], capture_output=True, text=True, env=env,
+                         timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(f"worker {args_list} failed:\n{out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -101,6 +110,23 @@ def worker_jit(batch_size):
     return {"import_s": import_s, "first_s": first, "steady_s": second, "jit_s": first - second}
 
 
+def jit_overhead(rounds, checkouts):
+    """Median cold and warm JIT overhead of each checkout (None: this one), alternating."""
+    times = {(c, cache): [] for c in checkouts for cache in ("cold", "warm")}
+    for _ in range(rounds):
+        for checkout in checkouts:
+            with tempfile.TemporaryDirectory() as cache_dir:
+                env = {"NUMBA_CACHE_DIR": cache_dir}
+                for cache in ("cold", "warm"):
+                    times[(checkout, cache)].append(run_worker(["--worker", "jit"], env, checkout))
+    rows = []
+    for (checkout, cache), runs in times.items():
+        rows.append({"checkout": checkout or "this one", "cache": cache,
+                     **{k: common.median([r[k] for r in runs]) for k in ("import_s", "jit_s", "steady_s")},
+                     "jit_all": [r["jit_s"] for r in runs], "each": " ".join(f"{r['jit_s']:.2f}" for r in runs)})
+    return rows
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
@@ -110,6 +136,9 @@ def main():
     p.add_argument("--no-torch", action="store_true", help="time tinycnn alone")
     p.add_argument("--skip-memory", action="store_true")
     p.add_argument("--skip-jit", action="store_true")
+    p.add_argument("--jit-only", action="store_true", help="measure the JIT overhead alone")
+    p.add_argument("--jit-rounds", type=int, default=3, help="cold and warm pairs per checkout (median)")
+    p.add_argument("--jit-baseline", metavar="DIR", help="another checkout whose JIT overhead to measure in turn")
     p.add_argument("--scaling", action="store_true", help="also time batch 16 to 256 on 12,000 images")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--worker", choices=["memory-tinycnn", "memory-torch", "jit"], help=argparse.SUPPRESS)
@@ -130,7 +159,8 @@ def main():
         use_torch = torch.cuda.is_available()      # a CPU-only PyTorch cannot be compared on the GPU
     if use_torch:
         import torch
-        torch.set_num_threads(os.cpu_count())
+        from tinycnn.parallel import cpu_count
+        torch.set_num_threads(cpu_count())      # as many threads as tinycnn's fit uses
     x, y, source = common.load_images(args.images)
     info = common.machine()
     print(f"machine: {info}")
@@ -139,14 +169,15 @@ def main():
           f"{'PyTorch in the same run' if use_torch else 'PyTorch not installed or --no-torch'}")
     results = {"machine": info, "data": source, "images": len(x), "device": args.device}
 
-    rows = steady_state(x, y, batch_sizes, args.epochs, args.device, use_torch)
-    results["epochs"] = rows
-    print(f"\nSeconds per epoch, median of {args.epochs} (device {args.device}):")
-    common.print_table(rows, [("batch", "batch", "{}"), ("tinycnn_s", "tinycnn s/epoch", "{:.1f}"),
-                              ("tinycnn_img_s", "images/s", "{:,.0f}"), ("torch_s", "PyTorch s/epoch", "{:.1f}"),
-                              ("torch_img_s", "images/s", "{:,.0f}"), ("ratio", "tinycnn/PyTorch", "{:.2f}")])
+    if not args.jit_only:
+        rows = steady_state(x, y, batch_sizes, args.epochs, args.device, use_torch)
+        results["epochs"] = rows
+        print(f"\nSeconds per epoch, median of {args.epochs} (device {args.device}):")
+        common.print_table(rows, [("batch", "batch", "{}"), ("tinycnn_s", "tinycnn s/epoch", "{:.1f}"),
+                                  ("tinycnn_img_s", "images/s", "{:,.0f}"), ("torch_s", "PyTorch s/epoch", "{:.1f}"),
+                                  ("torch_img_s", "images/s", "{:,.0f}"), ("ratio", "tinycnn/PyTorch", "{:.2f}")])
 
-    if args.scaling:
+    if args.scaling and not args.jit_only:
         n = min(12000, len(x))
         print(f"\nScaling: batch 16 to 256 on {n} images", flush=True)
         scaling = steady_state(x[:n], y[:n], [16, 32, 64, 128, 256], args.epochs, args.device, use_torch)
@@ -155,7 +186,7 @@ def main():
         common.print_table(scaling, [("batch", "batch", "{}"), ("tinycnn_s", "tinycnn s/epoch", "{:.2f}"),
                                      ("torch_s", "PyTorch s/epoch", "{:.2f}"), ("ratio", "tinycnn/PyTorch", "{:.2f}")])
 
-    if not args.skip_memory and args.device == "cpu":
+    if not args.skip_memory and not args.jit_only and args.device == "cpu":
         mem = [{"framework": "tinycnn", **run_worker(["--worker", "memory-tinycnn", "--images", str(args.images)])}]
         if use_torch:
             mem.append({"framework": "PyTorch", **run_worker(["--worker", "memory-torch", "--images", str(args.images)])})
@@ -164,14 +195,13 @@ def main():
         common.print_table(mem, [("framework", "framework", "{}"), ("peak_rss_mb", "peak RSS MB", "{:.0f}")])
 
     if not args.skip_jit and args.device == "cpu":
-        with tempfile.TemporaryDirectory() as cache:
-            env = {"NUMBA_CACHE_DIR": cache}
-            jit = [{"cache": "cold", **run_worker(["--worker", "jit"], env)},
-                   {"cache": "warm", **run_worker(["--worker", "jit"], env)}]
+        jit = jit_overhead(args.jit_rounds, [None] + ([args.jit_baseline] if args.jit_baseline else []))
         results["jit"] = jit
-        print("\nJIT overhead: the first epoch (20 batches of 32) minus the same epoch again:")
-        common.print_table(jit, [("cache", "Numba cache", "{}"), ("import_s", "import s", "{:.2f}"),
-                                 ("jit_s", "JIT overhead s", "{:.2f}"), ("steady_s", "steady epoch s", "{:.2f}")])
+        print(f"\nJIT overhead: the first epoch (20 batches of 32) minus the same epoch again, median of "
+              f"{args.jit_rounds}:")
+        common.print_table(jit, [("checkout", "checkout", "{}"), ("cache", "Numba cache", "{}"),
+                                 ("import_s", "import s", "{:.2f}"), ("jit_s", "JIT overhead s", "{:.2f}"),
+                                 ("each", "each run s", "{}"), ("steady_s", "steady epoch s", "{:.2f}")])
     common.write_json(args.json, results)
 
 
