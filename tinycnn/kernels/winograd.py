@@ -23,8 +23,9 @@ Over many channels, the element-wise product summed over the input channels c is
     z     = Aᵀ M A        for every tile and filter               2×2 pixels per tile
 
 In the seed model each 2×2 output tile of a convolution is exactly one 2×2 window of the max-pool
-that follows (a stride-1 convolution, a 2×2 pool with stride 2), so the output transform is fused with the bias, ReLU and max-pool (:mod:`.bias_relu_pool`): ``z`` is never written, only
-the pooled ``y`` and each window's ``argmax``. A row or column of ``z`` that no pool window reads
+that follows (a stride-1 convolution, a 2×2 pool with stride 2), so the output transform is fused
+with the bias, ReLU and max-pool (:mod:`.bias_relu_pool`): ``z`` is never written, only the
+pooled ``y`` and each window's ``argmax``. A row or column of ``z`` that no pool window reads
 (the last one when OH is odd) is not computed at all.
 
 Backward, by the chain rule through the same three steps (every step is linear):
