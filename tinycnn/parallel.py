@@ -10,11 +10,10 @@ DistributedDataParallel and Horovod train on many GPUs; here the "devices" are C
 Why not let each kernel use both cores instead? NumPy's BLAS (OpenBLAS) keeps a thread pool of
 its own, whose threads spin between matrix products; a second pool for our kernels (Numba's
 ``parallel=True``) fights it for the cores, and on 2 cores a step took twice as long or worse
-(``benchmarks/kernels.py``). Here
-there is one pool, ours: BLAS is told to use one thread (threadpoolctl) while ``fit`` runs, and
-each share runs its matrix products and Numba kernels in its own thread. Both release Python's
-GIL (the kernels are compiled with ``nogil=True``), so the threads really run at the same time;
-only the few Python lines between kernels take turns.
+(``benchmarks/kernels.py``). Here there is one pool, ours: BLAS is told to use one thread
+(threadpoolctl) while ``fit`` runs, and each share runs its matrix products and Numba kernels in
+its own thread. Both release Python's GIL (the kernels are compiled with ``nogil=True``), so the
+threads really run at the same time; only the few Python lines between kernels take turns.
 
 Each thread needs layers of its own, because a layer remembers what its backward pass needs
 (``cols``, ``mask``, ``argmax`` ...). :func:`replica` makes a copy that *shares* the original's

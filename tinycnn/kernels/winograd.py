@@ -434,6 +434,7 @@ def input_transform_backward(dv, x_shape, pt, pl, th, tw):
 
 
 def output_bias_relu_maxpool(m, bias, n, th, tw, zw):
+    """Same contract as the reference: (y, argmax)."""
     y = np.empty((n, th, tw, m.shape[2]), dtype=m.dtype)
     argmax = np.empty(y.shape, dtype=np.int32)
     _output_bias_relu_maxpool_numba(_tile_major(m), bias, zw, y, argmax)
@@ -485,7 +486,9 @@ def forward(x, kernel, bias, pad, z_hw):
 
 
 def backward(dy, argmax, y, v, u, x_shape, pad, z_hw, input_grad=True):
-    """(dkernel, dbias, dx) from dy (N, TH, TW, F); dx is None without ``input_grad``."""
+    """(dkernel, dbias, dx) from dy (N, TH, TW, F); dx is None without ``input_grad``. One input
+    channel without dx (the first convolution in training) takes the one-channel dU kernel; with
+    dx (a gradient check, say), the general path, whose products then have K = 1."""
     th, tw = dy.shape[1], dy.shape[2]
     if x_shape[3] == 1 and not input_grad:
         f = dy.shape[3]
