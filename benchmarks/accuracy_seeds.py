@@ -2,6 +2,7 @@
 
     python benchmarks/accuracy_seeds.py --seeds 0 1 2                  # the example as it runs
     python benchmarks/accuracy_seeds.py --seeds 0 1 2 3 4 5 6 7 --im2col --torch --jobs 8
+    python benchmarks/accuracy_seeds.py --seeds 0 1 2 3 --baseline /tmp/before   # against another checkout
 
 One run of ``examples/mnist.py`` (real Fashion-MNIST from Debian's dataset-fashion-mnist, the
 seed model, 5 epochs, batch 32) gives one test accuracy, and the seed moves it by about half a
@@ -13,7 +14,9 @@ minimum and maximum, for:
 - with --im2col, the same runs with Winograd switched off, so that both blocks take the im2col
   path, the one the layers' own docstrings describe;
 - with --torch, the same network and recipe in PyTorch (``accuracy_torch.py --arch seed``; its own
-  weight initialisation and random streams), for scale.
+  weight initialisation and random streams), for scale;
+- with --baseline DIR, the example of another checkout (``git worktree add /tmp/before <commit>``),
+  with that checkout's tinycnn: did a change move the accuracy, or only the draw?
 Each run is its own process. --jobs N runs N at a time, each pinned to its own --cores-per-job
 cores (Linux taskset), for a machine with many cores; the default runs one at a time on all of them.
 """
@@ -37,21 +40,23 @@ WITHOUT_WINOGRAD = ("import sys, runpy; from tinycnn.kernels import winograd; "
                     "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
-def command(variant, seed, epochs, out):
+def command(variant, seed, epochs, out, baseline):
     data = ["--dataset", "fashion-mnist", "--data", common.FASHION_DIR, "--epochs", str(epochs),
             "--seed", str(seed), "--out", out]
     if variant == "winograd":
         return [sys.executable, EXAMPLE, *data]
+    if variant == "baseline":
+        return [sys.executable, os.path.join(baseline, "examples", "mnist.py"), *data]
     if variant == "im2col":
         return [sys.executable, "-c", WITHOUT_WINOGRAD, EXAMPLE, *data]
     return [sys.executable, TORCH, "--arch", "seed", "--epochs", str(epochs), "--seed", str(seed)]
 
 
-def run(variant, seed, epochs, out, cores):
-    cmd = command(variant, seed, epochs, os.path.join(out, f"{variant}-seed{seed}"))
+def run(variant, seed, epochs, out, cores, baseline=None):
+    cmd = command(variant, seed, epochs, os.path.join(out, f"{variant}-seed{seed}"), baseline)
     if cores:
         cmd = ["taskset", "-c", ",".join(map(str, cores))] + cmd
-    env = {**os.environ, "PYTHONPATH": common.ROOT}
+    env = {**os.environ, "PYTHONPATH": baseline if variant == "baseline" else common.ROOT}
     done = subprocess.run(cmd, capture_output=True, text=True, env=env)
     found = re.findall(r"[Tt]est[ _]accuracy:? ([0-9.]+)", done.stdout)
     if done.returncode != 0 or not found:
@@ -67,6 +72,7 @@ def main():
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--im2col", action="store_true", help="also run with Winograd switched off")
     p.add_argument("--torch", action="store_true", help="also run the same network in PyTorch")
+    p.add_argument("--baseline", metavar="DIR", help="also run the example of another checkout")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each on its own cores")
     p.add_argument("--cores-per-job", type=int, default=2)
     p.add_argument("--out", default=os.path.join(common.ROOT, "runs", "accuracy_seeds"),
@@ -74,7 +80,9 @@ def main():
     args = p.parse_args()
     if not os.path.isdir(common.FASHION_DIR):
         sys.exit(f"This needs the real Fashion-MNIST in {common.FASHION_DIR}: apt-get install dataset-fashion-mnist")
-    variants = ["winograd"] + ["im2col"] * args.im2col + ["torch"] * args.torch
+    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "examples", "mnist.py")):
+        sys.exit(f"--baseline {args.baseline}: no examples/mnist.py there; give a checkout of tinycnn")
+    variants = ["winograd"] + ["im2col"] * args.im2col + ["torch"] * args.torch + ["baseline"] * bool(args.baseline)
     jobs = [(v, s) for s in args.seeds for v in variants]
     free = queue.Queue()            # the core sets not in use; None: all cores, one run at a time
     for k in range(args.jobs):
@@ -83,7 +91,7 @@ def main():
     def work(job):
         cores = free.get()
         try:
-            return run(*job, args.epochs, args.out, cores)
+            return run(*job, args.epochs, args.out, cores, args.baseline and os.path.abspath(args.baseline))
         finally:
             free.put(cores)
 
