@@ -80,7 +80,8 @@ def main():
     args = p.parse_args()
     if not os.path.isdir(common.FASHION_DIR):
         sys.exit(f"This needs the real Fashion-MNIST in {common.FASHION_DIR}: apt-get install dataset-fashion-mnist")
-    if args.baseline and not os.path.isfile(os.path.join(args.baseline, "examples", "mnist.py")):
+    baseline = args.baseline and os.path.abspath(args.baseline)
+    if baseline and not os.path.isfile(os.path.join(baseline, "examples", "mnist.py")):
         sys.exit(f"--baseline {args.baseline}: no examples/mnist.py there; give a checkout of tinycnn")
     variants = ["winograd"] + ["im2col"] * args.im2col + ["torch"] * args.torch + ["baseline"] * bool(args.baseline)
     jobs = [(v, s) for s in args.seeds for v in variants]
@@ -91,7 +92,7 @@ def main():
     def work(job):
         cores = free.get()
         try:
-            return run(*job, args.epochs, args.out, cores, args.baseline and os.path.abspath(args.baseline))
+            return run(*job, args.epochs, args.out, cores, baseline)
         finally:
             free.put(cores)
 
