@@ -72,7 +72,8 @@ def main():
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--im2col", action="store_true", help="also run with Winograd switched off")
     p.add_argument("--torch", action="store_true", help="also run the same network in PyTorch")
-    p.add_argument("--baseline", metavar="DIR", help="also run the example of another checkout")
+    p.add_argument("--baseline", metavar="DIR", type=common.checkout,
+                   help="also run the example of another checkout")
     p.add_argument("--jobs", type=int, default=1, help="runs at a time, each on its own cores")
     p.add_argument("--cores-per-job", type=int, default=2)
     p.add_argument("--out", default=os.path.join(common.ROOT, "runs", "accuracy_seeds"),
@@ -80,9 +81,6 @@ def main():
     args = p.parse_args()
     if not os.path.isdir(common.FASHION_DIR):
         sys.exit(f"This needs the real Fashion-MNIST in {common.FASHION_DIR}: apt-get install dataset-fashion-mnist")
-    baseline = args.baseline and os.path.abspath(args.baseline)
-    if baseline and not os.path.isfile(os.path.join(baseline, "examples", "mnist.py")):
-        sys.exit(f"--baseline {args.baseline}: no examples/mnist.py there; give a checkout of tinycnn")
     variants = ["winograd"] + ["im2col"] * args.im2col + ["torch"] * args.torch + ["baseline"] * bool(args.baseline)
     jobs = [(v, s) for s in args.seeds for v in variants]
     free = queue.Queue()            # the core sets not in use; None: all cores, one run at a time
@@ -92,7 +90,7 @@ def main():
     def work(job):
         cores = free.get()
         try:
-            return run(*job, args.epochs, args.out, cores, baseline)
+            return run(*job, args.epochs, args.out, cores, args.baseline)
         finally:
             free.put(cores)
 

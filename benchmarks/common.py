@@ -1,5 +1,6 @@
 """Shared by the benchmark scripts: data, the example's models in tinycnn and in PyTorch, timing, output."""
 
+import argparse
 import json
 import os
 import resource
@@ -14,6 +15,16 @@ if ROOT not in sys.path:          # run from a checkout without installing: pyth
     sys.path.insert(0, ROOT)
 
 FASHION_DIR = "/usr/share/datasets/fashion-mnist"
+
+
+def checkout(path):
+    """argparse type of --baseline and --jit-baseline: another checkout of tinycnn (``git worktree add
+    /tmp/before <commit>``), as an absolute path. Its scripts are run with PYTHONPATH set to it, so
+    that they import that checkout's tinycnn, not this one's."""
+    path = os.path.abspath(path)
+    if not os.path.isfile(os.path.join(path, "tinycnn", "__init__.py")):
+        raise argparse.ArgumentTypeError(f"{path} is not a checkout of tinycnn (it has no tinycnn/__init__.py)")
+    return path
 
 
 def load_images(n=60000, seed=0):

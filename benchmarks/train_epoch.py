@@ -77,7 +77,7 @@ def run_worker(args_list, env=None, checkout=None):
     script = os.path.join(checkout, "benchmarks", "train_epoch.py") if checkout else __file__
     env = {**os.environ, **(env or {})}
     if checkout:
-        env["PYTHONPATH"] = os.path.abspath(checkout)
+        env["PYTHONPATH"] = checkout
     out = subprocess.run([sys.executable, script, *args_list], capture_output=True, text=True, env=env,
                          timeout=1800)
     if out.returncode != 0:
@@ -138,7 +138,8 @@ def main():
     p.add_argument("--skip-jit", action="store_true")
     p.add_argument("--jit-only", action="store_true", help="measure the JIT overhead alone")
     p.add_argument("--jit-rounds", type=int, default=3, help="cold and warm pairs per checkout (median)")
-    p.add_argument("--jit-baseline", metavar="DIR", help="another checkout whose JIT overhead to measure in turn")
+    p.add_argument("--jit-baseline", metavar="DIR", type=common.checkout,
+                   help="another checkout whose JIT overhead to measure in turn")
     p.add_argument("--scaling", action="store_true", help="also time batch 16 to 256 on 12,000 images")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--worker", choices=["memory-tinycnn", "memory-torch", "jit"], help=argparse.SUPPRESS)
