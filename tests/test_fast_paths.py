@@ -3,25 +3,29 @@
 - the fused bias + ReLU + max-pool kernels equal the three layers' NumPy references;
 - a ConvReLUMaxPool block equals Conv2D, ReLU and MaxPool2D one after another, forward and
   backward, whichever way the model is written, and passes a gradient check of its own;
-- the fused Adam kernel equals Adam's NumPy lines, bit for bit, and can check without writing;
+- the fused Adam kernel equals Adam's NumPy lines (``Adam.update`` in the reference mode), bit for
+  bit, and can check without writing;
 - splitting a batch over threads (data parallelism) gives the gradient of the whole batch;
-- training a few steps the fast way (fused, fused Adam, two threads) and the reference way
-  (layers one by one, NumPy Adam, one thread) ends with the same weights, to float32 rounding.
+- training a few steps in the fast mode (fused, fused Adam, two threads) and in the reference mode
+  (``compile(fast=False)``: the layers' own code, NumPy Adam, one thread) ends with the same
+  weights, to float32 rounding; and the reference mode really runs the layers' own code.
 """
 
 import numpy as np
 import pytest
 
 from conftest import seed_model
-from tinycnn import Sequential, optimizers, plan
+from tinycnn import Sequential, plan
 from tinycnn.gradcheck import check_model
 from tinycnn.kernels import adam as adam_kernels
 from tinycnn.kernels import bias_relu_pool as fused_kernels
 from tinycnn.kernels.geometry import same_padding
 from tinycnn.layers import BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
 from tinycnn.layers.fused import ConvReLUMaxPool
+from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.optimizers import SGD, Adam, NonFiniteUpdate
 from tinycnn.parallel import DataParallel, can_split
+from tinycnn.plan import Plan
 
 POOLS = [
     # z shape (N, H, W, C), pool (PH, PW), strides, padding
@@ -57,46 +61,6 @@ def test_bias_relu_maxpool_kernels_match_the_layers_references(rng, shape, p, s,
     np.testing.assert_allclose(db, db_ref, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
 
 
-CONVS = [
-    # x shape (N, H, W, C), filters, conv strides, conv padding, pool
-    ((2, 9, 9, 8), 6, (1, 1), "valid", 2),
-    ((2, 8, 7, 5), 4, (1, 1), "same", 2),      # windows at the edges: partial kernel rows
-    ((3, 11, 10, 3), 5, (2, 1), "same", 3),
-    ((1, 13, 13, 32), 64, (1, 1), "valid", 2),  # the seed model's second convolution, batch 1
-]
-
-
-@pytest.mark.parametrize("input_grad", [True, False])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("shape, filters, strides, padding, pool", CONVS)
-def test_conv_backward_from_the_pooled_gradient_matches_the_layers(rng, shape, filters, strides, padding,
-                                                                   pool, dtype, input_grad):
-    """dkernel, dbias and dx straight from dz's non-zero entries equal im2col.T @ dz, dz.sum and
-    col2im(dz @ kernel.T) of the NumPy references."""
-    from tinycnn.kernels.geometry import output_size
-    from tinycnn.kernels.im2col import im2col_reference
-    x = rng.standard_normal(shape).astype(dtype)
-    kernel = (rng.standard_normal((3, 3, shape[3], filters)) * 0.3).astype(dtype)
-    bias = (rng.standard_normal(filters) * 0.3).astype(dtype)
-    bias[0] = -100                     # a filter that ReLU silences everywhere: no gradient
-    cpad = pool_pad(shape, (3, 3), strides, padding)
-    z_hw = (output_size(shape[1], 3, strides[0], cpad[0], cpad[1]), output_size(shape[2], 3, strides[1], cpad[2], cpad[3]))
-    z = (im2col_reference(x, 3, 3, strides, cpad) @ kernel.reshape(-1, filters)).reshape(shape[0], *z_hw, filters)
-    y, argmax = fused_kernels.bias_relu_maxpool_forward(z, bias, pool, pool, (pool, pool), (0, 0, 0, 0))
-    assert 0 < (y > 0).mean() < 1
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    ref = fused_kernels.conv_relu_maxpool_backward_reference(dy, argmax, y, x, kernel, z_hw, strides, cpad)
-    got = fused_kernels.conv_relu_maxpool_backward(dy, argmax, y, x, kernel, z_hw, strides, cpad, input_grad)
-    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-12)
-    for a, b in zip(got[:2], ref[:2]):
-        assert a.dtype == dtype
-        np.testing.assert_allclose(a, b, **tol)
-    if input_grad:
-        np.testing.assert_allclose(got[2], ref[2], **tol)
-    else:
-        assert got[2] is None
-
-
 def test_fused_forward_by_hand():
     """One 2x2 window per channel, worked out by hand: bias is added before the maximum."""
     z = np.array([[[[1.0, -3.0], [4.0, -1.0]], [[2.0, -2.0], [0.5, -5.0]]]], dtype=np.float32)
@@ -115,9 +79,7 @@ def test_fused_forward_by_hand():
 def conv_relu_pool_models(dtype, strides=1, padding="valid", pool=2, channels=2):
     """The same network written both ways, with the same weights. Which path the block takes:
     a stride-1 convolution with a 2×2 pool runs Winograd's F(2×2, 3×3) (kernels/winograd.py)
-    with 1 input channel (its own kernels) or 8 (matrix products); otherwise im2col, where with
-    2 channels a kernel row holds 3*2 = 6 numbers and the backward forms dz, and with 8 it holds
-    24 >= ROW_MIN and the backward goes straight from dz's non-zero entries."""
+    with 1 input channel (its own kernels) or 8 (matrix products); otherwise im2col."""
     a = Sequential([Conv2D(5, 3, strides=strides, padding=padding, activation="relu"), MaxPool2D(pool),
                     Flatten(), Dense(3)], seed=0)
     b = Sequential([Conv2D(5, 3, strides=strides, padding=padding), ReLU(), MaxPool2D(pool),
@@ -132,29 +94,29 @@ def conv_relu_pool_models(dtype, strides=1, padding="valid", pool=2, channels=2)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("strides, padding, pool", [(1, "valid", 2), (1, "same", 2), (2, "same", 2), (1, "same", 3)])
 def test_fused_block_equals_the_three_layers(rng, dtype, strides, padding, pool, channels):
+    """The fast plan (fused block) against the reference plan (the layers' own forward and
+    backward), forward, dL/dx and the Conv2D's gradients, on the same layers."""
     for model in conv_relu_pool_models(dtype, strides, padding, pool, channels):
-        steps = model._steps()
-        assert isinstance(steps[0], ConvReLUMaxPool)
+        fast = Plan(model.layers, SoftmaxCrossEntropy(), fast=True, input_grad=True)
+        reference = Plan(model.layers, SoftmaxCrossEntropy(), fast=False)
+        block = fast.steps[0]
+        assert isinstance(block, ConvReLUMaxPool) and not isinstance(reference.steps[0], ConvReLUMaxPool)
         x = rng.standard_normal((4, 9, 8, channels)).astype(dtype)
         y = np.array([0, 1, 2, 1])
-        fused = model._forward_logits(x, training=True)
-        assert steps[0].winograd == (strides == 1 and pool == 2 and channels != 2)
-        model.loss.forward(fused, y)
-        dx_fused = model._backward_logits(model.loss.backward())
+        fused = fast.forward(x, training=True)
+        assert block.winograd == (strides == 1 and pool == 2 and channels != 2)
+        fast.loss.forward(fused, y)
+        dx_fused = fast.backward(fast.loss.backward())
         grads_fused = {k: v.copy() for k, v in model.layers[0].grads.items()}
-        logits = x
-        for layer in model.layers:                     # the layers themselves, one by one
-            logits = layer.forward(logits, training=True)
+        logits = reference.forward(x, training=True)
         tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
-        if steps[0].winograd:                          # other rounding (kernels/winograd.py)
+        if block.winograd:                             # other rounding (kernels/winograd.py)
             np.testing.assert_allclose(fused, logits, **tol)
         else:                                          # the same sums in the same order
             np.testing.assert_array_equal(fused, logits)
-        model.loss.forward(logits, y)
-        d = model.loss.backward()
-        for layer in reversed(model.layers):
-            d = layer.backward(d)
-        np.testing.assert_allclose(dx_fused, d, **tol)
+        reference.loss.forward(logits, y)
+        dx = reference.backward(reference.loss.backward())
+        np.testing.assert_allclose(dx_fused, dx, **tol)
         for k in ("kernel", "bias"):
             np.testing.assert_allclose(grads_fused[k], model.layers[0].grads[k], **tol)
 
@@ -162,7 +124,7 @@ def test_fused_block_equals_the_three_layers(rng, dtype, strides, padding, pool,
 @pytest.mark.parametrize("channels", [1, 2, 8])
 def test_fused_model_passes_a_gradient_check(rng, channels):
     model, _ = conv_relu_pool_models("float64", channels=channels)
-    assert isinstance(model._steps()[0], ConvReLUMaxPool)
+    assert isinstance(model.plan().steps[0], ConvReLUMaxPool)
     x = rng.standard_normal((3, 9, 8, channels))
     errors = check_model(model, x, np.array([0, 2, 1]))
     assert max(errors.values()) < 1e-6, errors
@@ -172,7 +134,7 @@ def test_plan_fuses_only_conv_relu_pool():
     kinds = lambda layers: [type(s).__name__ for s in plan.logit_steps(layers)]  # noqa: E731
     built = lambda layers: Sequential(layers, input_shape=(12, 12, 1)).layers  # noqa: E731
     assert kinds(built([Conv2D(4, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(2, activation="softmax")])) \
-        == ["ConvReLUMaxPool", "Flatten", "Logits"]
+        == ["ConvReLUMaxPool", "Flatten", "Dense"]
     assert kinds(built([Conv2D(4, 3), ReLU(), MaxPool2D(2), Flatten(), Dense(2)])) \
         == ["ConvReLUMaxPool", "Flatten", "Dense"]
     # no ReLU, pooling first, or a ReLU with nothing after: the layers run as they are
@@ -181,35 +143,57 @@ def test_plan_fuses_only_conv_relu_pool():
     assert kinds(built([Conv2D(4, 3, activation="relu"), Flatten(), Dense(2)])) == ["Conv2D", "Flatten", "Dense"]
     assert kinds(built([Conv2D(4, 3), ReLU(), BatchNormalization(), MaxPool2D(2), Flatten(), Dense(2)])) \
         == ["Conv2D", "ReLU", "BatchNormalization", "MaxPool2D", "Flatten", "Dense"]
-    # the first trainable step skips its input gradient
-    _, tail = plan.trainable_tail(plan.logit_steps(seed_model().layers))
-    assert type(tail[0]).__name__ == "NoInputGrad" and isinstance(tail[0].step, ConvReLUMaxPool)
+    # only ReLU is fused: the block computes no other activation
+    for activation in ("tanh", "sigmoid", "leaky_relu"):
+        assert kinds(built([Conv2D(4, 3, activation=activation), MaxPool2D(2), Flatten(), Dense(2)]))[0] == "Conv2D"
+    # the reference mode runs the layers as they are, the final softmax aside
+    layers = built([Conv2D(4, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(2, activation="softmax")])
+    steps = plan.logit_steps(layers, fast=False)
+    assert steps[:3] == layers[:3] and steps[3].activation is None and steps[3].params is layers[3].params
+    # the first trainable step skips its input gradient, in training only
+    assert plan.logit_steps(seed_model().layers)[0].input_grad is False
+    assert plan.logit_steps(seed_model().layers, input_grad=True)[0].input_grad is True
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_adam_kernel_equals_numpy_bit_for_bit(rng, dtype):
-    arrays = [rng.standard_normal((37, 11)).astype(dtype) for _ in range(3)] + [rng.random((37, 11)).astype(dtype)]
-    p, g, m, v = arrays
-    ref = [a.copy() for a in arrays]
-    for t in (1, 2, 3):
-        args = (1e-3 * (1 - 0.999 ** t) ** 0.5 / (1 - 0.9 ** t), 0.9, 0.999, 1e-7)
-        assert adam_kernels.adam_update(p, g, m, v, *args)
-        assert adam_kernels.adam_update_reference(ref[0], ref[1], ref[2], ref[3], *args)
-    for a, b in zip((p, m, v), (ref[0], ref[2], ref[3])):
-        np.testing.assert_array_equal(a, b)
+    """Three updates with the kernel (fast) and with Adam's NumPy lines (reference mode)."""
+    start = rng.standard_normal((37, 11)).astype(dtype)
+    params = [start, start.copy()]
+    grads = [rng.standard_normal((37, 11)).astype(dtype) for _ in range(3)]
+    optimizers = [Adam(1e-3), Adam(1e-3)]
+    for t in range(3):
+        for opt, p in zip(optimizers, params):
+            opt.iterations = t + 1
+            assert opt.update(("dense", "kernel"), p, grads[t], 1e-3, fast=opt is optimizers[0])
+    np.testing.assert_array_equal(params[0], params[1])
+    for key in optimizers[0].state:
+        np.testing.assert_array_equal(optimizers[0].state[key], optimizers[1].state[key])
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, 3e30])      # 3e30 squared overflows float32
-def test_adam_check_changes_nothing_and_spots_non_finite(rng, bad):
-    p, g, m, v = [rng.random(50).astype(np.float32) for _ in range(4)]
+@pytest.mark.parametrize("fast", [True, False])
+def test_adam_check_changes_nothing_and_spots_non_finite(rng, bad, fast):
+    opt = Adam(1e-3)
+    opt.iterations = 1
+    p, g = [rng.random(50).astype(np.float32) for _ in range(2)]
     g[17] = bad
-    before = [a.copy() for a in (p, m, v)]
-    for update in (adam_kernels.adam_update, adam_kernels.adam_update_reference):
-        assert update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-7, write=False) is False
-        for a, b in zip((p, m, v), before):
-            np.testing.assert_array_equal(a, b)
+    before = p.copy()
+    assert opt.update(("d", "k"), p, g, 1e-3, write=False, fast=fast) is False
+    np.testing.assert_array_equal(p, before)
+    assert not any(s.any() for s in opt.state.values())           # m and v untouched too
     g[17] = 0.5
-    assert adam_kernels.adam_update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-7, write=False) is True
+    assert opt.update(("d", "k"), p, g, 1e-3, write=False, fast=fast) is True
+
+
+def test_adam_kernel_refuses_arrays_of_other_sizes(rng):
+    """The kernel reads all four arrays by one index: its wrapper compares their shapes first."""
+    p, m, v = [np.zeros(6, np.float32) for _ in range(3)]
+    for grad in (np.zeros(4, np.float32), np.zeros(8, np.float32), np.zeros(6, np.float64)):
+        with pytest.raises(ValueError, match="one shape and dtype"):
+            adam_kernels.adam_update(p, grad, m, v, 1e-3, 0.9, 0.999, 1e-7)
+    with pytest.raises(ValueError, match="one shape and dtype"):
+        adam_kernels.adam_update(p, p.copy(), m, np.zeros(5, np.float32), 1e-3, 0.9, 0.999, 1e-7)
 
 
 @pytest.mark.parametrize("optimizer", [Adam(1e-3), SGD(0.1, momentum=0.9)])
@@ -253,14 +237,14 @@ def test_data_parallel_gradient_is_the_whole_batch_gradient(rng, chunk):
     model.compile(Adam())
     x = rng.random((10, 14, 14, 1))
     y = rng.integers(0, 10, 10)
-    model.loss.forward(model._forward_logits(x, training=True), y)
-    model._backward_logits(model.loss.backward())
+    whole = model.plan()
+    whole_logits, whole_loss = whole.loss_and_gradients(x, y)
     serial = {(layer.name, k): g.copy() for layer in model.layers for k, g in layer.grads.items()}
     with DataParallel(model, 3, chunk=chunk) as parallel:    # shares of 3, 3 and 4 samples
         logits, loss = parallel.train_step(x, y)
-        np.testing.assert_allclose(parallel.logits(x), model._forward_logits(x, False), rtol=1e-12)
-    np.testing.assert_allclose(logits, model._forward_logits(x, True), rtol=1e-12)
-    assert loss == pytest.approx(float(model.loss.forward(model._forward_logits(x, False), y)), rel=1e-12)
+        np.testing.assert_allclose(parallel.logits(x), whole.forward(x, training=False), rtol=1e-12)
+    np.testing.assert_allclose(logits, whole_logits, rtol=1e-12)
+    assert loss == pytest.approx(whole_loss, rel=1e-12)
     for layer in model.layers:
         for k, g in layer.grads.items():
             np.testing.assert_allclose(g, serial[(layer.name, k)], rtol=1e-10, atol=1e-14)
@@ -274,23 +258,70 @@ def test_only_per_sample_layers_are_split():
                                     input_shape=(8, 8, 1)).layers)
 
 
-def test_fast_and_reference_training_end_with_the_same_weights(monkeypatch):
-    """Ten Adam steps of the seed model: fused kernels + fused Adam + two threads, against the
-    layers one by one + NumPy Adam + one thread. Only float32 rounding may differ."""
+def test_fast_and_reference_training_end_with_the_same_weights():
+    """Ten Adam steps of the Keras MNIST CNN: the fast mode (fused kernels, fused Adam, two
+    threads) against the reference mode (compile(fast=False): the layers one by one, NumPy Adam,
+    one thread). Only float32 rounding may differ."""
     rng = np.random.default_rng(0)
     x = rng.random((320, 28, 28, 1), dtype=np.float32)
     y = rng.integers(0, 10, 320)
 
     def train(fast):
         model = seed_model()
-        model.compile(Adam(1e-3))
-        model.fit(x, y, epochs=1, batch_size=32, verbose=0, seed=0, threads=2 if fast else 1)
-        return model.get_weights()
+        model.compile(Adam(1e-3), fast=fast)
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0, seed=0, threads=2)
+        return model
 
-    fast = train(True)
-    monkeypatch.setattr(plan, "_fused", lambda steps: steps)                        # no fused blocks
-    monkeypatch.setattr(optimizers, "adam_update", adam_kernels.adam_update_reference)
-    reference = train(False)
-    for a, b in zip(fast, reference):
+    fast, reference = train(True), train(False)
+    assert isinstance(fast.plan().steps[0], ConvReLUMaxPool)
+    assert reference.plan().steps[:5] == reference.layers[:5]
+    for a, b in zip(fast.get_weights(), reference.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=2e-5)
-    assert not all(np.array_equal(a, b) for a, b in zip(seed_model().get_weights(), fast))   # it trained
+    assert not all(np.array_equal(a, b) for a, b in zip(seed_model().get_weights(), fast.get_weights()))   # it trained
+    assert fast.evaluate(x, y) == pytest.approx(reference.evaluate(x, y), rel=1e-4)
+    np.testing.assert_allclose(fast.predict(x[:8]), reference.predict(x[:8]), rtol=1e-4, atol=1e-6)
+
+
+def calls_during_fit(monkeypatch, fast, threads=2):
+    """How often each readable layer's forward and backward, the fused block's, im2col and the
+    Adam kernel run during a fit of the Keras MNIST CNN, counted by wrapping them."""
+    from tinycnn import optimizers
+    from tinycnn.layers import conv, fused
+    counts = {}
+
+    def counted(owner, name, label):
+        original = getattr(owner, name)
+
+        def wrapper(*args, **kwargs):
+            counts[label] = counts.get(label, 0) + 1
+            return original(*args, **kwargs)
+        monkeypatch.setattr(owner, name, wrapper)
+
+    for cls in (Conv2D, MaxPool2D, Dense, ConvReLUMaxPool):
+        counted(cls, "forward", f"{cls.__name__}.forward")
+        counted(cls, "backward", f"{cls.__name__}.backward")
+    counted(conv, "im2col", "im2col")
+    counted(fused, "im2col", "im2col")
+    counted(optimizers, "adam_update", "adam kernel")
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 64)
+    model = seed_model()
+    model.compile(Adam(1e-3), fast=fast)
+    model.fit(x, y, epochs=1, batch_size=32, verbose=0, seed=0, threads=threads)
+    return counts
+
+
+def test_the_reference_mode_runs_the_layers_own_code(monkeypatch):
+    counts = calls_during_fit(monkeypatch, fast=False)
+    # two batches: both Conv2D and both MaxPool2D forward and backward each time, as do both Dense
+    assert counts["Conv2D.forward"] == counts["MaxPool2D.forward"] == counts["Dense.forward"] == 4
+    assert counts["Conv2D.backward"] == counts["MaxPool2D.backward"] == counts["Dense.backward"] == 4
+    assert counts["im2col"] == 4
+    assert "ConvReLUMaxPool.forward" not in counts and "adam kernel" not in counts
+
+
+def test_the_fast_mode_runs_the_fused_blocks(monkeypatch):
+    counts = calls_during_fit(monkeypatch, fast=True)
+    assert "Conv2D.forward" not in counts and "MaxPool2D.backward" not in counts and "im2col" not in counts
+    assert counts["ConvReLUMaxPool.forward"] >= 4 and counts["ConvReLUMaxPool.backward"] >= 4
+    assert counts["adam kernel"] == 2 * 8 * 2          # 2 steps x 8 parameters x (check, write)

@@ -107,7 +107,7 @@ def test_softmax_head_trains_through_the_fused_loss(rng):
     model.compile("sgd")
     model.layers[0].params["kernel"][...] = [[5000.0, -5000.0, 0.0], [0.0, 0.0, 0.0]]
     x, y = np.array([[2.0, 0.0]], dtype=np.float32), np.array([1])     # logits 1e4, -1e4, 0
-    logits = model._forward_logits(x, training=True)
+    logits = model.plan().forward(x, training=True)
     np.testing.assert_allclose(logits, [[10000.0, -10000.0, 0.0]])
     loss = model.loss.forward(logits, y)
     assert loss == pytest.approx(20000.0)                    # -log softmax = 1e4 - (-1e4), finite
@@ -117,8 +117,8 @@ def test_softmax_head_trains_through_the_fused_loss(rng):
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-6)
     # A separate Softmax layer is skipped the same way.
     model2 = Sequential([Dense(3), Softmax()], input_shape=(2,), seed=0)
-    assert plan.softmax_head(model2.layers) == "layer"
-    assert [type(s) for s in plan.logit_steps(model2.layers)] == [Dense]
+    assert plan.final_softmax(model2.layers) is model2.layers[1]
+    assert [type(s) for s in model2.plan().steps] == [Dense]
 
 
 def test_a_seeded_model_trains_the_same_without_a_fit_seed():

@@ -41,6 +41,20 @@ class Callback:
         pass
 
 
+def check_callbacks(callbacks):
+    """A list of Callback objects (None: none), as ``fit`` takes them."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, Callback) or not isinstance(callbacks, (list, tuple)):
+        raise TypeError(f"callbacks must be a list of callbacks, got {checks.show(callbacks)}; "
+                        "wrap a single one in a list: callbacks=[cb].")
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"callbacks must hold Callback objects (tinycnn.callbacks), got "
+                            f"{checks.show(cb)}.")
+    return list(callbacks)
+
+
 class History(Callback):
     """Records the logs of every epoch: ``history.history["loss"]`` is a list, one per epoch.
 

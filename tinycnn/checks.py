@@ -22,6 +22,8 @@ import os
 
 import numpy as np
 
+from .backend import get_array_module
+
 
 def show(value):
     """The value and its type, as error messages print it: "'0.1' (a str)"."""
@@ -153,3 +155,36 @@ def float_dtype(value, name="dtype"):
     if dtype not in ("float32", "float64"):
         raise ValueError(f"{name} must be 'float32' or 'float64', got {show(value)}.")
     return dtype
+
+
+def samples(x, what="x"):
+    """A batch of samples for a model: an array of shape (N, ...) with N >= 1, float32 or float64,
+    every value finite. Returns it as an array (NumPy or CuPy, as it came)."""
+    if x is None or isinstance(x, (str, bytes)):
+        raise TypeError(f"{what} must be an array of samples, shape (N, ...), got {show(x)}.")
+    xp = get_array_module(x)
+    x = xp.asarray(x)
+    if x.ndim == 0:
+        raise ValueError(f"{what} must be an array of samples, shape (N, ...), got a single value "
+                         f"{show(x.item() if x.size == 1 else x)}.")
+    if x.shape[0] == 0:
+        raise ValueError(f"{what} is empty (shape {x.shape}); pass at least one sample.")
+    if x.dtype not in (np.float32, np.float64):
+        hint = " Scale images to [0, 1] first: x.astype('float32') / 255." if x.dtype == np.uint8 else ""
+        raise TypeError(f"{what} has dtype {x.dtype}; the model takes float32 or float64 input.{hint}")
+    # min and max are finite exactly when every value is (NaN propagates through both);
+    # unlike isfinite(x).all(), this allocates nothing the size of x.
+    if not (math.isfinite(float(x.min())) and math.isfinite(float(x.max()))):
+        bad = int((~xp.isfinite(x)).sum())
+        raise ValueError(f"{what} contains {bad} NaN or infinite values; clean or impute them first.")
+    return x
+
+
+def sample_shape(x, expected, what="x"):
+    """``x`` (N, ...) holds samples of shape ``expected``, or a clear error."""
+    if tuple(x.shape[1:]) != tuple(expected):
+        hint = ""
+        if tuple(x.shape[1:]) + (1,) == tuple(expected):
+            hint = " It looks like the channel axis is missing: use x[..., None]."
+        raise ValueError(f"{what} has shape {tuple(x.shape)} but the model expects "
+                         f"(N, {', '.join(map(str, expected))}).{hint}")

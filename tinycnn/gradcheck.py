@@ -30,6 +30,9 @@ be compared. The numbers need float64 on the GPU too.
 import numpy as np
 
 from .backend import to_device, to_numpy
+from .layers.base import check_backward, check_forward
+from .losses import SoftmaxCrossEntropy
+from .plan import Plan
 
 
 def rel_error(a, b):
@@ -73,7 +76,8 @@ def check_layer(layer, x, seed=0, h=1e-5, training=True, device="cpu"):
     ``x`` must be float64; the layer is built from it if it is not built yet (so its parameters
     are float64 too). The upstream gradient is random, drawn from ``seed``. ``device`` ("cpu" or
     "gpu") is where the layer, x and the upstream gradient live while the check runs; the layer
-    stays there afterwards.
+    stays there afterwards. The layer contract (``layers/base.py``) is checked first: a layer that
+    breaks it gets an error naming the rule, not a comparison of mismatched arrays.
     """
     x = np.array(to_numpy(x), dtype=np.float64)
     if not layer.built:
@@ -81,12 +85,14 @@ def check_layer(layer, x, seed=0, h=1e-5, training=True, device="cpu"):
     layer.to(device)                               # ... and moved to the device
     x = to_device(x, device)
     y = layer.forward(x, training=training)
+    check_forward(layer, x, y)
     dout = to_device(np.random.default_rng(seed).standard_normal(y.shape), device)
 
     def loss():
         return float((layer.forward(x, training=training) * dout).sum())
 
     dx = layer.backward(dout)                      # backward of the forward that made y
+    check_backward(layer, dx, x.shape)
     analytic = {"x": dx, **{name: g.copy() for name, g in layer.grads.items()}}
     errors = {"x": rel_error(dx, numerical_gradient(loss, x, h))}
     for name, param in layer.params.items():
@@ -106,8 +112,8 @@ def check_loss(loss, logits, labels, h=1e-5, device="cpu"):
 def check_model(model, x, y, h=1e-5, samples=None, seed=0, device="cpu"):
     """End to end: errors of dL/dx and of every parameter of every layer, L the model's loss.
 
-    Runs the same path as training (logits, fused loss, backward through every layer) without
-    the optimizer step. Returns {"x": ..., "<layer>/<param>": ...}. A whole model has too many
+    Runs the model's own plan (``tinycnn/plan.py``: logits, fused loss, backward through every
+    step, in the mode ``compile`` chose) without the optimizer step. Returns {"x": ..., "<layer>/<param>": ...}. A whole model has too many
     parameters to perturb one by one, so ``samples=k`` checks k random entries of each array
     (all of them when it has fewer), as cs231n's ``grad_check_sparse`` does. ``device`` is
     where the model, x and y live while the check runs; the model stays there afterwards.
@@ -126,11 +132,14 @@ def check_model(model, x, y, h=1e-5, samples=None, seed=0, device="cpu"):
             return rel_error(analytic, numeric)
         return rel_error(to_numpy(analytic).reshape(-1)[idx], numeric.reshape(-1)[idx])
 
+    loss_fn = type(model.loss)() if model.loss is not None else SoftmaxCrossEntropy()
+    plan = Plan(model.layers, loss_fn, fast=model.fast, input_grad=True, check=True)
+
     def loss():
-        return float(model.loss.forward(model._forward_logits(x, training=True), y))
+        return float(plan.loss.forward(plan.forward(x, training=True), y))
 
     loss()
-    dx = model._backward_logits(model.loss.backward())
+    dx = plan.backward(plan.loss.backward())
     analytic = {f"{layer.name}/{k}": g.copy() for layer in model.layers for k, g in layer.grads.items()}
     errors = {"x": compare(dx, x, loss)}
     for layer in model.layers:

@@ -14,7 +14,8 @@ import numpy as np
 
 from . import checks, schedules
 from .backend import get_array_module
-from .kernels.adam import adam_update, adam_update_reference
+from .kernels.adam import adam_update
+from .layers.base import check_gradients
 
 
 class NonFiniteUpdate(FloatingPointError):
@@ -42,14 +43,21 @@ class Optimizer:
             return self.learning_rate(self.iterations)
         return self.learning_rate
 
-    def step(self, layers):
+    def step(self, layers, fast=True):
         """Apply one update to every parameter of ``layers`` from its ``grads``, or to none.
 
         Every update is first computed without being written, and checked: if any new weight
         or state value would not be finite (NaN or inf), nothing is written and
         :class:`NonFiniteUpdate` names the first such parameter. A diverging step is never half
         applied, and the weights stay those from before it.
+
+        Each layer's gradients are checked against its parameters first (``check_gradients``:
+        the same keys, shapes and dtypes), so an update never reads past the end of an array.
+        ``fast=False`` runs every update as the NumPy lines below its formula; ``fast=True``
+        lets an optimizer use a fused kernel where it has one (Adam, on the CPU).
         """
+        for layer in layers:
+            check_gradients(layer)
         lr = self.current_learning_rate()
         if not (math.isfinite(lr) and lr >= 0):     # a schedule may decay to 0
             raise NonFiniteUpdate(None, f"the learning rate is {lr}")
@@ -57,13 +65,13 @@ class Optimizer:
                  for layer in layers for name, param in layer.params.items()]
         self.iterations += 1                        # the update's number t, counted from 1
         for key, param, grad in slots:
-            if not self.update(key, param, grad, lr, write=False):
+            if not self.update(key, param, grad, lr, write=False, fast=fast):
                 self.iterations -= 1
                 raise NonFiniteUpdate(key, f"the update of {key[0]}/{key[1]} is not finite")
         for key, param, grad in slots:
-            self.update(key, param, grad, lr)
+            self.update(key, param, grad, lr, fast=fast)
 
-    def update(self, key, param, grad, lr, write=True):
+    def update(self, key, param, grad, lr, write=True, fast=True):
         """Update one parameter in place with learning rate ``lr``; return whether every new
         value is finite. ``write=False`` only computes and checks, changing nothing."""
         raise NotImplementedError
@@ -73,7 +81,14 @@ class Optimizer:
         full = key + (slot,)
         if full not in self.state:
             self.state[full] = get_array_module(param).zeros_like(param)
-        return self.state[full]
+        state = self.state[full]
+        if state.shape != param.shape or state.dtype != param.dtype:
+            raise ValueError(f"The optimizer's {slot} for {key[0]}/{key[1]} has shape {state.shape} "
+                             f"({state.dtype}), but the parameter has shape {param.shape} ({param.dtype}): "
+                             "this optimizer has state from another model or another build of this "
+                             "one. Give each model an optimizer of its own (compile(optimizer=Adam()) "
+                             "again).")
+        return state
 
     def get_config(self):
         lr = self.learning_rate
@@ -104,7 +119,7 @@ class SGD(Optimizer):
         self.momentum = checks.number(momentum, "momentum", 0.0, 1.0, high_open=True)
         self.nesterov = checks.boolean(nesterov, "nesterov")
 
-    def update(self, key, param, grad, lr, write=True):
+    def update(self, key, param, grad, lr, write=True, fast=True):
         xp = get_array_module(param)
         mu = self.momentum
         v = self._slot(key, param, "velocity") if mu else None
@@ -143,8 +158,10 @@ class Adam(Optimizer):
     default beta_2 (sqrt(0.001) = 0.03), the same once t is in the thousands. Keras's default
     epsilon is 1e-7 (PyTorch's 1e-8).
 
-    On the CPU the four lines run as one fused Numba kernel (``kernels/adam.py``), one read and one
-    write of each number; on the GPU, as the NumPy-style lines of its reference.
+    In the reference mode (``fast=False``), and on the GPU, ``update`` runs the NumPy lines below,
+    which are the formula above with ``m += c * (g - m)`` for ``m = beta * m + c * g``. In the fast
+    mode on the CPU, the same lines run as one fused Numba kernel (``kernels/adam.py``), one read
+    and one write of each number; ``tests/test_fast_paths.py`` proves it equal, bit for bit.
     """
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
@@ -154,13 +171,22 @@ class Adam(Optimizer):
         self.beta_2 = checks.number(beta_2, "beta_2", 0.0, 1.0, high_open=True)
         self.epsilon = checks.number(epsilon, "epsilon", minimum=0.0, low_open=True)
 
-    def update(self, key, param, grad, lr, write=True):
-        b1, b2, t = self.beta_1, self.beta_2, self.iterations
+    def update(self, key, param, grad, lr, write=True, fast=True):
+        b1, b2, t, eps = self.beta_1, self.beta_2, self.iterations, self.epsilon
         m = self._slot(key, param, "m")
         v = self._slot(key, param, "v")
         alpha = lr * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
-        update = adam_update if isinstance(param, np.ndarray) else adam_update_reference
-        return update(param, grad, m, v, alpha, b1, b2, self.epsilon, write)
+        if fast and isinstance(param, np.ndarray):
+            return adam_update(param, grad, m, v, alpha, b1, b2, eps, write)
+        xp = get_array_module(param)
+        with np.errstate(over="ignore", invalid="ignore"):      # reported by the return value instead
+            new_m = m + (1 - b1) * (grad - m)
+            new_v = v + (1 - b2) * (grad * grad - v)
+            new_p = param - alpha * new_m / (xp.sqrt(new_v) + eps)
+        finite = all(bool(xp.isfinite(a).all()) for a in (new_m, new_v, new_p))
+        if write:
+            m[...], v[...], param[...] = new_m, new_v, new_p
+        return finite
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}

@@ -7,10 +7,10 @@ instead of 1 / its size; then the gradients of all the shares, added together, a
 gradient of the whole batch (up to the order of the float additions). That is how PyTorch's
 DistributedDataParallel and Horovod train on many GPUs; here the "devices" are CPU cores.
 
-Why not let each kernel use both cores instead? NumPy's BLAS (OpenBLAS) keeps a thread pool of
+Why not let each kernel use several cores instead? NumPy's BLAS (OpenBLAS) keeps a thread pool of
 its own, whose threads spin between matrix products; a second pool for our kernels (Numba's
-``parallel=True``) fights it for the cores, and on 2 cores a step took twice as long or worse
-(``benchmarks/kernels.py``). Here there is one pool, ours: BLAS is told to use one thread
+``parallel=True``) would fight it for the cores (``benchmarks/kernels.py`` measures it, and
+``docs/`` holds the figures). Here there is one pool, ours: BLAS is told to use one thread
 (threadpoolctl) while ``fit`` runs, and each share runs its matrix products and Numba kernels in
 its own thread. Both release Python's GIL (the kernels are compiled with ``nogil=True``), so the
 threads really run at the same time; only the few Python lines between kernels take turns.
@@ -18,7 +18,9 @@ threads really run at the same time; only the few Python lines between kernels t
 Each thread needs layers of its own, because a layer remembers what its backward pass needs
 (``cols``, ``mask``, ``argmax`` ...). :func:`replica` makes a copy that *shares* the original's
 parameter arrays (so an optimizer update is seen by every copy) but has its own gradients and
-caches. The first share runs on the model's own layers, in the calling thread.
+caches. Every thread runs its share through a :class:`~tinycnn.plan.Plan` of its own copies, the
+same loop as one thread runs; the first share runs on the model's own layers, in the calling
+thread.
 
 Only layers that treat every sample on its own, and the same way every time, can be split like
 this (``Layer.per_sample``): BatchNormalization's statistics mix the samples of a batch, and
@@ -33,13 +35,13 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from .plan import first_trainable, logit_steps, trainable_tail
+from .plan import Plan, first_trainable
 
 #: A share smaller than this costs more in thread hand-over than it saves.
 MIN_SHARE = 4
 
 #: A thread works through its share in chunks of at most this many images, so that the largest
-#: arrays of a step (im2col's columns: 1.1 MB for 16 images of the seed model) stay in its cache.
+#: arrays of a step (im2col's columns, Winograd's transformed tiles) stay in its cache.
 CHUNK = 16
 
 
@@ -54,7 +56,13 @@ def cpu_count():
 def can_split(layers):
     """True when every layer from the first trainable one on treats each sample on its own
     (``Layer.per_sample``); the layers before it run on the whole batch first."""
-    return all(layer.per_sample for layer in layers[first_trainable(layers):])
+    return not_per_sample(layers) is None
+
+
+def not_per_sample(layers):
+    """The first layer, from the first trainable one on, that keeps a batch in one thread (its
+    ``per_sample`` is False), or None."""
+    return next((layer for layer in layers[first_trainable(layers):] if not layer.per_sample), None)
 
 
 def replica(layer):
@@ -72,9 +80,7 @@ class DataParallel:
     def __init__(self, model, threads, chunk=CHUNK):
         self.threads, self.chunk = threads, chunk
         copies = [model.layers] + [[replica(layer) for layer in model.layers] for _ in range(threads - 1)]
-        self.head, _ = trainable_tail(logit_steps(model.layers))     # before the first parameters
-        self.tails = [trainable_tail(logit_steps(layers))[1] for layers in copies]
-        self.losses = [type(model.loss)() for _ in copies]
+        self.plans = [Plan(layers, type(model.loss)(), fast=True) for layers in copies]
         self.grads_of = [[layer.grads for layer in layers] for layers in copies]
 
     def __enter__(self):
@@ -88,14 +94,17 @@ class DataParallel:
         self._blas.restore_original_limits()
         return False
 
-    def train_step(self, x, y):
+    def train_step(self, x, y, check=False):
         """Forward and backward over the batch (x, y) in shares; returns (logits, loss).
 
-        The model's layers end up holding the whole batch's gradients in ``grads``.
+        The model's layers end up holding the whole batch's gradients in ``grads``. ``check``:
+        check the layer contract in every share (``Plan.check``).
         """
-        for step in self.head:                      # augmentation: the whole batch, forward only
-            x = step.forward(x, training=True)
+        first = self.plans[0].first
+        x = self.plans[0].forward(x, training=True, stop=first)     # augmentation: the whole batch
         n = len(x)
+        for plan in self.plans:
+            plan.check = check
         results = self._run(self._share, [(k, x[s], y[s], n) for k, s in enumerate(self._shares(n))])
         for k in range(1, len(results)):            # add every share's gradients into the model's
             for grads, theirs in zip(self.grads_of[0], self.grads_of[k]):
@@ -105,7 +114,8 @@ class DataParallel:
 
     def logits(self, x):
         """Inference (``fit``'s validation): each thread computes the logits of its share."""
-        return _concat(self._run(self._logits, [(k, x[s]) for k, s in enumerate(self._shares(len(x)))]))
+        jobs = [(self.plans[k].forward, x[s]) for k, s in enumerate(self._shares(len(x)))]
+        return _concat(self._run(lambda forward, xs: forward(xs, training=False), jobs))
 
     def _shares(self, n):
         """n samples as slices, one per thread (fewer when a share would be under MIN_SHARE)."""
@@ -118,28 +128,19 @@ class DataParallel:
         futures = [self._pool.submit(fn, *job) for job in jobs[1:]]
         return [fn(*jobs[0])] + [f.result() for f in futures]
 
-    def _logits(self, k, x):
-        for step in self.head + self.tails[k]:
-            x = step.forward(x, training=False)
-        return x
-
     def _share(self, k, x, y, n):
-        """One thread's share, in chunks of at most ``self.chunk`` images: for each, forward to
-        the logits, the loss, and backward with dL/dlogits scaled to the whole batch; the chunks'
-        gradients add up (gradient accumulation). Returns (logits, loss summed over the share)."""
-        grads, loss = self.grads_of[k], self.losses[k]
+        """One thread's share, in chunks of at most ``self.chunk`` images: each chunk's loss and
+        gradients with dL/dlogits scaled to the whole batch (``Plan.loss_and_gradients``); the
+        chunks' gradients add up (gradient accumulation). Returns (logits, loss summed over the
+        share)."""
+        plan, grads = self.plans[k], self.grads_of[k]
         starts = range(0, len(x), self.chunk)
         outputs, total, sums = [], 0.0, None
         for start in starts:
             xc, yc = x[start:start + self.chunk], y[start:start + self.chunk]
-            for step in self.tails[k]:
-                xc = step.forward(xc, training=True)
-            total += float(loss.forward(xc, yc)) * len(yc)
-            d = loss.backward()
-            d *= len(yc) / n                         # loss.backward divided by len(yc); we want n
-            for step in reversed(self.tails[k]):
-                d = step.backward(d)
-            outputs.append(xc)
+            logits, loss = plan.loss_and_gradients(xc, yc, scale=len(yc) / n, start=plan.first)
+            total += loss * len(yc)
+            outputs.append(logits)
             if len(starts) > 1:
                 sums = _accumulate(sums, grads)
         if sums is not None:

@@ -1,87 +1,146 @@
-"""The steps a training pass runs: the model's layers, with two small changes.
+"""The one loop that runs a model: forward to the logits, the loss, backward. Everything calls it.
 
-``Sequential`` trains by calling ``forward`` on each step and then ``backward`` in reverse:
+``fit`` (in one thread, or on each thread's share of a batch), ``evaluate``, ``predict`` and the
+gradient checks all run a model through a :class:`Plan`. Its whole story:
 
-    for step in steps:           x = step.forward(x, training=True)      # x ends as the logits
-    for step in reversed(steps): d = step.backward(d)
+    for step in steps:                   x = step.forward(x, training)      # x ends as the logits
+    loss = loss.forward(x, y)
+    d = loss.backward() * scale                                             # dL/dlogits
+    for step in reversed(steps[first:]): d = step.backward(d)               # fills every grads
 
-``steps`` is the list of layers, except that
-1. a final softmax is left out: the fused loss (``losses.SoftmaxCrossEntropy``) applies it, so a
-   ``Softmax`` layer at the end is dropped, and ``activation="softmax"`` on the last layer is
-   wrapped in :class:`Logits`;
-2. on the CPU, each Conv2D → ReLU → MaxPool2D (``activation="relu"`` on the Conv2D, or a separate
-   ``ReLU()`` layer) becomes one :class:`~tinycnn.layers.fused.ConvReLUMaxPool` block, which gives
-   the same numbers in fewer passes over memory.
+``steps`` is the list of layers with the final softmax left out: the fused loss
+(``losses.SoftmaxCrossEntropy``) applies it, stably, so a ``Softmax`` layer at the end is dropped,
+and a last layer with ``activation="softmax"`` runs as :func:`without_activation` of itself (the
+same layer, sharing its parameters and gradients, with ``activation=None``). ``predict`` applies
+that softmax to the logits afterwards.
 
-In training, nobody needs the gradient of the data, so the backward pass can stop early:
-:func:`trainable_tail` keeps the steps from the first one with parameters on (augmentation layers
-before it run forward only), and that first step, wrapped in :class:`NoInputGrad`, skips its own
-input gradient (for a convolution: a matrix product and col2im).
+``first`` is the first step with parameters. Nobody needs the gradient of the data, so the
+backward pass stops there; the steps before it (augmentation) run forward only.
+
+``scale`` is 1 for a whole batch. Data parallelism (``tinycnn/parallel.py``) runs the same on a
+share of n samples out of a batch of N, with scale = n / N, so that the shares' gradients add up
+to the whole batch's.
+
+Two modes. ``fast=False``, the reference mode (``model.compile(..., fast=False)``), runs exactly
+the layers' own ``forward`` and ``backward``. ``fast=True``, the default, differs in one way on the
+CPU: each Conv2D → ReLU → MaxPool2D (``activation="relu"`` on the Conv2D, or a ``ReLU()`` layer
+between them) runs as one :class:`~tinycnn.layers.fused.ConvReLUMaxPool` block, which computes
+the same numbers in fewer passes over memory, and skips its input gradient when it is the first
+step with parameters. ``tests/test_fast_paths.py`` proves the two modes equal.
+
+The layer contract (``layers/base.py``) is checked as the steps run when ``check`` is set: in the
+reference mode always, in the fast mode on the first training step of ``fit``.
 """
+
+import copy
+import math
 
 from .backend import is_gpu_array
 from .layers.activations import ReLU, Softmax
+from .layers.base import check_backward, check_forward
 from .layers.conv import Conv2D
-from .layers.dense import Dense
 from .layers.fused import ConvReLUMaxPool
 from .layers.pooling import MaxPool2D
 
 
-class Logits:
-    """A last layer with ``activation="softmax"``, run without its softmax."""
+class Plan:
+    """The steps that take ``layers`` to the logits, and the loops that run them.
 
-    def __init__(self, layer):
-        self.layer, self.name = layer, layer.name
+    ``loss`` is a loss object of this plan's own (it keeps the probabilities its backward needs);
+    ``input_grad=True`` makes even the first step with parameters return dL/dx (the gradient
+    checks need it; training does not).
+    """
 
-    params = property(lambda self: self.layer.params)
-    grads = property(lambda self: self.layer.grads)
+    def __init__(self, layers, loss=None, fast=True, input_grad=False, check=False):
+        self.loss, self.fast, self.check = loss, fast, check
+        self.softmax = final_softmax(layers)
+        self.steps = logit_steps(layers, fast, input_grad)
+        self.first = first_trainable(self.steps)
+        self._input_shapes = {}         # step index -> the shape of its last input, when checking
 
-    def forward(self, x, training=False):
-        return self.layer.forward(x, training, apply_activation=False)
+    def forward(self, x, training=False, start=0, stop=None):
+        """Run ``steps[start:stop]`` (all of them: x to the logits); each keeps what its backward
+        needs."""
+        for i, step in enumerate(self.steps[start:stop], start):
+            y = step.forward(x, training)
+            if self.check:
+                check_forward(step, x, y)
+                self._input_shapes[i] = x.shape
+            x = y
+        return x
 
-    def backward(self, dout, input_grad=True):
-        return self.layer.backward(dout, apply_activation=False, input_grad=input_grad)
+    def backward(self, d, stop=0):
+        """Send d = dL/dlogits back through ``steps[stop:]``, last first; returns dL/d(their input),
+        or None from a step that skips it."""
+        for i in reversed(range(stop, len(self.steps))):
+            d = self.steps[i].backward(d)
+            if self.check:
+                check_backward(self.steps[i], d, self._input_shapes.get(i))
+        return d
+
+    def loss_and_gradients(self, x, y, scale=1.0, start=0):
+        """Forward from ``steps[start]`` to the logits, the loss, and backward to the first step with
+        parameters, with dL/dlogits multiplied by ``scale``; every step's ``grads`` is filled.
+        Returns (logits, mean loss over x). A loss that is not finite is returned before any
+        backward pass."""
+        logits = self.forward(x, training=True, start=start)
+        loss = float(self.loss.forward(logits, y))
+        if math.isfinite(loss):
+            d = self.loss.backward()
+            if scale != 1.0:
+                d *= scale
+            self.backward(d, stop=max(start, self.first))
+        return logits, loss
+
+    def predict(self, x):
+        """The model's output in inference: the logits, then the final softmax if there is one."""
+        logits = self.forward(x, training=False)
+        return logits if self.softmax is None else self.softmax.forward(logits)
 
 
-class NoInputGrad:
-    """The first step with parameters, in training: fills its gradients, returns no dL/dx."""
-
-    def __init__(self, step):
-        self.step, self.name = step, step.name
-
-    params = property(lambda self: self.step.params)
-    grads = property(lambda self: self.step.grads)
-
-    def forward(self, x, training=False):
-        return self.step.forward(x, training)
-
-    def backward(self, dout):
-        self.step.backward(dout, input_grad=False)
-        return None
-
-
-def softmax_head(layers):
-    """How the layers end: "layer" (a Softmax layer), "activation" (softmax on the last layer)
-    or None (plain logits)."""
+def final_softmax(layers):
+    """The softmax a model ends in (a ``Softmax`` layer, or the last layer's softmax activation),
+    or None when it ends in plain logits."""
     last = layers[-1]
     if isinstance(last, Softmax):
-        return "layer"
-    if isinstance(getattr(last, "activation", None), Softmax):
-        return "activation"
-    return None
+        return last
+    activation = getattr(last, "activation", None)
+    return activation if isinstance(activation, Softmax) else None
 
 
-def logit_steps(layers):
+def without_activation(layer):
+    """``layer`` as it runs without its activation: a shallow copy with ``activation=None``.
+
+    The copy shares the layer's ``params``, ``grads`` and ``state`` dicts, so the forward and
+    backward it runs are the layer's own code, and what backward fills lands in the layer.
+    """
+    twin = copy.copy(layer)
+    twin.activation = None
+    return twin
+
+
+def logit_steps(layers, fast=True, input_grad=False):
     """The steps from the input to the logits (see the module docstring)."""
-    head = softmax_head(layers)
-    steps = list(layers[:-1] if head == "layer" else layers)
-    if head == "activation":
-        steps[-1] = Logits(steps[-1])
-    return _fused(steps)
+    softmax = final_softmax(layers)
+    steps = list(layers)
+    if softmax is steps[-1]:
+        steps.pop()
+    elif softmax is not None:
+        steps[-1] = without_activation(steps[-1])
+    if not fast:
+        return steps
+    steps = _fused(steps)
+    first = first_trainable(steps)
+    if not input_grad and isinstance(steps[first], ConvReLUMaxPool):
+        steps[first].input_grad = False
+    return steps
 
 
 def _fused(steps):
-    """Replace each Conv2D(relu) → MaxPool2D and Conv2D → ReLU → MaxPool2D run by one block."""
+    """Replace each Conv2D(relu) → MaxPool2D and Conv2D → ReLU → MaxPool2D run by one block.
+
+    Only on the CPU: the block's kernels are Numba's. Only ReLU: the block computes ReLU and no
+    other activation."""
     out, i = [], 0
     while i < len(steps):
         s = steps[i]
@@ -105,13 +164,3 @@ def first_trainable(steps):
     """Where a training step's backward pass ends: the first layer or step with parameters (0 if
     none). Everything before it runs forward only."""
     return next((i for i, s in enumerate(steps) if s.params), 0)
-
-
-def trainable_tail(steps):
-    """(steps before the first one with parameters, the steps from it on): a training step runs
-    the first part forward only. The first trainable step skips its input gradient where it can."""
-    first = first_trainable(steps)
-    head, tail = steps[:first], list(steps[first:])
-    if tail and isinstance(tail[0], (Conv2D, Dense, ConvReLUMaxPool, Logits)):
-        tail[0] = NoInputGrad(tail[0])
-    return head, tail

@@ -1,13 +1,14 @@
 """Adam's update of one parameter array, fused: one read and one write of each number.
 
-Written with NumPy (the reference, and what the GPU runs), Adam's four lines
+Its reference is ``Adam.update`` in ``tinycnn/optimizers.py``, which writes Adam's lines with NumPy,
+beside their formula:
 
     m += (1 - beta_1) * (g - m)
     v += (1 - beta_2) * (g*g - v)
     p -= alpha * m / (sqrt(v) + epsilon)
 
-make about ten passes over memory, each allocating a temporary the size of the parameter. The
-Numba kernel does all of it for one element at a time, in registers.
+With NumPy they make about ten passes over memory, each allocating a temporary the size of the
+parameter. The Numba kernel does all of it for one element at a time, in registers.
 
 It can also *check without writing* (``write=False``): it computes the new p, m and v and
 reports whether every one of them is finite, changing nothing. The optimizer checks every
@@ -17,26 +18,12 @@ applied (see ``Optimizer.step``).
 
 import numpy as np
 
-from ..backend import get_array_module
 from .jit import jit
-
-
-def adam_update_reference(param, grad, m, v, alpha, beta_1, beta_2, epsilon, write=True):
-    """Update (param, m, v) in place when ``write``; return whether all the new values are finite."""
-    xp = get_array_module(param)
-    with np.errstate(over="ignore", invalid="ignore"):      # reported by the return value instead
-        new_m = m + (1 - beta_1) * (grad - m)
-        new_v = v + (1 - beta_2) * (grad * grad - v)
-        new_p = param - alpha * new_m / (xp.sqrt(new_v) + epsilon)
-    finite = all(bool(xp.isfinite(a).all()) for a in (new_m, new_v, new_p))
-    if write:
-        m[...], v[...], param[...] = new_m, new_v, new_p
-    return finite
 
 
 @jit()
 def _adam_update_numba(p, g, m, v, alpha, c1, c2, epsilon, write):
-    # p, g, m, v are flat; c1 = 1 - beta_1 and c2 = 1 - beta_2, in the parameter's dtype
+    # p, g, m, v are flat, of one size; c1 = 1 - beta_1 and c2 = 1 - beta_2, in the parameter's dtype
     bad = 0
     for i in range(p.size):
         gi = g[i]
@@ -51,7 +38,17 @@ def _adam_update_numba(p, g, m, v, alpha, c1, c2, epsilon, write):
 
 
 def adam_update(param, grad, m, v, alpha, beta_1, beta_2, epsilon, write=True):
-    """Same contract as :func:`adam_update_reference`; NumPy arrays only, all C-contiguous."""
+    """Update (param, m, v) in place when ``write``; return whether all the new values are finite.
+
+    NumPy arrays of one shape and dtype; param, m and v C-contiguous, since the kernel writes them
+    through flat views. The kernel does not check its indices, so this wrapper refuses anything else.
+    """
+    if any(a.shape != param.shape or a.dtype != param.dtype for a in (grad, m, v)) or not all(
+            a.flags.c_contiguous for a in (param, m, v)):
+        raise ValueError("adam_update needs param, grad, m and v of one shape and dtype, and param, m "
+                         "and v C-contiguous; got " + ", ".join(
+                             f"{a.shape} {a.dtype}" for a in (param, grad, m, v)) + ".")
+    arrays = (param, np.ascontiguousarray(grad), m, v)
     t = param.dtype.type        # compute in the parameter's dtype, as NumPy does with these scalars
-    flat = [a.reshape(-1) for a in (param, grad, m, v)]   # views: one compiled kernel for every shape
+    flat = [a.reshape(-1) for a in arrays]     # views: one compiled kernel for every shape
     return _adam_update_numba(*flat, t(alpha), t(1 - beta_1), t(1 - beta_2), t(epsilon), write)

@@ -33,16 +33,13 @@ gradient back to its four source pixels with the same weights (neighbours outsid
 were constants and receive nothing). The fill value contributes no gradient to the input.
 
 Each operation comes twice: a short NumPy version (``*_reference``) to read, and a Numba version
-that runs. Its outer loop is over images, so a parallel loop would give each image's scatter to
-one thread, with no races; like tinycnn's other kernels it runs serially beside a multi-threaded
-BLAS (see ``jit.py`` for why). Tests prove that they agree. CuPy input is warped on the CPU and
+that runs, serially like tinycnn's other kernels (see ``jit.py``). Tests prove that they agree. CuPy input is warped on the CPU and
 copied back.
 """
 
 import math
 
 import numpy as np
-from numba import prange
 
 from ..backend import get_array_module, to_device, to_numpy
 from .jit import jit
@@ -113,7 +110,7 @@ def _source_point(t, r, col):
 def _affine_sample_numba(x, transforms, fill_value):
     n, h, w, c = x.shape
     out = np.empty_like(x)
-    for b in prange(n):
+    for b in range(n):
         for r in range(h):
             for col in range(w):
                 y0, x0, fy, fx = _source_point(transforms[b], r, col)
@@ -134,7 +131,7 @@ def _affine_sample_numba(x, transforms, fill_value):
 def _affine_sample_backward_numba(dout, transforms):
     n, h, w, c = dout.shape
     acc = np.zeros((n, h, w, c), dtype=np.float64)
-    for b in prange(n):                      # an image scatters only into itself: no races
+    for b in range(n):                      # an image scatters only into itself: no races
         for r in range(h):
             for col in range(w):
                 y0, x0, fy, fx = _source_point(transforms[b], r, col)

@@ -1,11 +1,10 @@
 """Bias + ReLU + max-pool in one pass: what follows a convolution's matrix product, fused.
 
-The seed model's convolutions are each followed by ReLU and a 2×2 max-pool. Done one layer at a
+The Keras MNIST CNN's convolutions are each followed by ReLU and a 2×2 max-pool. Done one layer at a
 time, that is four passes over the convolution's output ``z`` (N, H, W, C), the largest array of
 the step: add the bias, ReLU, pool forward; then in backward pool backward, ReLU backward, and a
 sum for the bias gradient. Each pass reads or writes megabytes to do one addition or comparison
-per number. The fused kernels make one pass each way. A third, at the end of this file, goes on
-from the pooled gradient to the convolution's own gradients, skipping the zeros of dz.
+per number. The fused kernels make one pass each way.
 
 Notation: as in :mod:`.pooling` (N, H, W, C the convolution's output; PH, PW, SH, SW, PT, PL the
 pool's window, strides and padding; OH, OW the pooled size).
@@ -128,23 +127,9 @@ def maxpool_relu_backward(dy, argmax, y, z_shape):
 
 
 # ---------------------------------------------------------------------------------------------
-# The whole convolution backward from the pooled gradient, skipping dz's zeros
+# The convolution's whole backward from the pooled gradient, as the three layers compute it: the
+# reference that the Winograd block's backward (kernels/winograd.py) is tested against.
 # ---------------------------------------------------------------------------------------------
-#
-# After a 2×2 max-pool at most one pixel in four of dz is not zero (ReLU zeroes more), yet
-# Conv2D's backward multiplies all of dz: dkernel = cols.T @ dz and dcols = dz @ kernel.T, then
-# col2im. Written per non-zero g = dz[b, zh, zw, f] instead, both are short sums over the
-# KH×KW×C inputs that output pixel read (im2col's index arithmetic, hi = zh*SH + i - PT ...):
-#
-#     dkernel[i, :, :, f]       += g * x[b, hi, wi0:wi0 + KW, :]       (KW*C numbers in a row)
-#     dx[b, hi, wi0:wi0 + KW, :] += g * kernel[i, :, :, f]
-#
-# About a fifth of the two matrix products' work for the seed model's second convolution, and
-# neither cols, dcols nor col2im is needed. It pays when a row (KW*C numbers) is long enough to
-# vectorise; ConvReLUMaxPool uses it from ROW_MIN numbers on.
-
-ROW_MIN = 16
-
 
 def conv_relu_maxpool_backward_reference(dy, argmax, y, x, kernel, z_hw, stride, pad):
     """The three layers' backward passes one after another: (dkernel, dbias, dx)."""
@@ -154,64 +139,3 @@ def conv_relu_maxpool_backward_reference(dy, argmax, y, x, kernel, z_hw, stride,
     dkernel = (im2col_reference(x, kh, kw, stride, pad).T @ dz).reshape(kernel.shape)
     dx = col2im_reference(dz @ kernel.reshape(-1, f).T, x.shape, kh, kw, stride, pad)
     return dkernel, dbias, dx
-
-
-@jit()
-def _conv_relu_maxpool_backward_numba(dy, argmax, y, x, kernel, zw, sh, sw, pt, pl, input_grad):
-    n, oh, ow, f = dy.shape
-    _, h, w, c = x.shape
-    kh, kw = kernel.shape[0], kernel.shape[1]
-    kernel_t = np.empty((f, kh, kw, c), dtype=x.dtype)     # filter-major: a kernel row is contiguous
-    for i in range(kh):
-        for j in range(kw):
-            for ch in range(c):
-                for ff in range(f):
-                    kernel_t[ff, i, j, ch] = kernel[i, j, ch, ff]
-    flat_kernel_t, flat_x = kernel_t.ravel(), x.ravel()
-    flat_dkernel_t = np.zeros(f * kh * kw * c, dtype=x.dtype)
-    flat_dx = np.zeros(n * h * w * c if input_grad else 0, dtype=x.dtype)
-    dbias = np.zeros(f, dtype=x.dtype)
-    for b in range(n):
-        for yo in range(oh):
-            for xo in range(ow):
-                for ff in range(f):
-                    if y[b, yo, xo, ff] <= 0:          # ReLU's flat part: no gradient
-                        continue
-                    g = dy[b, yo, xo, ff]
-                    dbias[ff] += g
-                    zh = argmax[b, yo, xo, ff] // zw   # the convolution output pixel that won
-                    h0 = zh * sh - pt
-                    w0 = (argmax[b, yo, xo, ff] - zh * zw) * sw - pl
-                    j0, j1 = max(0, -w0), min(kw, w - w0)   # the kernel columns inside the image
-                    length = (j1 - j0) * c
-                    for i in range(kh):
-                        hi = h0 + i
-                        if hi < 0 or hi >= h:
-                            continue
-                        at_x = ((b * h + hi) * w + w0 + j0) * c        # x[b, hi, w0 + j0, 0]
-                        at_k = ((ff * kh + i) * kw + j0) * c           # kernel_t[ff, i, j0, 0]
-                        x_row, dk_row = flat_x[at_x:at_x + length], flat_dkernel_t[at_k:at_k + length]
-                        for t in range(length):        # slices: indices from 0, so vectorised
-                            dk_row[t] += g * x_row[t]
-                        if input_grad:
-                            dx_row, k_row = flat_dx[at_x:at_x + length], flat_kernel_t[at_k:at_k + length]
-                            for t in range(length):
-                                dx_row[t] += g * k_row[t]
-    dkernel_t = flat_dkernel_t.reshape(f, kh, kw, c)
-    dkernel = np.empty((kh, kw, c, f), dtype=x.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            for ch in range(c):
-                for ff in range(f):
-                    dkernel[i, j, ch, ff] = dkernel_t[ff, i, j, ch]
-    return dkernel, dbias, flat_dx
-
-
-def conv_relu_maxpool_backward(dy, argmax, y, x, kernel, z_hw, stride, pad, input_grad=True):
-    """Same contract as :func:`conv_relu_maxpool_backward_reference`; dx is None without
-    ``input_grad``."""
-    (sh, sw), (pt, pb, pl, pr) = stride, pad
-    dkernel, dbias, dx = _conv_relu_maxpool_backward_numba(
-        np.ascontiguousarray(dy), argmax, y, np.ascontiguousarray(x), np.ascontiguousarray(kernel),
-        z_hw[1], sh, sw, pt, pl, input_grad)
-    return dkernel, dbias, (dx.reshape(x.shape) if input_grad else None)

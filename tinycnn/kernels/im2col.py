@@ -39,7 +39,7 @@ col2im is the adjoint (transpose) of im2col, used by the backward pass: given d(
 adds every entry back onto the pixel it was copied from. Pixel ``f`` above receives the sum of four
 entries. The fast version is a *gather*: each input pixel loops over the (kh, kw) that could have
 read it, sums those entries in a small buffer and writes its result once. Every output element is
-written by exactly one loop iteration, so the outer loop can run in parallel with no races and no
+written by exactly one loop iteration, so the loop maps onto parallel threads with no races and no
 atomic additions (the GPU kernel does exactly that). Which output position read pixel p at
 offset i solves o*S + i - P = p; that division is done once per call, into a lookup table.
 
@@ -64,7 +64,6 @@ The same index arithmetic, with the loop nest replaced by one CUDA thread per el
 """
 
 import numpy as np
-from numba import prange
 
 from ..backend import get_array_module
 from .geometry import output_size
@@ -115,7 +114,7 @@ def col2im_reference(cols, x_shape, kh, kw, stride, pad):
 def _im2col_numba(x, kh, kw, sh, sw, pt, pl, oh, ow):
     n, h, w, c = x.shape
     cols = np.empty((n, oh, ow, kh, kw, c), dtype=x.dtype)
-    for b in prange(n):
+    for b in range(n):
         for y in range(oh):
             h0 = y * sh - pt                               # top input row of the window
             for xo in range(ow):
@@ -155,7 +154,7 @@ def _col2im_numba(cols, n, h, w, c, kh, kw, sh, sw, pt, pl, oh, ow):
     rows = _source_table(h, kh, sh, pt, oh)        # rows[hi, i] = y, or -1
     cols_of = _source_table(w, kw, sw, pl, ow)     # cols_of[wi, j] = xo, or -1
     dx = np.empty((n, h, w, c), dtype=cols.dtype)
-    for b in prange(n):                      # each input pixel gathers its own sum: no races
+    for b in range(n):                      # each input pixel gathers its own sum: no races
         acc = np.empty(c, dtype=cols.dtype)
         for hi in range(h):
             for wi in range(w):

@@ -13,22 +13,17 @@ kernel compiled with the old options may be loaded.
 
 ``error_model="numpy"``: a division by zero gives inf or NaN, as in NumPy, instead of raising
 ZeroDivisionError as in Python. Python's rule makes Numba test every divisor before dividing,
-and that test keeps the compiler from vectorising a loop: Adam's update ran 10 times slower.
+and that test keeps the compiler from vectorising a loop (Adam's update, for one).
 
 Helpers. Small functions that kernels call (a 4-number transform, a 2×2 window's maximum) are
 compiled with ``jit(helper=True)``: Numba then skips the two wrappers that let Python, or C, call
 a function directly, which are code to generate, optimise and compile like any other. The helpers
-are only ever inlined into the kernels that call them; this took about an eighth off the compile
-time of the Winograd kernels. Calling a helper from Python raises an error.
+are only ever inlined into the kernels that call them, which shortens the compile time. Calling
+a helper from Python raises an error.
 
-Serial kernels. Some outer loops are written with ``prange`` over images and are free of races
-(every output element is written by one iteration), so ``parallel=True`` would spread them over
-Numba's thread pool. On the 2-core machines we measure on, that is much slower: NumPy's BLAS
-keeps its own threads spinning between matrix products, the two pools fight for the cores, and
-a training step of the MNIST CNN took up to 50 times longer (see ``benchmarks/kernels.py``).
-``fit`` uses the cores another way: each thread runs serial kernels and single-threaded BLAS on
-its own share of the batch (``tinycnn/parallel.py``). Without ``parallel=True``, ``prange`` is
-simply ``range``.
+Every kernel is serial. ``fit`` uses the cores another way: each thread runs serial kernels and
+single-threaded BLAS on its own share of the batch (``tinycnn/parallel.py`` says why Numba's own
+thread pool is not used).
 """
 
 import warnings
@@ -38,10 +33,10 @@ import numba
 _warned = False
 
 
-def jit(parallel=False, helper=False):
+def jit(helper=False):
     """Decorator: compile a kernel with Numba in nopython mode, cached on disk when possible.
     ``helper=True``: a function that only other kernels call (see above)."""
-    options = dict(nogil=True, error_model="numpy", parallel=parallel)
+    options = dict(nogil=True, error_model="numpy")
     if helper:
         options.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
 

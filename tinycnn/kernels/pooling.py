@@ -33,7 +33,6 @@ On the GPU (``kernels/cuda.py``), the same arithmetic with one CUDA thread per e
 """
 
 import numpy as np
-from numba import prange
 
 from ..backend import get_array_module
 from .geometry import output_size
@@ -79,7 +78,7 @@ def _maxpool_forward_numba(x, ph, pw, sh, sw, pt, pl, oh, ow):
     n, h, w, c = x.shape
     y = np.empty((n, oh, ow, c), dtype=x.dtype)
     argmax = np.empty((n, oh, ow, c), dtype=np.int32)
-    for b in prange(n):
+    for b in range(n):
         for yo in range(oh):
             for xo in range(ow):
                 for ch in range(c):
@@ -104,7 +103,7 @@ def _maxpool_forward_numba(x, ph, pw, sh, sw, pt, pl, oh, ow):
 def _maxpool_backward_numba(dout, argmax, h, w):
     n, oh, ow, c = dout.shape
     dx = np.empty((n, h, w, c), dtype=dout.dtype)
-    for b in prange(n):                      # an image per iteration: parallel, it would not race
+    for b in range(n):
         dx[b] = 0                            # zero one image, then scatter into it while it is in cache
         for yo in range(oh):
             for xo in range(ow):

@@ -5,22 +5,36 @@ A layer is a small object with two methods:
     forward(x, training=False) -> y     computes the output and remembers what backward needs;
     backward(dout) -> dx                given dL/dy, returns dL/dx and fills ``self.grads``.
 
-Parameters live in ``self.params`` (a dict of arrays); ``backward`` fills ``self.grads`` with the
-same keys. Parameters are created on the first ``forward`` (or by ``build``), from the shape of
-one sample and in the input's floating dtype, so float64 input gives float64 parameters -- which is
-what the gradient checks need. There is no autograd graph: the chain rule is the order in which
-``Sequential`` calls ``backward``.
+The whole contract, which ``fit`` checks as it runs (the reference mode, ``compile(fast=False)``,
+at every step; the default at the first) and ``tinycnn.gradcheck.check_layer`` checks too:
+
+- ``forward`` returns an array whose shape, batch axis aside, is ``output_shape(x.shape[1:])``;
+- ``backward`` returns dx with the shape of x;
+- ``backward`` fills ``self.grads`` with exactly the keys of ``self.params``, each gradient the
+  shape and dtype of its parameter;
+- ``get_config()`` returns every ``__init__`` argument, so that ``from_config`` rebuilds the layer
+  as it is (checked when the model is saved);
+- ``per_sample`` is True only when ``forward(x, training=True)`` treats every sample on its own.
+
+Parameters live in ``self.params`` (a dict of arrays). They are created on the first ``forward``
+(or by ``build``), from the shape of one sample and in the input's floating dtype, so float64
+input gives float64 parameters -- which is what the gradient checks need. There is no autograd
+graph: the chain rule is the order in which the model calls ``backward`` (``tinycnn/plan.py``).
 
 Adding a layer of your own
 --------------------------
 Subclass ``Layer`` anywhere -- in tinycnn or in your own script -- and write:
 
-    __init__(self, ..., name=None, seed=None)   store the arguments, call super().__init__(name, seed)
+    __init__(self, ..., name=None, seed=None)   store each argument under its own name
+                                                (self.size = size), call super().__init__(name, seed)
     build(self, input_shape, dtype, rng=None)   (if it has weights) call super().build, create params
     output_shape(self, input_shape)             (if the shape changes) the per-sample output shape
     forward(self, x, training=False)            call self._prepare(x) first; keep what backward needs
     backward(self, dout)                        return dx; fill self.grads[k] for every k in params
     get_config(self)                            every __init__ argument, as JSON values
+    per_sample = True                           (a class attribute) if forward treats each sample
+                                                on its own, the same way every time: fit may then
+                                                split a batch over the CPU cores
 
 then prove ``backward`` with ``tinycnn.gradcheck.check_layer(layer, x)`` on float64 input
 (``tests/test_gradients.py`` does it for every layer here). That is all: defining the class
@@ -59,7 +73,7 @@ class Layer:
     #: True when ``forward(x, training=True)`` treats every sample of x on its own, the same way
     #: every time. ``fit`` may then split a batch over the CPU cores (``tinycnn/parallel.py``).
     #: False for BatchNormalization (batch statistics), Dropout (random masks) and, to be safe,
-    #: for a layer of your own until you set it.
+    #: for a layer of your own until you set it (``fit`` says when a layer keeps it on one thread).
     per_sample = False
 
     def __init_subclass__(cls, **kwargs):
@@ -203,21 +217,37 @@ def spec_of(layer):
     return {"type": cls.__name__, "config": config}
 
 
+#: Attributes every layer has that describe its life, not its configuration (where it runs, what
+#: it was built for, its arrays): ``_check_rebuilt`` does not compare them.
+_BOOKKEEPING = {"name", "seed", "params", "grads", "state", "input_shape", "dtype", "device"}
+
+
 def _check_rebuilt(layer, rebuilt, where):
-    """Compare ``layer`` with ``rebuilt`` = ``from_config(get_config())`` argument by argument:
-    every ``__init__`` argument the layer keeps as an attribute of the same name (``self.alpha =
-    alpha``) must come back equal. Layer-valued arguments (an activation) are compared the same way."""
-    for arg in _init_args(layer):
-        mine, theirs = getattr(layer, arg), getattr(rebuilt, arg, None)
+    """Compare ``layer`` with ``rebuilt`` = ``from_config(get_config())``, attribute by attribute.
+
+    Every attribute that ``__init__`` sets (those the fresh ``rebuilt`` has) must come back equal,
+    whatever its name: ``self.alpha = alpha`` and ``self.pool_size = size`` alike. Layer-valued
+    attributes (an activation) are compared the same way; arrays and generators are not compared.
+    """
+    init_args = set(_init_args(layer))
+    for attr in vars(rebuilt):
+        if attr in _BOOKKEEPING or attr.startswith("_") or not hasattr(layer, attr):
+            continue
+        mine, theirs = getattr(layer, attr), getattr(rebuilt, attr)
         if isinstance(mine, Layer):
             if type(theirs) is not type(mine):
-                raise ValueError(f"{where}: its {arg} {type(mine).__name__} would load as "
+                raise ValueError(f"{where}: its {attr} {type(mine).__name__} would load as "
                                  f"{type(theirs).__name__}; get_config() must save it.")
-            _check_rebuilt(mine, theirs, f"{where} ({arg} {type(mine).__name__})")
+            _check_rebuilt(mine, theirs, f"{where} ({attr} {type(mine).__name__})")
         elif _plain(mine) and mine != theirs:
-            raise ValueError(f"{where}: {type(layer).__name__}.get_config() does not keep the argument "
-                             f"{arg!r} ({arg}={mine!r} here, {theirs!r} after loading); add it to "
-                             "get_config() so that load_model can rebuild the layer.")
+            if attr in init_args:
+                raise ValueError(f"{where}: {type(layer).__name__}.get_config() does not keep the argument "
+                                 f"{attr!r} ({attr}={mine!r} here, {theirs!r} after loading); add it to "
+                                 "get_config() so that load_model can rebuild the layer.")
+            raise ValueError(f"{where}: {type(layer).__name__}.get_config() does not rebuild the layer as "
+                             f"it is: its attribute {attr!r} is {mine!r} here and {theirs!r} after "
+                             "loading. Store each __init__ argument under its own name (self.size = "
+                             "size) and return every argument from get_config().")
 
 
 def _init_args(layer):
@@ -250,3 +280,43 @@ def from_spec(spec):
                                 "must be defined (or imported) before load_model is called. Known "
                                 f"layer classes: {', '.join(sorted(LAYERS))}.")
     return cls.from_config(spec["config"])
+
+
+# -- checking the contract while a model runs (tinycnn/plan.py calls these) ------------------------
+
+def check_forward(layer, x, y):
+    """``y = layer.forward(x)`` has the shape that ``layer.output_shape`` promises."""
+    expected = tuple(layer.output_shape(tuple(x.shape[1:])))
+    if tuple(y.shape) != (x.shape[0], *expected):
+        raise ValueError(f"{layer.name}: forward returned shape {tuple(y.shape)} for input {tuple(x.shape)}, "
+                         f"but output_shape{tuple(x.shape[1:])} says {expected} per sample. The model "
+                         f"builds the next layer from output_shape, so {type(layer).__name__}.output_shape "
+                         "must return what forward returns, without the batch axis.")
+
+
+def check_backward(layer, dx, x_shape):
+    """After ``dx = layer.backward(dout)``: dx has the shape of the input x (``x_shape``, when
+    known; None for a step that skips dL/dx), and ``layer.grads`` matches ``layer.params``."""
+    if dx is not None and x_shape is not None and tuple(dx.shape) != tuple(x_shape):
+        raise ValueError(f"{layer.name}: backward returned dx of shape {tuple(dx.shape)}, but its input x "
+                         f"had shape {tuple(x_shape)}. backward(dout) must return dL/dx, shaped like x.")
+    check_gradients(layer)
+
+
+def check_gradients(layer):
+    """``layer.grads`` has exactly the keys of ``layer.params``, each gradient the shape and dtype
+    of its parameter (what an optimizer needs before it reads them together)."""
+    params, grads = layer.params, layer.grads
+    if set(grads) != set(params):
+        missing, extra = sorted(set(params) - set(grads)), sorted(set(grads) - set(params))
+        raise ValueError(f"{layer.name}: backward must fill grads with exactly the keys of params "
+                         f"({sorted(params)}); "
+                         + "; ".join(filter(None, [missing and f"missing {missing}",
+                                                   extra and f"not parameters: {extra}"])) + ".")
+    for key, param in params.items():
+        grad = grads[key]
+        if tuple(getattr(grad, "shape", ())) != tuple(param.shape) or getattr(grad, "dtype", None) != param.dtype:
+            raise ValueError(f"{layer.name}: grads[{key!r}] has shape {tuple(getattr(grad, 'shape', ()))} and "
+                             f"dtype {getattr(grad, 'dtype', type(grad).__name__)}, but the parameter "
+                             f"params[{key!r}] has shape {tuple(param.shape)} and dtype {param.dtype}; a "
+                             "gradient must have the shape and dtype of its parameter.")

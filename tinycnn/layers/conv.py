@@ -28,13 +28,19 @@ class Conv2D(Layer):
     rows of cols, followed by col2im:
         dL/dkernel = cols.T @ dz               (KH*KW*C, F), reshaped to (KH, KW, C, F)
         dL/dbias   = dz.sum(axis=0)            (F,), computed as ones @ dz: the same column sums,
-                                               but BLAS does them about 5x faster
+                                               as a matrix product, which BLAS does faster
         dL/dcols   = dz @ kernel.reshape(-1, F).T
         dL/dx      = col2im(dL/dcols)          every pixel sums the gradients of all its copies
 
-    ``activation="relu"`` applies ReLU to z; backward first takes the gradient back through it. ``input_grad=False`` skips
-    the last two lines and returns None: a model's first layer reads the data, which needs no
-    gradient, and col2im is a good share of a training step.
+    ``activation="relu"`` (or any name in ``layers/activations.py``) applies that layer to z;
+    backward first takes the gradient back through it.
+
+    What ``fit`` runs. With ``compile(fast=False)`` this code runs as written. By default, on the
+    CPU, a Conv2D followed by ReLU and MaxPool2D runs as one fused block instead
+    (``layers/fused.py``: im2col or Winograd, then bias, ReLU and pooling in one pass);
+    ``tests/test_fast_paths.py::test_fused_block_equals_the_three_layers`` proves the two equal.
+    The im2col and col2im below are Numba kernels beside their NumPy references
+    (``kernels/im2col.py``).
     """
 
     per_sample = True
@@ -69,39 +75,23 @@ class Conv2D(Layer):
         if self.activation is not None:
             self.activation.build(self.output_shape(input_shape), self.dtype)
 
-    def forward(self, x, training=False, apply_activation=True):
-        z = self.linear_forward(x)
-        if self.activation is None or not apply_activation:
-            return z
-        return self.activation.forward(z, training)
-
-    def backward(self, dout, apply_activation=True, input_grad=True):
-        dz = self.activation.backward(dout) if self.activation is not None and apply_activation else dout
-        return self.linear_backward(dz, input_grad)
-
-    # -- the convolution itself, without the activation (the fused block in fused.py calls these)
-    def linear_forward(self, x, add_bias=True):
-        """z = im2col(x) @ kernel + bias, as (N, OH, OW, F)."""
+    def forward(self, x, training=False):
         self._prepare(x)
         kh, kw = self.kernel_size
         self.x_shape = x.shape
         self.cols = im2col(x, kh, kw, self.strides, self.pad)
         z = self.cols @ self.params["kernel"].reshape(-1, self.filters)
-        if add_bias:
-            z += self.params["bias"]
-        return z.reshape(x.shape[0], *self.out_hw, self.filters)
+        z += self.params["bias"]
+        z = z.reshape(x.shape[0], *self.out_hw, self.filters)
+        return z if self.activation is None else self.activation.forward(z, training)
 
-    def linear_backward(self, dz, input_grad=True, bias_grad=None):
-        """dz = dL/dz (N, OH, OW, F) -> dL/dx, filling grads; ``bias_grad`` if already summed."""
+    def backward(self, dout):
+        dz = dout if self.activation is None else self.activation.backward(dout)
         kernel = self.params["kernel"]
-        f = self.filters
-        dz = dz.reshape(-1, f)
+        dz = dz.reshape(-1, self.filters)
         self.grads["kernel"] = (self.cols.T @ dz).reshape(kernel.shape)
-        self.grads["bias"] = (bias_grad if bias_grad is not None
-                              else get_array_module(dz).ones(dz.shape[0], dtype=dz.dtype) @ dz)
-        if not input_grad:
-            return None
-        dcols = dz @ kernel.reshape(-1, f).T
+        self.grads["bias"] = get_array_module(dz).ones(dz.shape[0], dtype=dz.dtype) @ dz
+        dcols = dz @ kernel.reshape(-1, self.filters).T
         kh, kw = self.kernel_size
         return col2im(dcols, self.x_shape, kh, kw, self.strides, self.pad)
 

@@ -19,10 +19,12 @@ class Dense(Layer):
         dL/dbias   = dz.sum(axis=0) (D_out,): the bias is added to every sample
         dL/dx      = dz @ kernel.T  (N, D_in)
 
-    ``activation="relu"`` (or any name in ``layers/activations.py``) applies that layer to z; backward
-    first takes the gradient back through it.
-    ``apply_activation=False`` stops at z: a model uses it to hand logits to a fused loss.
-    ``input_grad=False`` skips dL/dx and returns None, for a first layer that reads the data.
+    ``activation="relu"`` (or any name in ``layers/activations.py``) applies that layer to z;
+    backward first takes the gradient back through it.
+
+    What ``fit`` runs: this code, in both modes. When the model ends in ``activation="softmax"``,
+    the last Dense runs without it (``plan.without_activation``) and the loss applies the softmax
+    (``losses.py``).
     """
 
     per_sample = True
@@ -50,20 +52,18 @@ class Dense(Layer):
     def output_shape(self, input_shape):
         return (self.units,)
 
-    def forward(self, x, training=False, apply_activation=True):
+    def forward(self, x, training=False):
         self._prepare(x)
         self.x = x
         z = x @ self.params["kernel"]
         z += self.params["bias"]
-        if self.activation is None or not apply_activation:
-            return z
-        return self.activation.forward(z, training)
+        return z if self.activation is None else self.activation.forward(z, training)
 
-    def backward(self, dout, apply_activation=True, input_grad=True):
-        dz = self.activation.backward(dout) if self.activation is not None and apply_activation else dout
+    def backward(self, dout):
+        dz = dout if self.activation is None else self.activation.backward(dout)
         self.grads["kernel"] = self.x.T @ dz
         self.grads["bias"] = dz.sum(axis=0)
-        return dz @ self.params["kernel"].T if input_grad else None
+        return dz @ self.params["kernel"].T
 
     def get_config(self):
         return {"name": self.name, "units": self.units, "activation": activations.config_of(self.activation),

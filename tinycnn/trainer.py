@@ -1,0 +1,336 @@
+"""Training: compile, fit, the training step, evaluate and predict; Keras's Trainer.
+
+``Sequential`` (``model.py``) holds the model's structure: its layers, their weights, the file.
+This class, which ``Sequential`` inherits, trains and runs it, as Keras's ``Trainer`` does. Every
+pass goes through the model's :class:`~tinycnn.plan.Plan` (``tinycnn/plan.py``), the one loop that
+runs forward, loss and backward; a training step is
+
+    logits, loss = plan.loss_and_gradients(x, y)     forward, loss, backward: every grads filled
+    optimizer.step(layers)                           then one update of every parameter
+
+``fit`` around it is bookkeeping: batching, shuffling, checking the input, progress, callbacks.
+In the fast mode (the default) a batch is split over the CPU cores (``tinycnn/parallel.py``), each
+thread running the same loop on its share. ``compile(fast=False)`` trains with the layers' own
+code in one thread instead (the reference mode; see ``plan.py``).
+"""
+
+import contextlib
+import math
+import time
+import warnings
+
+import numpy as np
+
+from . import checks, losses, optimizers
+from .backend import get_array_module, to_device, to_numpy
+from .callbacks import History, check_callbacks
+from .interrupt import CtrlC
+from .losses import check_labels
+from .optimizers import NonFiniteUpdate
+from .parallel import DataParallel, cpu_count, not_per_sample
+from .plan import Plan
+from .progress import ProgressBar
+
+DEFAULT_EVAL_BATCH = 128
+
+
+class Trainer:
+    """compile, fit, evaluate and predict, for a model with ``layers`` (see ``Sequential``)."""
+
+    optimizer = None
+    loss = None
+    fast = True               # compile(fast=False): the reference mode
+    stop_training = False
+    history = None            # the History of the last fit, kept even when fit raises
+    _parallel = None          # set by fit when it splits batches over threads
+    _plan_key = _plan_obj = None
+
+    # -- training setup ---------------------------------------------------------------------
+    def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=("accuracy",),
+                fast=True):
+        """Choose the optimizer and loss: strings ("adam", "sgd", ...) or objects.
+
+        The loss is always computed from logits. If the model ends in a softmax -- a ``Softmax``
+        layer, or ``activation="softmax"`` on the last layer, the Keras way -- training skips
+        that softmax and the fused loss applies it, stably. ``predict`` still applies it.
+
+        ``fast=False`` is the reference mode: ``fit``, ``evaluate`` and ``predict`` run exactly
+        the layers' own ``forward`` and ``backward``, in one thread, and the optimizer's update
+        as ``optimizers.py`` writes it, checking the layer contract at every step. A breakpoint
+        in ``Conv2D.forward`` stops there. ``fast=True`` (the default) runs fused blocks, the
+        fused Adam kernel and one thread per core instead, to the same numbers up to float
+        rounding (``tests/test_fast_paths.py``).
+        """
+        self.optimizer = optimizers.get(optimizer)
+        self.loss = losses.get(loss)
+        self.fast = checks.boolean(fast, "fast")
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        if metrics is not None and not isinstance(metrics, (list, tuple)):
+            raise TypeError(f"metrics must be a list such as ['accuracy'], got {checks.show(metrics)}.")
+        unknown = [m for m in (metrics or []) if m not in ("accuracy", "acc")]
+        if unknown:         # accuracy is always computed; anything else would be silently ignored
+            raise ValueError(f"Unknown metrics {unknown}; tinycnn computes 'accuracy'.")
+
+    # -- the passes ---------------------------------------------------------------------------
+    def plan(self):
+        """The model's :class:`~tinycnn.plan.Plan`: its steps to the logits in the current mode.
+        Made once, and again whenever the layers, their device, the mode or the loss change, so
+        that a forward pass and the backward pass after it run the same step objects."""
+        if not self.layers:
+            raise ValueError("The model has no layers; add some before running it.")
+        loss = type(self.loss) if self.loss is not None else losses.SoftmaxCrossEntropy
+        key = (tuple(map(id, self.layers)), tuple(layer.device for layer in self.layers), self.fast, loss)
+        if self._plan_key != key:
+            self._plan_key, self._plan_obj = key, Plan(self.layers, loss(), fast=self.fast, check=not self.fast)
+        return self._plan_obj
+
+    def _trainable_layers(self):
+        return [layer for layer in self.layers if layer.params]
+
+    def _train_step(self, xb, yb, check=False):
+        """One step of gradient descent on one batch; returns (loss, number correct).
+
+        The whole of learning, in one thread (``Plan.loss_and_gradients``):
+
+            logits = forward through every step
+            loss   = cross-entropy of softmax(logits) and the labels
+            d      = dL/dlogits = (softmax(logits) - onehot) / N
+            for step in reversed(steps): d = step.backward(d)       (down to the first trainable one)
+            optimizer step
+
+        ``self._parallel``, when ``fit`` set one, runs the same on shares of the batch in
+        several threads (``tinycnn/parallel.py``). ``check`` checks the layer contract on the
+        way (the reference mode checks at every step anyway).
+
+        A loss that is not finite stops here, before the weights are touched; the optimizer
+        refuses an update that would make any weight not finite (``NonFiniteUpdate``).
+        """
+        if self._parallel is not None:
+            logits, loss = self._parallel.train_step(xb, yb, check)
+        else:
+            plan = self.plan()
+            plan.check = check or not self.fast
+            logits, loss = plan.loss_and_gradients(xb, yb)
+        if not math.isfinite(loss):
+            raise NonFiniteUpdate(None, f"the loss is {loss}")
+        self.optimizer.step(self._trainable_layers(), fast=self.fast)
+        correct = (logits.argmax(axis=1) == yb).sum()
+        return loss, int(correct)
+
+    # -- checking what users pass in -----------------------------------------------------------
+    def _check_x(self, x, what="x"):
+        """Validate ``x`` (``checks.samples``) against the model, building it on first use, and
+        return it in the model's dtype."""
+        x = checks.samples(x, what)
+        if not self.built:
+            self.build(x.shape[1:], "float64" if x.dtype == np.float64 else "float32")
+        checks.sample_shape(x, self.input_shape, what)
+        return x.astype(self.dtype, copy=False)
+
+    def _num_classes(self):
+        return self.output_shape[-1]
+
+    # -- the Keras API ------------------------------------------------------------------------------
+    def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
+            shuffle=True, verbose=1, seed=None, callbacks=None, threads=None):
+        """Train for ``epochs`` passes over (x, y); returns a :class:`History`.
+
+        ``validation_split`` holds out the *last* fraction of the data before shuffling, as
+        Keras does (training keeps floor(N * (1 - split)) samples). ``seed`` fixes the shuffling;
+        without it the shuffling comes from the model's own generator (``Sequential(seed=...)``),
+        so a seeded model trains the same way every run. ``verbose``: 1 a progress bar per epoch,
+        2 one line per epoch, 0 nothing.
+
+        ``threads``: how many CPU cores share each batch (``tinycnn/parallel.py``); None uses
+        every core this process may use, 1 trains in one thread. A model on the GPU, or with
+        layers that mix the samples of a batch (BatchNormalization, Dropout), uses one.
+
+        Divergence: a step whose loss, gradients or new weights are not finite is never applied.
+        ``fit`` raises ``FloatingPointError`` naming the epoch, the batch and what was not finite;
+        the weights are those from before that step, and the history (the finished epochs and
+        the partial one) is on the error as ``err.history`` and on the model as ``model.history``.
+        """
+        if self.optimizer is None:
+            raise RuntimeError("Call model.compile(optimizer=..., loss=...) before model.fit().")
+        epochs = checks.integer(epochs, "epochs", minimum=0)       # 0 trains nothing, as in Keras
+        batch_size = checks.integer(batch_size, "batch_size", minimum=1)
+        validation_split = checks.number(validation_split, "validation_split", 0.0, 1.0, high_open=True)
+        shuffle = checks.boolean(shuffle, "shuffle")
+        verbose = checks.choice(verbose, "verbose", (0, 1, 2))
+        seed = checks.seed(seed)
+        callbacks = check_callbacks(callbacks)
+        if validation_data is not None and (not isinstance(validation_data, (tuple, list))
+                                            or len(validation_data) != 2):
+            raise ValueError("validation_data must be a pair (x_val, y_val), got "
+                             f"{checks.show(validation_data)}.")
+        x = self._check_x(x)
+        y = check_labels(to_numpy(y), self._num_classes(), n=len(x))
+        if validation_data is None and validation_split > 0:
+            n_val = len(x) - int(len(x) * (1.0 - validation_split))
+            if n_val == 0 or n_val == len(x):
+                raise ValueError(f"validation_split={validation_split} of {len(x)} samples leaves "
+                                 "an empty training or validation set.")
+            validation_data = (x[-n_val:], y[-n_val:])
+            x, y = x[:-n_val], y[:-n_val]
+        val = None
+        if validation_data is not None:
+            x_val = self._check_x(validation_data[0], "validation x")
+            val = (x_val, check_labels(to_numpy(validation_data[1]), self._num_classes(), n=len(x_val)))
+
+        rng = np.random.default_rng(seed) if seed is not None else self._rng
+        history = History()
+        self.history = history     # also on the model, so an error in a callback loses nothing
+        callbacks = [history] + callbacks
+        for cb in callbacks:
+            cb.set_model(self)
+        self.stop_training = False
+        for cb in callbacks:
+            cb.on_train_begin()
+        try:
+            with CtrlC() as ctrl_c, self._threads(threads):
+                for epoch in range(epochs):
+                    self._fit_epoch(x, y, batch_size, epoch, epochs, rng.permutation(len(x)) if shuffle
+                                    else np.arange(len(x)), val, verbose, callbacks, ctrl_c)
+                    if self.stop_training:
+                        break
+        except KeyboardInterrupt:
+            history.interrupted = True
+            print(f"\nInterrupted: training stopped after {len(history.epoch)} complete epoch(s)"
+                  f"{_partial_epoch(history, math.ceil(len(x) / batch_size))}.", flush=True)
+        except FloatingPointError as err:
+            err.history = history
+            raise
+        finally:
+            for cb in callbacks:
+                cb.on_train_end()
+        return history
+
+    def _fit_epoch(self, x, y, batch_size, epoch, epochs, order, val, verbose, callbacks, ctrl_c):
+        """One pass over the shuffled training data, then validation and the epoch's callbacks."""
+        for cb in callbacks:
+            cb.on_epoch_begin(epoch)
+        if verbose:
+            print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+        steps = math.ceil(len(x) / batch_size)
+        bar = ProgressBar(steps, verbose)
+        total_loss = total_correct = seen = 0
+        start = time.perf_counter()
+        for step in range(steps):
+            idx = order[step * batch_size:(step + 1) * batch_size]
+            xb, yb = self._to_device(x[idx]), self._to_device(y[idx])
+            try:
+                loss, correct = self._train_step(xb, yb, check=epoch == 0 and step == 0)
+            except NonFiniteUpdate as err:
+                history = callbacks[0]
+                history.diverged_at = {"epoch": epoch + 1, "batch": step, "batches": steps}
+                if seen:            # the unfinished epoch's logs, over the batches it applied
+                    history.on_epoch_end(epoch, logs)
+                raise FloatingPointError(self._divergence_message(err, epoch, step, xb)) from err
+            total_loss += loss * len(idx)
+            total_correct += correct
+            seen += len(idx)
+            logs = {"loss": total_loss / seen, "accuracy": total_correct / seen}
+            bar.update(step + 1, logs)
+            for cb in callbacks:
+                cb.on_batch_end(step, logs)
+            if ctrl_c.pressed:          # Ctrl-C: stop here, after a whole batch
+                bar.close(logs, time.perf_counter() - start, done=step + 1)
+                raise KeyboardInterrupt
+        if val is not None:
+            val_loss, val_acc = self.evaluate(*val, verbose=0)
+            logs.update(val_loss=val_loss, val_accuracy=val_acc)
+        bar.close(logs, time.perf_counter() - start)
+        for cb in callbacks:
+            cb.on_epoch_end(epoch, logs)
+
+    @contextlib.contextmanager
+    def _threads(self, threads):
+        """For the duration of fit: ``self._parallel`` is a DataParallel over ``threads`` cores
+        when the model can use one (the fast mode, on the CPU, every layer per-sample), else None.
+        A layer that keeps the model on one thread is named, once per call site of ``fit``."""
+        threads = cpu_count() if threads is None else checks.integer(threads, "threads", minimum=1)
+        if threads == 1 or self.device != "cpu" or not self.fast:
+            yield
+            return
+        alone = not_per_sample(self.layers)
+        if alone is not None:
+            warnings.warn(f"fit trains in one thread, not {threads}: layer {alone.name!r} "
+                          f"({type(alone).__name__}) has per_sample = False, so a batch cannot be split "
+                          "over the CPU cores (layers/base.py says when a layer may set it to True). "
+                          "Pass threads=1 to fit to silence this.", stacklevel=4)
+            yield
+            return
+        with DataParallel(self, threads) as parallel:
+            self._parallel = parallel
+            try:
+                yield
+            finally:
+                self._parallel = None
+
+    def _divergence_message(self, err, epoch, step, xb):
+        """Why a step was refused, where, and what usually causes it."""
+        what = str(err)
+        if err.key is not None:
+            layer = next(layer for layer in self.layers if layer.name == err.key[0])
+            grad = layer.grads[err.key[1]]
+            if not bool(get_array_module(grad).isfinite(grad).all()):
+                what = f"the gradient of {err.key[0]}/{err.key[1]} is not finite"
+            else:
+                what += (f" (its gradient is finite but reaches {float(abs(grad).max()):.3g}; the "
+                         "optimizer's new weights or moments overflow)")
+        big = float(abs(xb).max())
+        return (f"Training diverged at epoch {epoch + 1}, batch {step + 1}: {what}. That step was not "
+                f"applied: the weights are those from before it, and the history so far is on "
+                f"err.history and model.history. Likely causes: a learning rate too high (it is "
+                f"{self.optimizer.current_learning_rate():.3g}: try a lower learning rate, e.g. 10 "
+                f"times lower), or input on a large scale (this batch's values reach {big:.3g}: "
+                "scale images to [0, 1]).")
+
+    def evaluate(self, x, y, batch_size=DEFAULT_EVAL_BATCH, verbose=0):
+        """(mean loss, accuracy) over (x, y), in inference mode."""
+        if self.loss is None:
+            raise RuntimeError("Call model.compile(...) before model.evaluate(): it needs the loss.")
+        batch_size = checks.integer(batch_size, "batch_size", minimum=1)
+        verbose = checks.choice(verbose, "verbose", (0, 1, 2))
+        x = self._check_x(x)
+        y = check_labels(to_numpy(y), self._num_classes(), n=len(x))
+        plan = self.plan()
+        total_loss = total_correct = 0.0
+        for start in range(0, len(x), batch_size):
+            xb = self._to_device(x[start:start + batch_size])
+            yb = self._to_device(y[start:start + batch_size])
+            logits = (self._parallel.logits(xb) if self._parallel is not None      # inside fit
+                      else plan.forward(xb, training=False))
+            total_loss += float(plan.loss.forward(logits, yb)) * len(yb)
+            total_correct += int((logits.argmax(axis=1) == yb).sum())
+        loss, acc = total_loss / len(x), total_correct / len(x)
+        if verbose:
+            print(f"loss: {loss:.4f} - accuracy: {acc:.4f}")
+        return loss, acc
+
+    def predict(self, x, batch_size=DEFAULT_EVAL_BATCH):
+        """The model's output for ``x``, as a NumPy array: probabilities for a softmax model."""
+        batch_size = checks.integer(batch_size, "batch_size", minimum=1)
+        x = self._check_x(x)
+        plan = self.plan()
+        out = [to_numpy(plan.predict(self._to_device(x[s:s + batch_size])))
+               for s in range(0, len(x), batch_size)]
+        return np.concatenate(out)
+
+    def _to_device(self, a):
+        """A batch on the model's device (NumPy stays as it is on the CPU)."""
+        return to_device(a, self.device)
+
+
+def _partial_epoch(history, steps):
+    """Record in ``history`` how far the unfinished epoch got; the words for the message."""
+    if history.current_epoch is None or history.current_epoch in history.epoch:
+        return ""                                  # between epochs: nothing unfinished
+    history.interrupted_at = {"epoch": history.current_epoch + 1, "batch": history.batches_done,
+                              "batches": steps}
+    if history.batches_done == 0:
+        return f"; epoch {history.current_epoch + 1} had not started its first batch"
+    return (f"; epoch {history.current_epoch + 1} stopped after batch {history.batches_done} of {steps}, "
+            "whose updates the weights include but the history does not")
+
