@@ -100,11 +100,11 @@ class DataParallel:
         The model's layers end up holding the whole batch's gradients in ``grads``. ``check``:
         check the layer contract in every share (``Plan.check``).
         """
+        for plan in self.plans:
+            plan.check = check
         first = self.plans[0].first
         x = self.plans[0].forward(x, training=True, stop=first)     # augmentation: the whole batch
         n = len(x)
-        for plan in self.plans:
-            plan.check = check
         results = self._run(self._share, [(k, x[s], y[s], n) for k, s in enumerate(self._shares(n))])
         for k in range(1, len(results)):            # add every share's gradients into the model's
             for grads, theirs in zip(self.grads_of[0], self.grads_of[k]):

@@ -131,7 +131,7 @@ def logit_steps(layers, fast=True, input_grad=False):
         return steps
     steps = _fused(steps)
     first = first_trainable(steps)
-    if not input_grad and isinstance(steps[first], ConvReLUMaxPool):
+    if not input_grad and steps and isinstance(steps[first], ConvReLUMaxPool):
         steps[first].input_grad = False
     return steps
 

@@ -78,8 +78,8 @@ def applies(channels, kernel_size, conv_strides, pool_size, pool_strides, pool_p
 def kernel_transform(kernel):
     """kernel (3, 3, C, F) -> U (16, C, F), U[4ξ+ν] = (G g Gᵀ)[ξ, ν] for every channel and filter.
 
-    Two matrix products over the kernel's first two axes (einsum would read more easily, and
-    took ten times longer)."""
+    Two matrix products over the kernel's first two axes (einsum would read more easily, but
+    does not hand this contraction to BLAS)."""
     g = G.astype(kernel.dtype)
     gk = np.matmul(g, kernel.reshape(3, -1)).reshape(4, 3, -1)        # G g: rows      (4, 3, C*F)
     return np.matmul(g, gk).reshape(16, *kernel.shape[2:])            # (G g) Gᵀ, per row ξ
@@ -170,7 +170,7 @@ def maxpool_relu_backward_m_reference(dy, argmax, y, zw):
 # other. The matrix products read the same memory as (16, T, C) through a transposed view (BLAS
 # takes a row stride), which is the layout the contracts above describe. Stored (16, T, C), a
 # tile's 16 numbers would lie T*C apart: for the seed model exactly 25 pages, so that all 16 fall
-# into the same set of the cache (4K aliasing), and the kernels below ran ten times slower.
+# into the same set of the cache (4K aliasing), and the kernels below would wait on memory.
 
 # The three small matrices, applied to 4 numbers (a column or a row of a tile) at a time:
 @jit(helper=True)
@@ -317,7 +317,7 @@ def _window_gradient(dy_t, y_t, argmax_t, top, zw, g, low, right, dbias):
     """For one pooled pixel's filters: g (dy where y > 0, else 0), low and right (the argmax's
     row and column in the window, 0 or 1); dbias += g."""
     one, zero = g.dtype.type(1), g.dtype.type(0)      # no float64 or int64 in the loop: the
-    top, zw = np.int32(top), np.int32(zw)              # conversions would slow it 2-4 times
+    top, zw = np.int32(top), np.int32(zw)              # conversions inside the loop would slow it
     for ff in range(g.size):
         gf = dy_t[ff]                                  # loaded before the test: a load inside
         gf = gf if y_t[ff] > 0 else zero               # a branch would stop vectorisation

@@ -31,6 +31,11 @@ class ReLU(Activation):
 
     Backward: dy/dx is 1 where x > 0 and 0 elsewhere (at exactly 0 we take 0, as PyTorch and
     TensorFlow do), so dx = dout * (x > 0). Gradients flow only through the units that fired.
+
+    What ``fit`` runs: this code, except that by default, on the CPU, a ReLU between Conv2D and
+    MaxPool2D runs inside one fused block (``layers/fused.py``), which
+    ``tests/test_fast_paths.py::test_fused_block_equals_the_three_layers`` proves equal;
+    ``compile(fast=False)`` runs this code everywhere.
     """
 
     def forward(self, x, training=False):

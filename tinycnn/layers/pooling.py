@@ -22,6 +22,12 @@ class MaxPool2D(Layer):
     Backward: only the maximum reached the output, so d y / d x is 1 at that position and 0 at
     the others: dx is zero except at each window's argmax, which receives dout (summed when
     overlapping windows share a maximum).
+
+    What ``fit`` runs. With ``compile(fast=False)`` this code runs as written. By default, on the
+    CPU, a MaxPool2D right after Conv2D and ReLU runs inside one fused block instead
+    (``layers/fused.py``); ``tests/test_fast_paths.py::test_fused_block_equals_the_three_layers``
+    proves the two equal. The kernels below are Numba, beside their NumPy references
+    (``kernels/pooling.py``).
     """
 
     per_sample = True
