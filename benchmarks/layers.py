@@ -9,9 +9,9 @@
 1. profiles those steps on what one thread works on at a time -- its share of the batch (batch /
    threads images), in chunks of at most parallel.CHUNK -- in one thread, BLAS on one thread:
    each step's median forward and backward time, with the GFLOP/s and GB/s it achieves. GFLOP/s
-   counts the operations of the im2col matrix products (a block whose backward skips dz's zeros,
-   or that runs Winograd's F(2×2, 3×3), does fewer, so its figure is the rate im2col's matrix
-   products would need to keep up: above the SGEMM rate, it beats any im2col design); GB/s counts
+   counts the operations of the im2col matrix products (a block that runs Winograd's F(2×2, 3×3)
+   does fewer, so its figure is the rate im2col's matrix products would need to keep up: above
+   the SGEMM rate, it beats any im2col design); GB/s counts
    the bytes the step must move at least once: its input, output, parameters and the
    intermediates it writes and reads back (im2col's columns and the matrix product's output, or
    Winograd's V, M and dM);
@@ -29,7 +29,6 @@ import common
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from tinycnn import plan
 from tinycnn.layers.fused import ConvReLUMaxPool
 from tinycnn.parallel import CHUNK, can_split, cpu_count
 
@@ -38,16 +37,16 @@ def median_ms(fn, repeat):
     return common.bench(fn, repeat) * 1e3
 
 
-def unwrap(step):
-    """The layer or fused block inside plan's NoInputGrad and Logits wrappers."""
-    inner = getattr(step, "step", step)           # NoInputGrad
-    return getattr(inner, "layer", inner)         # Logits
+def computes_dx(step):
+    """Whether ``step.backward`` computes dL/dx: every step does but a fused block that the plan
+    told to skip it (``input_grad`` False: the first step with parameters, in training)."""
+    return not (isinstance(step, ConvReLUMaxPool) and not step.input_grad)
 
 
-def work(step, x, out, input_grad):
+def work(step, x, out):
     """(forward FLOP, backward FLOP, forward bytes, backward bytes, matrix-product shapes)."""
-    layer = unwrap(step)
-    layer = layer.conv if isinstance(layer, ConvReLUMaxPool) else layer
+    layer = step.conv if isinstance(step, ConvReLUMaxPool) else step
+    input_grad = computes_dx(step)
     kind = type(layer).__name__
     params = sum(p.nbytes for p in step.params.values())
     item = x.dtype.itemsize
@@ -61,7 +60,7 @@ def work(step, x, out, input_grad):
         shapes = [(m, k, f), (k, m, f)] + ([(m, f, k)] if input_grad else [])
         fwd_bytes = io + params + 2 * cols + 2 * z           # im2col writes cols, GEMM reads them ...
         bwd_bytes = io + params + 2 * z + cols + (2 * cols if input_grad else 0)
-        if getattr(unwrap(step), "winograd", False):         # its own intermediates instead:
+        if getattr(step, "winograd", False):                 # its own intermediates instead:
             tiles, c = out.shape[0] * out.shape[1] * out.shape[2], x.shape[3]
             v, mm = 16 * tiles * c * item, 16 * tiles * f * item      # V (T, 16, C), M and dM (T, 16, F)
             if c == 1:                                       # one channel: M and dM stay in registers
@@ -80,7 +79,8 @@ def work(step, x, out, input_grad):
 
 def profile(model, x, y, steps_n):
     """Per-step medians on one share, one thread (the caller limits BLAS)."""
-    head, tail = plan.trainable_tail(model._steps())
+    plan = model.plan()                             # the steps fit runs, in the model's mode
+    head, tail = plan.steps[:plan.first], plan.steps[plan.first:]
     rows, shapes = [], []
     for step in head:                               # augmentation: forward only
         rows.append({"step": step.name, "forward_ms": median_ms(lambda: step.forward(x, training=True), steps_n)})
@@ -90,7 +90,7 @@ def profile(model, x, y, steps_n):
         inputs.append(x)
         x = step.forward(x, training=True)
     logits = x
-    loss = model.loss
+    loss = plan.loss
     loss.forward(logits, y)
     douts = [loss.backward()]
     for step in reversed(tail[1:]):
@@ -101,14 +101,14 @@ def profile(model, x, y, steps_n):
         fwd = median_ms(lambda: step.forward(xi, training=True), steps_n)
         out = step.forward(xi, training=True)
         bwd = median_ms(lambda: step.backward(di), steps_n)
-        f_flop, b_flop, f_bytes, b_bytes, mm = work(step, xi, out, input_grad=(i > 0))
+        f_flop, b_flop, f_bytes, b_bytes, mm = work(step, xi, out)
         shapes += mm
-        path = ", Winograd" if getattr(unwrap(step), "winograd", False) else ""
-        rows.append({"step": f"{step.name} ({type(unwrap(step)).__name__}{path})",
+        path = ", Winograd" if getattr(step, "winograd", False) else ""
+        rows.append({"step": f"{step.name} ({type(step).__name__}{path})",
                      "forward_ms": fwd, "backward_ms": bwd,
                      "gflops": (f_flop + b_flop) / ((fwd + bwd) * 1e-3) / 1e9,
                      "gbs": (f_bytes + b_bytes) / ((fwd + bwd) * 1e-3) / 1e9})
-    rows.append({"step": "loss (SoftmaxCrossEntropy)", "forward_ms": median_ms(lambda: loss.forward(logits, y), steps_n),
+    rows.append({"step": f"loss ({type(loss).__name__})", "forward_ms": median_ms(lambda: loss.forward(logits, y), steps_n),
                  "backward_ms": median_ms(loss.backward, steps_n)})
     return rows, shapes
 
