@@ -29,7 +29,7 @@ import common
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from tinycnn.layers.fused import ConvReLUMaxPool
+from tinycnn.layers.fused import Conv2DWithoutDx, ConvReLUMaxPool
 from tinycnn.parallel import CHUNK, can_split, cpu_count
 
 
@@ -38,14 +38,17 @@ def median_ms(fn, repeat):
 
 
 def computes_dx(step):
-    """Whether ``step.backward`` computes dL/dx: every step does but a fused block that the plan
-    told to skip it (``input_grad`` False: the first step with parameters, in training)."""
+    """Whether ``step.backward`` computes dL/dx: every step does but the first step with
+    parameters in training, when the plan made it skip dx (a fused block told ``input_grad``
+    False, or a Conv2D run as Conv2DWithoutDx)."""
+    if isinstance(step, Conv2DWithoutDx):
+        return False
     return not (isinstance(step, ConvReLUMaxPool) and not step.input_grad)
 
 
 def work(step, x, out):
     """(forward FLOP, backward FLOP, forward bytes, backward bytes, matrix-product shapes)."""
-    layer = step.conv if isinstance(step, ConvReLUMaxPool) else step
+    layer = step.conv if isinstance(step, (ConvReLUMaxPool, Conv2DWithoutDx)) else step
     input_grad = computes_dx(step)
     kind = type(layer).__name__
     params = sum(p.nbytes for p in step.params.values())

@@ -21,7 +21,7 @@ from tinycnn.kernels import adam as adam_kernels
 from tinycnn.kernels import bias_relu_pool as fused_kernels
 from tinycnn.kernels.geometry import same_padding
 from tinycnn.layers import BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
-from tinycnn.layers.fused import ConvReLUMaxPool
+from tinycnn.layers.fused import Conv2DWithoutDx, ConvReLUMaxPool
 from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.optimizers import SGD, Adam, NonFiniteUpdate
 from tinycnn.parallel import DataParallel, can_split
@@ -131,7 +131,7 @@ def test_fused_model_passes_a_gradient_check(rng, channels):
 
 
 def test_plan_fuses_only_conv_relu_pool():
-    kinds = lambda layers: [type(s).__name__ for s in plan.logit_steps(layers)]  # noqa: E731
+    kinds = lambda layers: [type(s).__name__ for s in plan.logit_steps(layers, input_grad=True)]  # noqa: E731
     built = lambda layers: Sequential(layers, input_shape=(12, 12, 1)).layers  # noqa: E731
     assert kinds(built([Conv2D(4, 3, activation="relu"), MaxPool2D(2), Flatten(), Dense(2, activation="softmax")])) \
         == ["ConvReLUMaxPool", "Flatten", "Dense"]
@@ -153,6 +153,30 @@ def test_plan_fuses_only_conv_relu_pool():
     # the first trainable step skips its input gradient, in training only
     assert plan.logit_steps(seed_model().layers)[0].input_grad is False
     assert plan.logit_steps(seed_model().layers, input_grad=True)[0].input_grad is True
+    unfused = built([Conv2D(4, 3), BatchNormalization(), ReLU(), MaxPool2D(2), Flatten(), Dense(2)])
+    assert type(plan.logit_steps(unfused)[0]).__name__ == "Conv2DWithoutDx"
+    assert plan.logit_steps(unfused, fast=False)[0] is unfused[0]
+
+
+@pytest.mark.parametrize("activation", [None, "relu", "tanh"])
+def test_conv_without_dx_fills_the_gradients_conv2d_fills(rng, activation):
+    """A first Conv2D that no block fuses (here BatchNormalization follows it) runs as
+    Conv2DWithoutDx in the fast mode: the same forward and gradients, no dL/dx."""
+    model = Sequential([Conv2D(4, 3, activation=activation), BatchNormalization(), ReLU(), MaxPool2D(2),
+                        Flatten(), Dense(3)], input_shape=(9, 9, 2), seed=0)
+    model.compile(SGD(0.1))
+    fast = Plan(model.layers, SoftmaxCrossEntropy(), fast=True)
+    assert isinstance(fast.steps[0], Conv2DWithoutDx)
+    x, y = rng.standard_normal((4, 9, 9, 2)).astype(np.float32), np.array([0, 1, 2, 1])
+    logits, loss = fast.loss_and_gradients(x, y)
+    grads = {k: g.copy() for k, g in model.layers[0].grads.items()}
+    reference = Plan(model.layers, SoftmaxCrossEntropy(), fast=False)
+    assert reference.steps == model.layers
+    logits_ref, loss_ref = reference.loss_and_gradients(x, y)
+    np.testing.assert_array_equal(logits, logits_ref)
+    for k in ("kernel", "bias"):
+        np.testing.assert_array_equal(grads[k], model.layers[0].grads[k])
+    assert fast.backward(fast.loss.backward()) is None
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -25,8 +25,9 @@ Two modes. ``fast=False``, the reference mode (``model.compile(..., fast=False)`
 the layers' own ``forward`` and ``backward``. ``fast=True``, the default, differs in one way on the
 CPU: each Conv2D → ReLU → MaxPool2D (``activation="relu"`` on the Conv2D, or a ``ReLU()`` layer
 between them) runs as one :class:`~tinycnn.layers.fused.ConvReLUMaxPool` block, which computes
-the same numbers in fewer passes over memory, and skips its input gradient when it is the first
-step with parameters. ``tests/test_fast_paths.py`` proves the two modes equal.
+the same numbers in fewer passes over memory; and the first step with parameters, when it is such
+a block or a Conv2D (:class:`~tinycnn.layers.fused.Conv2DWithoutDx`), skips its input gradient,
+which nobody needs. ``tests/test_fast_paths.py`` proves the two modes equal.
 
 The layer contract (``layers/base.py``) is checked as the steps run when ``check`` is set: in the
 reference mode always, in the fast mode on the first training step of ``fit``.
@@ -39,7 +40,7 @@ from .backend import is_gpu_array
 from .layers.activations import ReLU, Softmax
 from .layers.base import check_backward, check_forward
 from .layers.conv import Conv2D
-from .layers.fused import ConvReLUMaxPool
+from .layers.fused import Conv2DWithoutDx, ConvReLUMaxPool
 from .layers.pooling import MaxPool2D
 
 
@@ -133,6 +134,8 @@ def logit_steps(layers, fast=True, input_grad=False):
     first = first_trainable(steps)
     if not input_grad and steps and isinstance(steps[first], ConvReLUMaxPool):
         steps[first].input_grad = False
+    elif not input_grad and steps and type(steps[first]) is Conv2D:
+        steps[first] = Conv2DWithoutDx(steps[first])
     return steps
 
 

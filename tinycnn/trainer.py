@@ -143,8 +143,9 @@ class Trainer:
         2 one line per epoch, 0 nothing.
 
         ``threads``: how many CPU cores share each batch (``tinycnn/parallel.py``); None uses
-        every core this process may use, 1 trains in one thread. A model on the GPU, or with
-        layers that mix the samples of a batch (BatchNormalization, Dropout), uses one.
+        every core this process may use, 1 trains in one thread. A model on the GPU, in the
+        reference mode (``compile(fast=False)``), or with layers that mix the samples of a batch
+        (BatchNormalization, Dropout: fit then says which) uses one.
 
         Divergence: a step whose loss, gradients or new weights are not finite is never applied.
         ``fit`` raises ``FloatingPointError`` naming the epoch, the batch and what was not finite;

@@ -1,4 +1,11 @@
-"""ConvReLUMaxPool: Conv2D, ReLU and MaxPool2D run as one block, for speed. Not a layer you add.
+"""Fast twins of the layers, which the fast mode runs in their place. Not layers you add.
+
+- :class:`ConvReLUMaxPool`: Conv2D, ReLU and MaxPool2D run as one block;
+- :class:`Conv2DWithoutDx`: a Conv2D that is the first step with parameters, in training: its
+  backward fills the gradients and skips dL/dx, which nobody needs.
+
+ConvReLUMaxPool
+---------------
 
 A model written ``Conv2D(32, 3, activation="relu"), MaxPool2D(2)`` (or with a separate ``ReLU()``
 layer between them) spends most of its memory traffic between those layers, on the convolution's
@@ -24,6 +31,7 @@ the block only borrows the three layers. It runs on the CPU; on the GPU the laye
 the layers, forward and backward, for both paths.
 """
 
+from ..backend import get_array_module
 from ..kernels import winograd
 from ..kernels.bias_relu_pool import bias_relu_maxpool_forward, maxpool_relu_backward
 from ..kernels.im2col import col2im, im2col
@@ -72,3 +80,36 @@ class ConvReLUMaxPool:
             return None
         return col2im(dz @ kernel.reshape(-1, conv.filters).T, self.x_shape, *conv.kernel_size, conv.strides,
                       conv.pad)
+
+
+class Conv2DWithoutDx:
+    """A Conv2D in training, when it is the first step with parameters: the layer's own forward,
+    and a backward that stops at its gradients.
+
+    Conv2D.backward ends with dcols = dz @ kernel.T and dx = col2im(dcols): a matrix product and
+    a pass over the input that only the layer before would read, and before the first step with
+    parameters there is only the data (or augmentation, which needs no gradient). This backward
+    is Conv2D's first lines: dkernel = cols.T @ dz, dbias = dz summed; it returns None.
+    ``tests/test_fast_paths.py::test_conv_without_dx_fills_the_gradients_conv2d_fills`` proves
+    the gradients equal.
+    """
+
+    def __init__(self, conv):
+        self.conv, self.name = conv, conv.name
+
+    params = property(lambda self: self.conv.params)      # the Conv2D's own dicts
+    grads = property(lambda self: self.conv.grads)
+
+    def output_shape(self, input_shape):
+        return self.conv.output_shape(input_shape)
+
+    def forward(self, x, training=False):
+        return self.conv.forward(x, training)
+
+    def backward(self, dout):
+        conv = self.conv
+        dz = dout if conv.activation is None else conv.activation.backward(dout)
+        dz = dz.reshape(-1, conv.filters)
+        conv.grads["kernel"] = (conv.cols.T @ dz).reshape(conv.params["kernel"].shape)
+        conv.grads["bias"] = get_array_module(dz).ones(dz.shape[0], dtype=dz.dtype) @ dz
+        return None
