@@ -17,7 +17,7 @@ innermost loop is unchanged. im2col side by side, ``cols`` being (N, OH, OW, KH,
 
     The loop nest (CPU)                        One thread per element of cols (GPU)
     -------------------------------------      ---------------------------------------------
-    for b in prange(N):                        i = blockIdx.x * blockDim.x + threadIdx.x;
+    for b in range(N):                         i = blockIdx.x * blockDim.x + threadIdx.x;
       for y in range(OH):                      if (i >= total) return;   // the last block
         for xo in range(OW):                                             // may reach past the end
           for ki in range(KH):                 ch = i % C;   r = i / C;
