@@ -18,12 +18,19 @@ from . import checks
 
 
 class Callback:
-    """Base class: every hook does nothing. ``self.model`` is set by ``fit``."""
+    """Base class: every hook does nothing. ``fit`` sets ``self.model``, and ``self.params``
+    before ``on_train_begin``: ``{"epochs": ..., "steps": batches per epoch, "verbose": ...,
+    "metrics": the names each epoch's logs will hold, e.g. ["loss", "accuracy", "val_loss",
+    "val_accuracy"]}``."""
 
     model = None
+    params = None
 
     def set_model(self, model):
         self.model = model
+
+    def set_params(self, params):
+        self.params = params
 
     def on_train_begin(self, logs=None):
         pass

@@ -5,19 +5,13 @@ Training it -- compile, fit, evaluate, predict -- is ``trainer.py``'s ``Trainer`
 the layers is ``plan.py``'s ``Plan``.
 """
 
-import json
-import os
-
 import numpy as np
 
 from . import checks
 from .backend import check_device, to_device, to_numpy
-from .files import atomic_write
-from .layers.base import Layer, check_forward, spec_of
+from .layers.base import Layer, check_forward
+from .saving import save_model
 from .trainer import Trainer
-
-#: The version of the file ``save`` writes (its layout: ``tinycnn/serialization.py``).
-FORMAT_VERSION = 1
 
 
 class Sequential(Trainer):
@@ -170,29 +164,9 @@ class Sequential(Trainer):
             d[k][...] = to_device(np.asarray(to_numpy(w), dtype=d[k].dtype), self.device)
 
     def save(self, path):
-        """Write the architecture and weights to one ``.npz`` file, atomically.
-
-        ``tinycnn/serialization.py`` describes the file and reads it back (``load_model``); it
-        imports this module, never the other way round. Every layer is stored as its class name
-        and ``get_config()`` (``layers.base.spec_of``), which refuses, here and now, a layer or
-        activation that could not be rebuilt as it is.
-        """
-        if not self.built:
-            raise RuntimeError("Build or fit the model before saving it: it has no weights yet.")
-        architecture = {"class": "Sequential", "name": self.name, "input_shape": list(self.input_shape),
-                        "dtype": self.dtype.name, "layers": [spec_of(layer) for layer in self.layers]}
-        training = None
-        if self.optimizer is not None:
-            training = {"optimizer": type(self.optimizer).__name__.lower(),
-                        "optimizer_config": self.optimizer.get_config(), "loss": self.loss.name}
-        arrays = {"tinycnn_format": np.array(FORMAT_VERSION),
-                  "architecture": np.array(json.dumps(architecture)),
-                  "training": np.array(json.dumps(training))}
-        for i, layer in enumerate(self.layers):
-            arrays.update({f"p/{i}/{k}": to_numpy(v) for k, v in layer.params.items()})
-            arrays.update({f"s/{i}/{k}": to_numpy(v) for k, v in layer.state.items()})
-        atomic_write(os.fspath(path), lambda f: np.savez(f, **arrays))
-
+        """Write the architecture and weights to one ``.npz`` file, atomically
+        (``tinycnn/saving.py``; ``load_model`` in ``tinycnn/serialization.py`` reads it back)."""
+        save_model(self, path)
 
 
 def _build_layer(layer, input_shape, dtype, rng):

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from . import checks, schedules
-from .backend import get_array_module
+from .backend import get_array_module, to_numpy
 from .kernels.adam import adam_update
 from .layers.base import check_gradients
 
@@ -89,6 +89,17 @@ class Optimizer:
                              "one. Give each model an optimizer of its own (compile(optimizer=Adam()) "
                              "again).")
         return state
+
+    def get_state(self):
+        """What a saved model keeps of this optimizer besides its config: ``(iterations, slots)``,
+        slots being ``{"layer/param/slot": NumPy array}`` (Adam's m and v, SGD's velocity)."""
+        return self.iterations, {"/".join(key): to_numpy(value) for key, value in self.state.items()}
+
+    def set_state(self, iterations, slots):
+        """The inverse of :meth:`get_state`, for ``load_model``: ``slots`` keyed "layer/param/slot".
+        Each slot is checked against the parameter it belongs to when it is first used."""
+        self.iterations = checks.integer(iterations, "iterations", minimum=0)
+        self.state = {tuple(name.split("/")): np.array(value) for name, value in slots.items()}
 
     def get_config(self):
         lr = self.learning_rate

@@ -8,8 +8,8 @@ The file holds plain arrays only, so loading it never runs code (``allow_pickle=
     p/<i>/<name>     layer i's parameter ``name`` (e.g. p/0/kernel)
     s/<i>/<name>     layer i's non-trainable state (e.g. a moving mean)
 
-``Sequential.save`` (in ``model.py``) writes the file; this module reads it, so it imports
-``model.py`` and not the other way round. A layer is stored as its class name and its
+``model.save`` (``saving.py``) writes the file; this module reads it, and imports ``model.py``
+to rebuild the model. A layer is stored as its class name and its
 ``get_config()``; loading finds the class by that name among the layer classes the running program
 has defined (``LAYERS`` in ``layers/base.py``).
 
@@ -32,7 +32,8 @@ import zipfile
 import numpy as np
 
 from .layers.base import UnknownLayerError, from_spec
-from .model import FORMAT_VERSION, Sequential
+from .model import Sequential
+from .saving import FORMAT_VERSION
 
 
 class ModelFileError(ValueError):
@@ -40,7 +41,7 @@ class ModelFileError(ValueError):
 
 
 def save_model(model, path):
-    """The same as ``model.save(path)``, which writes the file (see ``Sequential.save``)."""
+    """The same as ``model.save(path)``, which writes the file (see ``saving.py``)."""
     model.save(path)
 
 

@@ -183,7 +183,10 @@ class Trainer:
         history = History()
         self.history = history     # also on the model, so an error in a callback loses nothing
         callbacks = [history] + callbacks
+        params = {"epochs": epochs, "steps": math.ceil(len(x) / batch_size), "verbose": verbose,
+                  "metrics": ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if val is not None else [])}
         for cb in callbacks:
+            cb.set_params(params)
             cb.set_model(self)
         self.stop_training = False
         for cb in callbacks:
