@@ -14,7 +14,9 @@ Forward
 Because ``bias`` is the same for every pixel of a channel, and ReLU never changes which value
 is largest, the kernel scans each window of ``z + bias`` once (adding the bias in a register, not
 in memory), keeps the first maximum in reading order and its position, and writes only the
-pooled ``y = max(that maximum, 0)``: a quarter of the numbers for a 2×2 pool.
+pooled ``y = max(that maximum, 0)``: a quarter of the numbers for a 2×2 pool. A NaN counts as the
+largest value, as it does for the layers (NumPy's argmax), so a NaN reaches y as it would
+through the three layers.
 
 Backward, given dL/dy (N, OH, OW, C):
     dz      = relu'(z + bias) * maxpool_backward(dy)      zero except at each window's argmax
@@ -45,7 +47,7 @@ from .pooling import maxpool_backward_reference, maxpool_forward_reference
 def bias_relu_maxpool_forward_reference(z, bias, ph, pw, stride, pad):
     """z (N, H, W, C), bias (C,) -> y (N, OH, OW, C), argmax (N, OH, OW, C) as in maxpool_forward."""
     a = z + bias                    # Conv2D adds its bias
-    a = a * (a > 0)                 # ReLU
+    a = np.maximum(a, 0)            # ReLU (NaN stays NaN)
     return maxpool_forward_reference(a, ph, pw, stride, pad)
 
 
@@ -83,13 +85,13 @@ def _bias_relu_maxpool_forward_numba(z, bias, ph, pw, sh, sw, pt, pl, oh, ow):
                                 where[ch] = hi * w + wi
                             first = False
                             continue
-                        for ch in range(c):        # a later one replaces it only if larger
+                        for ch in range(c):        # a later one replaces it if larger, or NaN
                             v = z[b, hi, wi, ch] + bias[ch]
-                            larger = v > best[ch]
+                            larger = (v > best[ch]) | ((v != v) & (best[ch] == best[ch]))
                             best[ch] = v if larger else best[ch]     # selects, not branches:
                             where[ch] = hi * w + wi if larger else where[ch]   # vectorised
                 for ch in range(c):
-                    best[ch] = best[ch] if best[ch] > 0 else 0     # ReLU
+                    best[ch] = 0 if best[ch] <= 0 else best[ch]     # ReLU; NaN stays NaN
     return y, argmax
 
 

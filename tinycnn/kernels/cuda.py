@@ -135,7 +135,7 @@ extern "C" __global__ void maxpool_forward(
             int wi = xo * sw + kj - pl;
             if (wi < 0 || wi >= w) continue;
             T v = x[((b * h + hi) * w + wi) * c + ch];
-            if (where < 0 || v > best) {       // strictly larger: the first maximum wins
+            if (where < 0 || v > best || (v != v && best == best)) {   // larger, or the first NaN
                 best = v;
                 where = hi * w + wi;
             }

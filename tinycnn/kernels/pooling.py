@@ -13,7 +13,9 @@ Forward: ``y[n, oh, ow, c]`` is the largest input in its window. We also return 
 flat position ``h * W + w`` in the (unpadded) input where that maximum was found.
 
 Ties: the window is scanned row by row (ph, then pw) and a later value replaces the current
-maximum only if it is strictly larger, so the *first* maximum in reading order wins.
+maximum only if it is strictly larger, so the *first* maximum in reading order wins. A NaN counts
+as larger than any number, as in NumPy's argmax (and PyTorch's max-pool): the first NaN of a
+window is its maximum, so a NaN is never hidden from what follows.
 
 Backward: the maximum is the only input that moved the output, so ``dx`` is zero except at each
 argmax, which receives ``dout``. When windows overlap (stride < pool size) one input can be the
@@ -93,7 +95,8 @@ def _maxpool_forward_numba(x, ph, pw, sh, sw, pt, pl, oh, ow):
                             continue
                         for ch in range(c):  # innermost over channels: contiguous memory
                             v = x[b, hi, wi, ch]
-                            if argmax[b, yo, xo, ch] < 0 or v > y[b, yo, xo, ch]:
+                            best = y[b, yo, xo, ch]
+                            if argmax[b, yo, xo, ch] < 0 or v > best or (v != v and best == best):
                                 y[b, yo, xo, ch] = v
                                 argmax[b, yo, xo, ch] = hi * w + wi
     return y, argmax

@@ -260,13 +260,14 @@ def _input_transform_backward_numba(dv, th, tw, dp, e):
 
 @jit(helper=True)
 def _window_max(z00, z01, z10, z11, top, zw):
-    """The first maximum of a 2×2 window in reading order, and its flat index in z."""
+    """The first maximum of a 2×2 window in reading order, and its flat index in z; a NaN counts
+    as the largest value, as in the layers' max-pool."""
     best, where = z00, top
-    if z01 > best:
+    if z01 > best or (z01 != z01 and best == best):
         best, where = z01, top + 1
-    if z10 > best:
+    if z10 > best or (z10 != z10 and best == best):
         best, where = z10, top + zw
-    if z11 > best:
+    if z11 > best or (z11 != z11 and best == best):
         best, where = z11, top + zw + 1
     return best, where
 
@@ -289,7 +290,7 @@ def _output_bias_relu_maxpool_numba(m, bias, zw, y, argmax):
                                      mt[12, ff], mt[13, ff], mt[14, ff], mt[15, ff])
                     best, where = _window_max(z[0] + bias[ff], z[1] + bias[ff], z[2] + bias[ff], z[3] + bias[ff],
                                               top, np.int32(zw))
-                    best_out[ff] = best if best > 0 else zero
+                    best_out[ff] = zero if best <= 0 else best        # ReLU; NaN stays NaN
                     where_out[ff] = where
 
 
@@ -381,7 +382,7 @@ def _one_channel_forward_numba(p, u, bias, zw, v, y, argmax):
                                      d[12] * u[12, ff], d[13] * u[13, ff], d[14] * u[14, ff], d[15] * u[15, ff])
                     best, where = _window_max(z[0] + bias[ff], z[1] + bias[ff], z[2] + bias[ff], z[3] + bias[ff],
                                               top, np.int32(zw))
-                    best_out[ff] = best if best > 0 else zero
+                    best_out[ff] = zero if best <= 0 else best        # ReLU; NaN stays NaN
                     where_out[ff] = where
 
 

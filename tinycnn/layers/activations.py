@@ -32,6 +32,9 @@ class ReLU(Activation):
     Backward: dy/dx is 1 where x > 0 and 0 elsewhere (at exactly 0 we take 0, as PyTorch and
     TensorFlow do), so dx = dout * (x > 0). Gradients flow only through the units that fired.
 
+    Not-a-number stays one: max(NaN, 0) is NaN, as in NumPy and PyTorch, so a NaN is never
+    hidden from the loss; max(-inf, 0) is 0. (``x * (x > 0)`` would turn -inf into NaN.)
+
     What ``fit`` runs: this code, except that by default, on the CPU, a ReLU between Conv2D and
     MaxPool2D runs inside one fused block (``layers/fused.py``), which
     ``tests/test_fast_paths.py::test_fused_block_equals_the_three_layers`` proves equal;
@@ -41,7 +44,7 @@ class ReLU(Activation):
     def forward(self, x, training=False):
         self._prepare(x)
         self.mask = x > 0
-        return x * self.mask
+        return get_array_module(x).maximum(x, 0)
 
     def backward(self, dout):
         return dout * self.mask
