@@ -11,7 +11,7 @@ from . import checks
 from .backend import check_device, to_device, to_numpy
 from .layers.base import Layer, check_forward
 from .saving import save_model
-from .trainer import Trainer
+from .trainer import Trainer, one_call_at_a_time
 
 
 class Sequential(Trainer):
@@ -24,6 +24,7 @@ class Sequential(Trainer):
     """
 
     def __init__(self, layers=None, input_shape=None, seed=None, name="sequential"):
+        super().__init__()
         self.name = checks.text(name, "name") if name is not None else "sequential"
         self.layers = []
         self.seed = checks.seed(seed)
@@ -44,10 +45,26 @@ class Sequential(Trainer):
 
         Like Keras, ``Sequential(input_shape=(28, 28, 1))`` followed by ``add(...)`` works: once
         the input shape is known, each added layer is built at once.
+
+        A layer is one place in one model: it holds that place's weights, gradients and caches.
+        Adding it a second time, or to a second model while the first still exists, is refused
+        (building would re-initialise the first model's weights, and one layer in two places
+        would mix two places' gradients). Make new layers instead; copy trained weights with
+        ``new_model.set_weights(old_model.get_weights())``.
         """
         if not isinstance(layer, Layer):
             hint = " (a class: call it, e.g. Flatten())" if isinstance(layer, type) else ""
             raise TypeError(f"Sequential takes layers such as Dense(10), got {checks.show(layer)}{hint}.")
+        if any(other is layer for other in self.layers):
+            raise ValueError(f"Layer {layer.name!r} is already in this model, at position "
+                             f"{next(i for i, other in enumerate(self.layers) if other is layer)}: a layer "
+                             f"is one place in one model. For another such place, make another layer: {layer!r}.")
+        owner = layer.model
+        if owner is not None and owner is not self:
+            raise ValueError(f"Layer {layer.name!r} already belongs to the model {owner.name!r}; building this "
+                             "model from it would change that one's weights. Make new layers, and copy "
+                             "trained weights with new_model.set_weights(old_model.get_weights()).")
+        layer.model = self
         names = {other.name for other in self.layers}
         base, k = layer.name, 1
         while layer.name in names:
@@ -75,6 +92,8 @@ class Sequential(Trainer):
         dtype = checks.float_dtype(dtype, "dtype")
         self.input_shape = shape
         self._rng = np.random.default_rng(self.seed)
+        if self.optimizer is not None:      # new weights: the moments of the old ones do not apply
+            self.optimizer.reset()
         for layer in self.layers:
             shape = _build_layer(layer, shape, dtype, self._rng)
         self.dtype = np.dtype(dtype)
@@ -92,6 +111,7 @@ class Sequential(Trainer):
     def count_params(self):
         return sum(layer.count_params() for layer in self.layers)
 
+    @one_call_at_a_time
     def to(self, device):
         """Move the model to ``"cpu"`` or ``"gpu"``, as in PyTorch; returns the model."""
         check_device(device)
@@ -144,13 +164,15 @@ class Sequential(Trainer):
         print_fn(text)
         return text
 
+    @one_call_at_a_time
     def get_weights(self):
         """Every parameter and state array, layer by layer, as NumPy copies."""
         return [to_numpy(a).copy() for layer in self.layers
                 for a in list(layer.params.values()) + list(layer.state.values())]
 
+    @one_call_at_a_time
     def set_weights(self, weights):
-        """Inverse of :meth:`get_weights`; shapes must match."""
+        """Inverse of :meth:`get_weights`; shapes must match, and every value must be finite."""
         slots = [(layer, d, k) for layer in self.layers for d in (layer.params, layer.state) for k in d]
         if not isinstance(weights, (list, tuple)):
             raise TypeError(f"set_weights takes a list of arrays (as get_weights returns), got "
@@ -158,11 +180,18 @@ class Sequential(Trainer):
         weights = [to_numpy(w) if hasattr(w, "shape") else np.asarray(w) for w in weights]
         if len(weights) != len(slots):
             raise ValueError(f"Expected {len(slots)} arrays, got {len(weights)}.")
-        for (layer, d, k), w in zip(slots, weights):
+        for (layer, d, k), w in zip(slots, weights):       # check every array before writing any
             if tuple(w.shape) != tuple(d[k].shape):
-                raise ValueError(f"{layer.name}.{k}: expected shape {tuple(d[k].shape)}, got {tuple(w.shape)}.")
-            d[k][...] = to_device(np.asarray(to_numpy(w), dtype=d[k].dtype), self.device)
+                raise ValueError(f"{layer.name}.{k}: expected shape {tuple(d[k].shape)}, got {tuple(w.shape)}. "
+                                 "Nothing was set.")
+            bad = int(w.size - np.isfinite(w).sum()) if np.issubdtype(w.dtype, np.inexact) else 0
+            if bad:
+                raise ValueError(f"{layer.name}.{k}: {bad} values are NaN or infinite; a model's weights must "
+                                 "be finite. Nothing was set.")
+        for (layer, d, k), w in zip(slots, weights):
+            d[k][...] = to_device(np.asarray(w, dtype=d[k].dtype), self.device)
 
+    @one_call_at_a_time
     def save(self, path):
         """Write the architecture and weights to one ``.npz`` file, atomically
         (``tinycnn/saving.py``; ``load_model`` in ``tinycnn/serialization.py`` reads it back)."""

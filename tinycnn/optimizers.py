@@ -2,13 +2,16 @@
 
 Both update the arrays in ``layer.params`` in place. Their state (velocities, moments) is keyed by
 (layer name, parameter name) -- stable and readable, never ``id()`` -- so a model's layers need
-unique names, which ``Sequential`` guarantees.
+unique names, which ``Sequential`` guarantees. An optimizer belongs to one model (``attach``), and
+each state array is checked against the shape of the parameter it serves, so no update ever reads
+another model's state or past the end of an array.
 
 ``learning_rate`` is a number, or a schedule from :mod:`tinycnn.schedules` that gives the rate
 for each step (``Adam(learning_rate=CosineDecay(1e-3, decay_steps=...))``).
 """
 
 import math
+import weakref
 
 import numpy as np
 
@@ -35,6 +38,26 @@ class Optimizer:
                                           alternative="a schedule such as CosineDecay(...)")
         self.learning_rate = learning_rate
         self.iterations = 0       # updates made so far
+        self.state = {}
+        self._model = None        # a weak reference to the one model this optimizer trains
+
+    def attach(self, model):
+        """Make this optimizer ``model``'s (``compile`` calls it). Its state -- moments, velocities,
+        the step count a schedule reads -- belongs to one model's parameters, so an optimizer that
+        already trains another model, or trained one, is refused: sharing it would hand the second
+        model the first one's moments and steps. Compiling the same model again keeps it."""
+        owner = self._model() if self._model is not None else None
+        if self._model is not None and owner is not model:
+            which = f"the model {owner.name!r}" if owner is not None else "another model, which is gone"
+            raise ValueError(f"This {type(self).__name__} optimizer already belongs to {which}: its state "
+                             "(moments and step count) is that model's. Give each model an optimizer of its "
+                             f"own: compile(optimizer={type(self).__name__}(...)), or a name such as "
+                             "optimizer='adam'.")
+        self._model = weakref.ref(model)
+
+    def reset(self):
+        """Forget the state and the step count, for parameters made anew (``Sequential.build``)."""
+        self.iterations = 0
         self.state = {}
 
     def current_learning_rate(self):

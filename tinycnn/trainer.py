@@ -15,7 +15,9 @@ code in one thread instead (the reference mode; see ``plan.py``).
 """
 
 import contextlib
+import functools
 import math
+import threading
 import time
 import warnings
 
@@ -28,22 +30,61 @@ from .interrupt import CtrlC
 from .losses import check_labels
 from .optimizers import NonFiniteUpdate
 from .parallel import DataParallel, cpu_count, not_per_sample
-from .plan import Plan
+from .layers.activations import Softmax
+from .layers.normalization import BatchNormalization
+from .plan import Plan, final_softmax
 from .progress import ProgressBar
 
 DEFAULT_EVAL_BATCH = 128
 
 
-class Trainer:
-    """compile, fit, evaluate and predict, for a model with ``layers`` (see ``Sequential``)."""
+def one_call_at_a_time(method):
+    """Decorate a model's method so that it holds the model while it runs (``Trainer._one_call``)."""
+    @functools.wraps(method)
+    def held(self, *args, **kwargs):
+        with self._one_call(method.__name__):
+            return method(self, *args, **kwargs)
+    return held
 
-    optimizer = None
-    loss = None
-    fast = True               # compile(fast=False): the reference mode
-    stop_training = False
-    history = None            # the History of the last fit, kept even when fit raises
-    _parallel = None          # set by fit when it splits batches over threads
-    _plan_key = _plan_obj = None
+
+class Trainer:
+    """compile, fit, evaluate and predict, for a model with ``layers`` (see ``Sequential``).
+
+    One call at a time: ``fit``, ``evaluate``, ``predict``, ``save``, ``get_weights`` and
+    ``set_weights`` on a model that another thread is using fail at once with a RuntimeError
+    (:meth:`_one_call`), instead of mixing two calls' work in the layers' caches and weights. The
+    same thread may nest them (a callback may save or read the weights inside ``fit``).
+    """
+
+    def __init__(self):
+        self.optimizer = None
+        self.loss = None
+        self.fast = True            # compile(fast=False): the reference mode
+        self.stop_training = False
+        self.history = None         # the History of the last fit, kept even when fit raises
+        self._parallel = None       # set by fit when it splits batches over threads
+        self._plan_key = self._plan_obj = None
+        self._lock = threading.RLock()
+        self._busy_with = None      # the call that holds the lock, for the message
+
+    @contextlib.contextmanager
+    def _one_call(self, what):
+        """Hold the model for ``what`` ("fit", "predict", ...), or fail at once if another thread
+        holds it."""
+        if not self._lock.acquire(blocking=False):
+            raise RuntimeError(f"{what}: this model is busy with {self._busy_with} in another thread. A model "
+                               "serves one call at a time; wait for that call to return, or give each "
+                               "thread a model of its own (tinycnn.load_model, or the same layers built "
+                               "anew and model.set_weights(other.get_weights())).")
+        outer = self._busy_with is None
+        if outer:
+            self._busy_with = what
+        try:
+            yield
+        finally:
+            if outer:
+                self._busy_with = None
+            self._lock.release()
 
     # -- training setup ---------------------------------------------------------------------
     def compile(self, optimizer="adam", loss="sparse_categorical_crossentropy", metrics=("accuracy",),
@@ -61,9 +102,9 @@ class Trainer:
         fused Adam kernel and one thread per core instead, to the same numbers up to float
         rounding (``tests/test_fast_paths.py``).
         """
-        self.optimizer = optimizers.get(optimizer)
-        self.loss = losses.get(loss)
-        self.fast = checks.boolean(fast, "fast")
+        optimizer = optimizers.get(optimizer)
+        loss = losses.get(loss)
+        fast = checks.boolean(fast, "fast")
         if isinstance(metrics, str):
             metrics = [metrics]
         if metrics is not None and not isinstance(metrics, (list, tuple)):
@@ -71,6 +112,9 @@ class Trainer:
         unknown = [m for m in (metrics or []) if m not in ("accuracy", "acc")]
         if unknown:         # accuracy is always computed; anything else would be silently ignored
             raise ValueError(f"Unknown metrics {unknown}; tinycnn computes 'accuracy'.")
+        with self._one_call("compile"):
+            optimizer.attach(self)
+            self.optimizer, self.loss, self.fast = optimizer, loss, fast
 
     # -- the passes ---------------------------------------------------------------------------
     def plan(self):
@@ -132,6 +176,7 @@ class Trainer:
         return self.output_shape[-1]
 
     # -- the Keras API ------------------------------------------------------------------------------
+    @one_call_at_a_time
     def fit(self, x, y, epochs=1, batch_size=32, validation_split=0.0, validation_data=None,
             shuffle=True, verbose=1, seed=None, callbacks=None, threads=None):
         """Train for ``epochs`` passes over (x, y); returns a :class:`History`.
@@ -179,6 +224,7 @@ class Trainer:
             x_val = self._check_x(validation_data[0], "validation x")
             val = (x_val, check_labels(to_numpy(validation_data[1]), self._num_classes(), n=len(x_val)))
 
+        self._warn_if_it_cannot_learn(batch_size, len(x))
         rng = np.random.default_rng(seed) if seed is not None else self._rng
         history = History()
         self.history = history     # also on the model, so an error in a callback loses nothing
@@ -248,6 +294,35 @@ class Trainer:
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)
 
+    def _warn_if_it_cannot_learn(self, batch_size, n):
+        """Warn about models that train without error but cannot learn: a softmax over one unit
+        (always 1: the loss is 0 whatever the weights), a softmax applied twice, and a
+        BatchNormalization that sees one value per channel in a batch of fit's (x - mean is 0:
+        nothing reaches the layers before it). ``n`` samples in batches of ``batch_size``."""
+        smallest_batch = min(batch_size, n % batch_size or batch_size)
+        last = (f" (the last batch of each epoch holds {n} % {batch_size} = 1 sample: drop it, or choose "
+                "another batch_size)") if smallest_batch < batch_size else " (use a batch_size of 2 or more)"
+        problems = []
+        softmax = final_softmax(self.layers)
+        if softmax is not None and self.output_shape[-1] == 1:
+            problems.append("it ends in a softmax over 1 unit, which is always 1: the loss is 0 and "
+                            "nothing is learnt. For n classes, end in n units (Dense(n, "
+                            "activation='softmax')); for two, Dense(2, activation='softmax')")
+        for before, layer in zip(self.layers, self.layers[1:]):
+            if isinstance(layer, Softmax) and (isinstance(before, Softmax)
+                                               or isinstance(getattr(before, "activation", None), Softmax)):
+                problems.append(f"{layer.name} applies a softmax to {before.name}'s softmax, which squeezes "
+                                "every output towards 1/n: drop one of the two")
+        shape = self.input_shape
+        for layer in self.layers:
+            if isinstance(layer, BatchNormalization) and smallest_batch * math.prod(shape[:-1]) == 1:
+                problems.append(f"{layer.name} (BatchNormalization) sees one value per channel in a batch "
+                                f"of {smallest_batch}{last}, so x - mean is 0 and the layers before it get "
+                                "no gradient (PyTorch refuses this)")
+            shape = layer.output_shape(shape)
+        for problem in problems:
+            warnings.warn(f"This model cannot learn: {problem}.", stacklevel=4)
+
     @contextlib.contextmanager
     def _threads(self, threads):
         """For the duration of fit: ``self._parallel`` is a DataParallel over ``threads`` cores
@@ -273,24 +348,38 @@ class Trainer:
                 self._parallel = None
 
     def _divergence_message(self, err, epoch, step, xb):
-        """Why a step was refused, where, and what usually causes it."""
-        what = str(err)
+        """Why a step was refused, where, and the likely cause, from what can be seen: the learning
+        rate, weights that were not finite before the step, the gradient, the input's scale."""
+        kept = ("That step was not applied: the weights are those from before it, and the history so "
+                "far is on err.history and model.history.")
+        where = f"Training diverged at epoch {epoch + 1}, batch {step + 1}: {err}. {kept}"
+        lr = self.optimizer.current_learning_rate()
+        if not (math.isfinite(lr) and lr >= 0):
+            return (f"Training stopped at epoch {epoch + 1}, batch {step + 1}: the learning rate is {lr}, and "
+                    f"it must be a finite number >= 0. {kept} Look at what set it: a callback "
+                    "(LearningRateScheduler, your own) or a schedule.")
+        bad = [f"{layer.name}/{k}" for layer in self.layers for k, a in {**layer.params, **layer.state}.items()
+               if not bool(get_array_module(a).isfinite(a).all())]
+        if bad:
+            return (f"{where} The weights were not finite before this step ({', '.join(bad)} hold NaN or inf), "
+                    "so no learning rate can help: they were set that way (writing into layer.params, or "
+                    "a model trained without these checks). Rebuild or reload the model.")
+        what = ""
         if err.key is not None:
             layer = next(layer for layer in self.layers if layer.name == err.key[0])
             grad = layer.grads[err.key[1]]
             if not bool(get_array_module(grad).isfinite(grad).all()):
-                what = f"the gradient of {err.key[0]}/{err.key[1]} is not finite"
+                what = f" The gradient of {err.key[0]}/{err.key[1]} is not finite."
             else:
-                what += (f" (its gradient is finite but reaches {float(abs(grad).max()):.3g}; the "
-                         "optimizer's new weights or moments overflow)")
+                what = (f" Its gradient is finite but reaches {float(abs(grad).max()):.3g}; the "
+                        "optimizer's new weights or moments overflow.")
         big = float(abs(xb).max())
-        return (f"Training diverged at epoch {epoch + 1}, batch {step + 1}: {what}. That step was not "
-                f"applied: the weights are those from before it, and the history so far is on "
-                f"err.history and model.history. Likely causes: a learning rate too high (it is "
-                f"{self.optimizer.current_learning_rate():.3g}: try a lower learning rate, e.g. 10 "
-                f"times lower), or input on a large scale (this batch's values reach {big:.3g}: "
-                "scale images to [0, 1]).")
+        scale = (f", or input on a large scale (this batch's values reach {big:.3g}: scale images to "
+                 "[0, 1])") if big > 10 else ""
+        return (f"{where}{what} Likely cause: a learning rate too high (it is {lr:.3g}: try a lower learning rate, "
+                f"e.g. 10 times lower){scale}.")
 
+    @one_call_at_a_time
     def evaluate(self, x, y, batch_size=DEFAULT_EVAL_BATCH, verbose=0):
         """(mean loss, accuracy) over (x, y), in inference mode."""
         if self.loss is None:
@@ -313,6 +402,7 @@ class Trainer:
             print(f"loss: {loss:.4f} - accuracy: {acc:.4f}")
         return loss, acc
 
+    @one_call_at_a_time
     def predict(self, x, batch_size=DEFAULT_EVAL_BATCH):
         """The model's output for ``x``, as a NumPy array: probabilities for a softmax model."""
         batch_size = checks.integer(batch_size, "batch_size", minimum=1)

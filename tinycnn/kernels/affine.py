@@ -42,6 +42,7 @@ import math
 import numpy as np
 
 from ..backend import get_array_module, to_device, to_numpy
+from .geometry import expect_shape
 from .jit import jit
 
 
@@ -158,6 +159,7 @@ def affine_sample(x, transforms, fill_value=0.0):
     """(N, H, W, C) -> (N, H, W, C). Same contract as :func:`affine_sample_reference`."""
     xp = get_array_module(x)
     t = np.ascontiguousarray(transforms, dtype=np.float64)
+    expect_shape("affine_sample", "transforms", t, (x.shape[0], 6))
     out = _affine_sample_numba(np.ascontiguousarray(to_numpy(x)), t, float(fill_value))
     return out if xp is np else to_device(out, "gpu")
 
@@ -166,5 +168,6 @@ def affine_sample_backward(dout, transforms):
     """dL/dout -> dL/dx. Same contract as :func:`affine_sample_backward_reference`."""
     xp = get_array_module(dout)
     t = np.ascontiguousarray(transforms, dtype=np.float64)
+    expect_shape("affine_sample_backward", "transforms", t, (dout.shape[0], 6))
     dx = _affine_sample_backward_numba(np.ascontiguousarray(to_numpy(dout)), t)
     return dx if xp is np else to_device(dx, "gpu")

@@ -34,7 +34,7 @@ pixel, the kernel the largest z, and either way no gradient goes there.
 
 import numpy as np
 
-from .geometry import output_size
+from .geometry import expect_shape, output_size
 from .im2col import col2im_reference, im2col_reference
 from .jit import jit
 from .pooling import maxpool_backward_reference, maxpool_forward_reference
@@ -120,11 +120,17 @@ def bias_relu_maxpool_forward(z, bias, ph, pw, stride, pad):
     (sh, sw), (pt, pb, pl, pr) = stride, pad
     n, h, w, c = z.shape
     oh, ow = output_size(h, ph, sh, pt, pb), output_size(w, pw, sw, pl, pr)
+    expect_shape("bias_relu_maxpool_forward", "bias", bias, (c,))
     return _bias_relu_maxpool_forward_numba(np.ascontiguousarray(z), bias, ph, pw, sh, sw, pt, pl, oh, ow)
 
 
 def maxpool_relu_backward(dy, argmax, y, z_shape):
     """Same contract as :func:`maxpool_relu_backward_reference`."""
+    expect_shape("maxpool_relu_backward", "argmax", argmax, dy.shape)
+    expect_shape("maxpool_relu_backward", "y", y, dy.shape)
+    if dy.shape[0] != z_shape[0] or dy.shape[3] != z_shape[3]:
+        raise ValueError(f"maxpool_relu_backward: dy has shape {tuple(dy.shape)}, but z has {tuple(z_shape)}: "
+                         "they must agree on the batch and the channels.")
     return _maxpool_relu_backward_numba(np.ascontiguousarray(dy), argmax, y, z_shape[1], z_shape[2])
 
 

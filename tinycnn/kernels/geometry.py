@@ -1,8 +1,19 @@
-"""The geometry of a sliding window: how long the output is, and Keras's "same" padding.
+"""The geometry of a sliding window: how long the output is, and Keras's "same" padding; and the
+shape check every kernel's wrapper makes before it hands arrays to a kernel.
 
 Shared by im2col, the pooling kernels, their CUDA versions and the layers, and importing nothing,
 so that none of them has to import another to know a window's size.
 """
+
+
+def expect_shape(kernel, what, array, shape):
+    """Refuse ``array`` unless its shape is ``shape``. The compiled kernels index their arrays
+    without bounds checks (Numba and CUDA alike), so a wrapper checks every array it is handed
+    against the sizes the kernel will index, and an array of the wrong size is a ValueError here
+    instead of a read or write past its end."""
+    if tuple(array.shape) != tuple(shape):
+        raise ValueError(f"{kernel}: {what} has shape {tuple(array.shape)}, but the kernel indexes it as "
+                         f"{tuple(shape)}.")
 
 
 def output_size(size, kernel, stride, pad_before, pad_after):

@@ -66,7 +66,7 @@ The same index arithmetic, with the loop nest replaced by one CUDA thread per el
 import numpy as np
 
 from ..backend import get_array_module
-from .geometry import output_size
+from .geometry import expect_shape, output_size
 from .jit import jit
 
 
@@ -193,6 +193,7 @@ def col2im(cols, x_shape, kh, kw, stride, pad):
     (sh, sw), (pt, pb, pl, pr) = stride, pad
     n, h, w, c = x_shape
     oh, ow = output_size(h, kh, sh, pt, pb), output_size(w, kw, sw, pl, pr)
+    expect_shape("col2im", "cols", cols, (n * oh * ow, kh * kw * c))
     if get_array_module(cols) is not np:
         from . import cuda
         return cuda.col2im(cols, x_shape, kh, kw, stride, pad)

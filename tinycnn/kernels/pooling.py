@@ -37,7 +37,7 @@ On the GPU (``kernels/cuda.py``), the same arithmetic with one CUDA thread per e
 import numpy as np
 
 from ..backend import get_array_module
-from .geometry import output_size
+from .geometry import expect_shape, output_size
 from .jit import jit
 
 
@@ -138,6 +138,10 @@ def maxpool_backward(dout, argmax, x_shape, ph, pw, stride, pad):
     the GPU kernel uses it to gather, one thread per input pixel.
     """
     n, h, w, c = x_shape
+    (sh, sw), (pt, pb, pl, pr) = stride, pad
+    out_shape = (n, output_size(h, ph, sh, pt, pb), output_size(w, pw, sw, pl, pr), c)
+    expect_shape("maxpool_backward", "dout", dout, out_shape)
+    expect_shape("maxpool_backward", "argmax", argmax, out_shape)
     if get_array_module(dout) is not np:
         from . import cuda
         return cuda.maxpool_backward(dout, argmax, x_shape, (ph, pw), stride, pad)

@@ -50,6 +50,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from .bias_relu_pool import bias_relu_maxpool_forward_reference, maxpool_relu_backward_reference
+from .geometry import expect_shape
 from .jit import jit
 
 BT = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=np.float64)
@@ -436,6 +437,7 @@ def input_transform_backward(dv, x_shape, pt, pl, th, tw):
 
 def output_bias_relu_maxpool(m, bias, n, th, tw, zw):
     """Same contract as the reference: (y, argmax)."""
+    expect_shape("output_bias_relu_maxpool", "M", m, (16, n * th * tw, bias.shape[0]))
     y = np.empty((n, th, tw, m.shape[2]), dtype=m.dtype)
     argmax = np.empty(y.shape, dtype=np.int32)
     _output_bias_relu_maxpool_numba(_tile_major(m), bias, zw, y, argmax)
@@ -445,6 +447,8 @@ def output_bias_relu_maxpool(m, bias, n, th, tw, zw):
 def maxpool_relu_backward_m(dy, argmax, y, zw):
     """Same contract as the reference: dM (16, T, F), a view of a tile-major array."""
     n, th, tw, f = dy.shape
+    expect_shape("maxpool_relu_backward_m", "argmax", argmax, dy.shape)
+    expect_shape("maxpool_relu_backward_m", "y", y, dy.shape)
     dm = np.empty((n * th * tw, 16, f), dtype=dy.dtype)
     dbias = np.zeros(f, dtype=dy.dtype)
     _maxpool_relu_backward_m_numba(np.ascontiguousarray(dy), argmax, y, zw, *_dm_constants(dy.dtype), dm, dbias,
@@ -473,6 +477,7 @@ def forward(x, kernel, bias, pad, z_hw):
     """x (N, H, W, C) -> (y, argmax, V, U): the pooled output of maxpool(relu(conv(x) + bias)),
     its argmax in z, and the transformed input and kernel that backward reuses."""
     th, tw = z_hw[0] // 2, z_hw[1] // 2
+    expect_shape("winograd.forward", "kernel", kernel, (3, 3, x.shape[3], bias.shape[0]))
     u = kernel_transform(kernel)
     if x.shape[3] == 1:
         n, f = x.shape[0], kernel.shape[3]
@@ -491,6 +496,10 @@ def backward(dy, argmax, y, v, u, x_shape, pad, z_hw, input_grad=True):
     channel without dx (the first convolution in training) takes the one-channel dU kernel; with
     dx (a gradient check, say), the general path, whose products then have K = 1."""
     th, tw = dy.shape[1], dy.shape[2]
+    for what, array in (("argmax", argmax), ("y", y)):
+        expect_shape("winograd.backward", what, array, dy.shape)
+    expect_shape("winograd.backward", "V", v, (16, dy.shape[0] * th * tw, x_shape[3]))
+    expect_shape("winograd.backward", "U", u, (16, x_shape[3], dy.shape[3]))
     if x_shape[3] == 1 and not input_grad:
         f = dy.shape[3]
         dbias = np.zeros(f, dtype=dy.dtype)

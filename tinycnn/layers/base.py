@@ -48,6 +48,7 @@ program that loads the model. An activation -- a layer usable as ``activation=".
 import inspect
 import json
 import re
+import weakref
 
 import numpy as np
 
@@ -89,6 +90,17 @@ class Layer:
         self.input_shape = None   # shape of one sample, set by build
         self.dtype = None
         self.device = "cpu"       # where params live: "cpu" (NumPy) or "gpu" (CuPy); see to()
+        self._model = None        # a weak reference to the model that holds this layer (see model)
+
+    @property
+    def model(self):
+        """The model this layer is a place in (``Sequential.add`` sets it), or None."""
+        ref = getattr(self, "_model", None)
+        return ref() if ref is not None else None
+
+    @model.setter
+    def model(self, model):
+        self._model = weakref.ref(model)     # weak: a layer does not keep its model alive
 
     # -- building ---------------------------------------------------------------------------
     @property
