@@ -376,8 +376,8 @@ class Trainer:
         big = float(abs(xb).max())
         scale = (f", or input on a large scale (this batch's values reach {big:.3g}: scale images to "
                  "[0, 1])") if big > 10 else ""
-        return (f"{where}{what} Likely cause: a learning rate too high (it is {lr:.3g}: try a lower learning rate, "
-                f"e.g. 10 times lower){scale}.")
+        return (f"{where}{what} Likely cause: a learning rate too high (it is {lr:.3g}: try a lower "
+                f"learning rate, e.g. 10 times lower){scale}.")
 
     @one_call_at_a_time
     def evaluate(self, x, y, batch_size=DEFAULT_EVAL_BATCH, verbose=0):

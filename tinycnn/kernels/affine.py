@@ -33,8 +33,8 @@ gradient back to its four source pixels with the same weights (neighbours outsid
 were constants and receive nothing). The fill value contributes no gradient to the input.
 
 Each operation comes twice: a short NumPy version (``*_reference``) to read, and a Numba version
-that runs, serially like tinycnn's other kernels (see ``jit.py``). Tests prove that they agree. CuPy input is warped on the CPU and
-copied back.
+that runs, serially like tinycnn's other kernels (see ``jit.py``). Tests prove that they agree.
+CuPy input is warped on the CPU and copied back.
 """
 
 import math
