@@ -21,6 +21,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 VALIDATION_SPLIT = 0.1        # the last 10% of the training set, held out as Keras's fit holds it out
+DEFAULT_LR = 1e-3             # Adam's default, as in Keras
 
 #: What to do when the data cannot be loaded, in this script's options, for each dataset.
 WAYS_OUT = {
@@ -51,6 +52,22 @@ def learning_rate(text):
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number such as 1e-3, got {text}")
     return value
+
+
+def http_url(text):
+    """An argparse type: an http:// or https:// URL, the only ones the loaders download. A file
+    on this machine, as a file:// URL or a plain path, is answered with the --data option."""
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+
+    scheme = urlsplit(text).scheme.lower()
+    if scheme in ("http", "https"):
+        return text
+    hint = ""
+    if scheme == "file" or os.path.exists(text):
+        local = url2pathname(urlsplit(text).path) if scheme == "file" else text
+        hint = f"; for a copy on this machine, pass its path with --data {local}"
+    raise argparse.ArgumentTypeError(f"only http and https URLs are downloaded, got {text!r}{hint}")
 
 
 def sha256_hex(text):
@@ -85,7 +102,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter)
     p.add_argument("--epochs", type=whole_number(1), default=5, help="passes over the training set")
     p.add_argument("--batch-size", type=whole_number(1), default=32, help="images per gradient step")
-    p.add_argument("--lr", type=learning_rate, default=1e-3,
+    p.add_argument("--lr", type=learning_rate, default=DEFAULT_LR,
                    help="Adam's learning rate (the initial one, with a schedule)")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
                    help="constant: the same learning rate throughout, as in Keras; cosine: from --lr "
@@ -95,7 +112,7 @@ def parse_args(argv=None):
                    help="mnist: handwritten digits; fashion-mnist: pictures of clothes")
     p.add_argument("--data", metavar="PATH",
                    help="a local mnist.npz, or a directory with the four Fashion-MNIST IDX files")
-    p.add_argument("--data-url", metavar="URL",
+    p.add_argument("--data-url", metavar="URL", type=http_url,
                    help="a mirror: the mnist.npz URL (give --sha256 too), or for fashion-mnist "
                         "the base URL of the four .gz files (checked against the official hashes "
                         "of their decompressed contents)")
@@ -144,10 +161,26 @@ def new_run_dir(base="runs"):
     raise RuntimeError(f"Could not create a new run folder under {base!r}")
 
 
+def missing_folders(path):
+    """``path`` and those of its parent folders that do not exist yet, deepest first."""
+    missing, path = [], os.path.abspath(path)
+    while not os.path.exists(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
 def prepare_out_dir(out):
-    """Create the output folder before training, so a bad path fails in seconds, not after an hour."""
+    """Create the output folder before training, so a bad path fails in seconds, not after an hour.
+
+    Returns the folder and the folders this created, deepest first (the run's own folder, runs/
+    the first time), for remove_made_folders to take away if the run ends with nothing written.
+    """
     try:
+        made = missing_folders("runs" if out is None else out)
         path = new_run_dir() if out is None else out
+        if out is None:
+            made.insert(0, os.path.abspath(path))
         os.makedirs(path, exist_ok=True)
         probe = os.path.join(path, ".write-test")
         with open(probe, "w"):
@@ -156,7 +189,18 @@ def prepare_out_dir(out):
     except OSError as err:
         sys.exit(f"error: cannot write to the output folder {out or 'runs/'!r} ({err.strerror}). "
                  "Choose another with --out DIR.")
-    return path
+    return path, made
+
+
+def remove_made_folders(made):
+    """Take away the folders prepare_out_dir made, deepest first, while they are empty: a run that
+    fails before writing anything leaves no empty folder behind, and never removes one that was
+    there before it or that holds a file (another run's, say)."""
+    for folder in made:
+        try:
+            os.rmdir(folder)
+        except OSError:                # not empty: it stays, and so do the folders above it
+            return
 
 
 def load_dataset(args):
@@ -236,7 +280,7 @@ def main(argv=None):
             require_cupy()
         except RuntimeError as err:
             sys.exit(f"error: {err}")
-    out = prepare_out_dir(args.out)
+    out, made = prepare_out_dir(args.out)
 
     import numba
     import numpy as np
@@ -249,10 +293,7 @@ def main(argv=None):
     try:
         ((x_train, y_train), (x_test, y_test)), class_names, source = load_dataset(args)
     except (DatasetError, FileNotFoundError) as err:
-        if not os.listdir(out):
-            os.rmdir(out)                          # leave no empty run folder behind
-            if args.out is None and not os.listdir("runs"):
-                os.rmdir("runs")                   # nor an empty runs/ made for it
+        remove_made_folders(made)
         sys.exit(f"error: {err}\nWith this script: {WAYS_OUT[args.dataset]}")
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
@@ -279,8 +320,14 @@ def main(argv=None):
         learning_rate = CosineDecay(args.lr, decay_steps=args.epochs * steps_per_epoch)
     model.compile(optimizer=Adam(learning_rate=learning_rate), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"])
-    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        validation_split=VALIDATION_SPLIT, seed=args.seed)
+    try:
+        history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
+                            validation_split=VALIDATION_SPLIT, seed=args.seed)
+    except FloatingPointError as err:      # diverged: fit's message says where and why
+        remove_made_folders(made)
+        sys.exit(f"error: {err}\nWith this script: try a lower --lr, such as --lr "
+                 f"{min(args.lr / 10, DEFAULT_LR):g} (this run had --lr {args.lr:g}); the images are "
+                 "already scaled to [0, 1].")
 
     if history.interrupted:
         where = history.interrupted_at

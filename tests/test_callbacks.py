@@ -51,12 +51,37 @@ def test_early_stopping_waits_patience_epochs_and_restores_the_best():
         np.testing.assert_array_equal(restored, best)
 
 
-def test_early_stopping_warns_about_a_missing_metric():
+def assert_nothing_trained(model, before):
+    assert model.history.epoch == []
+    for a, b in zip(before, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_early_stopping_on_a_metric_fit_never_logs_fails_before_training():
     model = tiny()
     x, y = data()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match=r"EarlyStopping watches 'val_loss', which this fit never logs \(its "
+                                         r"logs hold \['loss', 'accuracy'\]\).*validation_split"):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[EarlyStopping(patience=0)])
+    assert_nothing_trained(model, before)
+
+
+def test_a_misspelt_monitor_gets_the_name_fit_logs():
+    x, y = data()
+    with pytest.raises(ValueError, match="watches 'val_acc'.*Did you mean 'val_accuracy'"):
+        tiny().fit(x, y, epochs=1, verbose=0, validation_split=0.2, callbacks=[EarlyStopping("val_acc")])
+
+
+def test_a_monitor_driven_by_hand_is_not_checked_and_still_warns():
+    """Without fit there are no params saying what will be logged: on_train_begin checks
+    nothing, and a missing metric is a warning at the epoch's end, as before."""
+    stopper = EarlyStopping(patience=0)
+    stopper.set_model(tiny())
+    stopper.on_train_begin()
     with pytest.warns(RuntimeWarning, match="val_loss"):
-        history = model.fit(x, y, epochs=3, verbose=0, callbacks=[EarlyStopping(patience=0)])
-    assert len(history.epoch) == 3                   # nothing to watch, so nothing stops
+        stopper.on_epoch_end(0, {"loss": 1.0})
+    assert not stopper.model.stop_training
 
 
 def test_model_checkpoint_save_best_only(tmp_path):
@@ -179,3 +204,60 @@ def test_ctrl_c_mid_epoch_says_how_far_the_epoch_got(sigint_handler, capsys):
     assert "2/4 [===============...............]" in out and "4/4" not in out
     assert "stopped after batch 2 of 4" in out
     assert history.interrupted_at == {"epoch": 1, "batch": 2, "batches": 4} and history.epoch == []
+
+
+@pytest.mark.parametrize("pattern, words", [
+    ("m-{loss:d}.npz", r"\(Unknown format code 'd' for object of type 'float'\).*\{val_loss:.3f\}"),
+    ("m-{epoch:s}.npz", r"\(Unknown format code 's' for object of type 'int'\).*\{epoch:02d\}"),
+    ("m-{loss[0]}.npz", "'float' object is not subscriptable"),
+    ("m-{val_loss:.3f}.npz", r"uses \{val_loss\}, which this fit never logs.*validation_split"),
+])
+def test_a_checkpoint_path_that_cannot_be_formatted_fails_before_the_first_epoch(tmp_path, pattern, words):
+    model = tiny()
+    x, y = data()
+    before = model.get_weights()
+    with pytest.raises(ValueError, match="ModelCheckpoint path '.*m-.*" + words):
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[ModelCheckpoint(tmp_path / "new" / pattern)])
+    assert_nothing_trained(model, before)
+    assert not (tmp_path / "new").exists()           # nor a folder made for it
+
+
+def test_format_specs_that_suit_the_values_are_fine(tmp_path):
+    model = tiny()
+    x, y = data()
+    model.fit(x, y, epochs=1, verbose=0, validation_split=0.2,
+              callbacks=[ModelCheckpoint(tmp_path / "m-{epoch:.1f}-{val_accuracy:.2f}-{loss:e}.npz")])
+    [name] = os.listdir(tmp_path)
+    assert name.startswith("m-1.0-") and name.endswith(".npz")
+
+
+def test_save_best_only_on_a_metric_fit_never_logs_fails_before_training(tmp_path):
+    model = tiny()
+    x, y = data()
+    before = model.get_weights()
+    ckpt = ModelCheckpoint(tmp_path / "best.npz", monitor="val_loss", save_best_only=True)
+    with pytest.raises(ValueError, match=r"ModelCheckpoint\(save_best_only=True\) watches 'val_loss'.*"
+                                         "never save a checkpoint.*validation_data=.*validation_split"):
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[ckpt])
+    assert_nothing_trained(model, before)
+    # saving every epoch does not look at monitor, so the default monitor needs no validation
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[ModelCheckpoint(tmp_path / "last.npz")])
+    assert (tmp_path / "last.npz").exists()
+
+
+def test_a_checkpoint_driven_by_hand_formats_its_path_when_it_saves(tmp_path):
+    """Without fit's params, on_train_begin has nothing to try the path with: it only makes
+    the folder, and a field missing from the logs fails when the epoch ends, as before."""
+    ckpt = ModelCheckpoint(tmp_path / "sub" / "m-{val_loss:.2f}.npz")
+    ckpt.set_model(tiny())
+    ckpt.on_train_begin()
+    assert (tmp_path / "sub").is_dir()
+    with pytest.raises(ValueError, match="needs 'val_loss'"):
+        ckpt.on_epoch_end(0, {"loss": 1.0})
+    ckpt.on_epoch_end(0, {"loss": 1.0, "val_loss": 0.5})
+    assert os.listdir(tmp_path / "sub") == ["m-0.50.npz"]
+
+
+def test_an_unknown_field_in_a_checkpoint_path_names_the_one_meant():
+    with pytest.raises(ValueError, match=r"uses \['val_acc'\].*did you mean \{val_accuracy\}"):
+        ModelCheckpoint("m-{val_acc:.2f}.npz")

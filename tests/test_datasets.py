@@ -555,6 +555,26 @@ def test_sha256_is_checked_before_any_download(loopback_server, served_mnist, tm
         fashion_mnist.load_data(base_url=url, sha256s={"t10k-labels-idx1-ubyte.gz": "abc"}, cache_dir=tmp_path)
 
 
+@pytest.mark.parametrize("url", ["file:///data/mnist.npz", "ftp://mirror.example/mnist.npz", "/data/mnist.npz"])
+def test_only_http_and_https_urls_are_downloaded(loopback_server, served_mnist, tmp_path, url):
+    """Not requests' "No connection adapters": what is wrong and the ways out, before the cache
+    is looked at, so a cached copy does not hide the mistake on one machine only."""
+    served, sha256, _ = served_mnist
+    mnist.load_data(url=served, sha256=sha256, cache_dir=tmp_path)              # now cached
+    with pytest.raises(ValueError, match=f"Only http:// and https:// URLs are downloaded, got '{url}'.*"
+                                         r"\n.*mnist.load_data\(path="):
+        mnist.load_data(url=url, sha256=sha256, cache_dir=tmp_path)
+    with pytest.raises(ValueError, match=f"(?s)got '{url.rsplit('/', 1)[0]}/train-images-idx3-ubyte.gz'.*"
+                                         r"fashion_mnist.load_data\(path="):
+        fashion_mnist.load_data(base_url=url.rsplit("/", 1)[0], cache_dir=tmp_path)
+    assert loopback_server.count("/mnist.npz") == 1
+
+
+def test_a_local_file_url_says_path_is_the_way_to_load_it(tmp_path):
+    with pytest.raises(ValueError, match=r"a file on this machine is loaded with path=\.\.\., not downloaded"):
+        mnist.load_data(url=(tmp_path / "mnist.npz").as_uri(), cache_dir=tmp_path)
+
+
 def test_fashion_idx_files_given_as_mnist_say_which_loader_to_use(tmp_path):
     files, _ = make_fashion_files(10, 5)
     for name, data in files.items():

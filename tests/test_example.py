@@ -89,6 +89,26 @@ def test_a_failed_download_leaves_no_folder_behind(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("out", [None, "made/for/this/run"])
+def test_a_diverging_run_says_which_option_to_change_and_leaves_no_folder_behind(tmp_path, out):
+    payload, _ = make_mnist_npz(n_train=100, n_test=20)
+    (tmp_path / "mnist.npz").write_bytes(payload)
+    result = run_script("--lr", "1e30", "--batch-size", "16", "--data", str(tmp_path / "mnist.npz"),
+                        *(["--out", out] if out else []), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "error: Training diverged at epoch 1, batch" in result.stderr        # fit's own message
+    assert "With this script: try a lower --lr, such as --lr 0.001 (this run had --lr 1e+30)" in result.stderr
+    assert sorted(os.listdir(tmp_path)) == ["mnist.npz"]      # neither runs/ nor made/ is left
+
+
+def test_a_failed_run_keeps_an_output_folder_that_was_there_before(tmp_path):
+    (tmp_path / "mine").mkdir()
+    result = run_script("--data-url", refused_url(), "--sha256", "0" * 64, "--cache-dir", str(tmp_path / "cache"),
+                        "--out", str(tmp_path / "mine"))
+    assert result.returncode == 1 and "Could not download" in result.stderr, result.stderr
+    assert (tmp_path / "mine").is_dir()
+
+
 def test_default_output_folders_never_overwrite(tmp_path, monkeypatch):
     spec = importlib.util.spec_from_file_location("mnist_example", SCRIPT)
     example = importlib.util.module_from_spec(spec)
@@ -164,6 +184,13 @@ def test_ctrl_c_still_writes_everything_for_the_finished_epochs(tmp_path):
     (["--data", "/no/such/mnist.npz"], "no such file or directory"),
     (["--dataset", "fashion-mnist", "--sha256", "0" * 64, "--data-url", "http://127.0.0.1:9/"],
      "decompressed contents"),
+    (["--data-url", "file:///data/mnist.npz", "--sha256", "0" * 64],
+     "--data-url: only http and https URLs are downloaded, got 'file:///data/mnist.npz'; for a copy on "
+     "this machine, pass its path with --data /data/mnist.npz"),
+    (["--dataset", "fashion-mnist", "--data-url", "file:///data/fashion/"], "pass its path with --data /data/fashion/"),
+    (["--data-url", "ftp://mirror.example/mnist.npz", "--sha256", "0" * 64],
+     "--data-url: only http and https URLs are downloaded, got 'ftp://mirror.example/mnist.npz'"),
+    (["--data-url", "mirror.example/mnist.npz", "--sha256", "0" * 64], "only http and https URLs"),
 ])
 def test_bad_options_exit_2_before_anything_loads_or_any_folder_is_made(tmp_path, args, message):
     out = tmp_path / "o"

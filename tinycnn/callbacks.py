@@ -10,6 +10,7 @@ If a callback raises, ``fit`` stops and the error propagates; the History of the
 finished is still on the model, as ``model.history``.
 """
 
+import difflib
 import os
 import string
 import time
@@ -108,6 +109,20 @@ def _improvement_test(monitor, mode, min_delta):
     return lambda current, best: current > best + min_delta
 
 
+def _unlogged(name, metrics):
+    """What to do about ``name``, which is not among the ``metrics`` fit will log: the sentences
+    that end the error message."""
+    fix = ""
+    if name.startswith("val_") and not any(m.startswith("val_") for m in metrics):
+        fix = ("'val_*' metrics are measured on validation data: pass validation_data=(x_val, y_val) "
+               "or validation_split=0.1 to fit. ")
+        metrics = list(metrics) + [f"val_{m}" for m in metrics]     # what fit would log then
+    close = difflib.get_close_matches(name, metrics, n=1, cutoff=0.5)
+    if close and close[0] != name:                  # "val_acc" is "val_accuracy" here
+        return fix + f"Did you mean {close[0]!r}?"
+    return fix.rstrip() or "Choose one of those."
+
+
 class _Monitor(Callback):
     """Shared by EarlyStopping and ModelCheckpoint: watch one metric, warn once if it is missing."""
 
@@ -115,6 +130,16 @@ class _Monitor(Callback):
         self.monitor = checks.text(monitor, "monitor")
         self.better = _improvement_test(self.monitor, mode, checks.number(min_delta, "min_delta", minimum=0.0))
         self._warned = False
+
+    def _check_monitor_is_logged(self, who, consequence):
+        """At train begin, when fit has said which metrics it will log (``self.params``): a
+        metric that never appears is an error now, not a whole training run that watched
+        nothing. A callback driven by hand has no params, and is not checked."""
+        metrics = (self.params or {}).get("metrics")
+        if metrics is None or self.monitor in metrics:
+            return
+        raise ValueError(f"{who} watches {self.monitor!r}, which this fit never logs (its logs hold "
+                         f"{list(metrics)}), so it would {consequence}. {_unlogged(self.monitor, metrics)}")
 
     def _current(self, logs):
         value = (logs or {}).get(self.monitor)
@@ -135,6 +160,9 @@ class EarlyStopping(_Monitor):
 
     With ``restore_best_weights=True`` the model ends with the weights of its best epoch
     (when it stopped early or not, a choice Keras 3 made too).
+
+    A ``monitor`` that this fit never logs (``"val_loss"`` without validation data) is a
+    ValueError when training begins; Keras only warns, after each epoch, and trains to the end.
     """
 
     def __init__(self, monitor="val_loss", patience=0, min_delta=0.0, mode="auto", restore_best_weights=False):
@@ -143,6 +171,7 @@ class EarlyStopping(_Monitor):
         self.restore_best_weights = checks.boolean(restore_best_weights, "restore_best_weights")
 
     def on_train_begin(self, logs=None):
+        self._check_monitor_is_logged("EarlyStopping", "never stop training")
         self.best, self.best_epoch, self.best_weights, self.wait = None, None, None, 0
         self.stopped_epoch = None
 
@@ -172,8 +201,11 @@ class ModelCheckpoint(_Monitor):
     ``"checkpoints/model-{epoch:02d}-{val_loss:.3f}.npz"`` (epochs counted from 1). Each save is
     atomic (``model.save``), so an interrupted save never corrupts an earlier checkpoint.
 
-    The folder of ``path`` is created when training begins (as Keras does), so a path that
-    cannot be written fails before the first epoch, not after it.
+    When training begins, ``path`` is formatted once with stand-in values and its folder is
+    created (as Keras does), so a field this fit never logs (``{val_loss}`` without validation
+    data), a format that does not suit the value (``{loss:d}``: a metric is a float) or a folder
+    that cannot be written fails before the first epoch, not after it. So does
+    ``save_best_only=True`` with a ``monitor`` this fit never logs.
     """
 
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto"):
@@ -188,12 +220,19 @@ class ModelCheckpoint(_Monitor):
         except ValueError as err:
             raise ValueError(f"ModelCheckpoint path {self.path!r} is not a valid pattern ({err}); "
                              "write {{ and }} for literal braces.") from None
-        unknown = fields - {"epoch", "loss", "accuracy", "val_loss", "val_accuracy"}
+        known = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+        unknown = sorted(fields - set(known))
         if unknown:
-            raise ValueError(f"ModelCheckpoint path {self.path!r} uses {sorted(unknown)}; it may use "
-                             "{epoch}, {loss}, {accuracy}, {val_loss} and {val_accuracy}.")
+            close = difflib.get_close_matches(unknown[0], known, n=1, cutoff=0.5)
+            hint = f" (did you mean {{{close[0]}}} for {{{unknown[0]}}}?)" if close else ""
+            raise ValueError(f"ModelCheckpoint path {self.path!r} uses {unknown}; it may use "
+                             f"{{epoch}}, {{loss}}, {{accuracy}}, {{val_loss}} and {{val_accuracy}}{hint}.")
 
     def on_train_begin(self, logs=None):
+        # Everything that on_epoch_end could trip over is tried now, before an epoch is spent.
+        self._check_path_formats()
+        if self.save_best_only:
+            self._check_monitor_is_logged("ModelCheckpoint(save_best_only=True)", "never save a checkpoint")
         directory = os.path.dirname(os.path.abspath(self.path))
         try:
             os.makedirs(directory, exist_ok=True)
@@ -203,6 +242,25 @@ class ModelCheckpoint(_Monitor):
         if not os.access(directory, os.W_OK):
             raise OSError(f"ModelCheckpoint cannot write into {directory!r} (for {self.path!r}); "
                           "choose another path.")
+
+    def _check_path_formats(self):
+        """Format ``path`` once with values of the types fit will give it (the epoch an int,
+        every metric in ``self.params["metrics"]`` a float), so that a field this fit never logs
+        or a format spec that does not suit its value fails before training, not after the first
+        epoch. Without params (a callback driven by hand) there is nothing to try it with."""
+        metrics = (self.params or {}).get("metrics")
+        if metrics is None:
+            return
+        try:
+            self.path.format(epoch=1, **{name: 0.5 for name in metrics})
+        except KeyError as err:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} uses {{{err.args[0]}}}, which this fit "
+                             f"never logs (its logs hold {list(metrics)}). "
+                             f"{_unlogged(err.args[0], metrics)}") from None
+        except (ValueError, TypeError, AttributeError, IndexError) as err:
+            raise ValueError(f"ModelCheckpoint path {self.path!r} cannot be formatted with the values fit "
+                             f"gives it ({err}): the epoch is an int counted from 1, such as {{epoch:02d}}, "
+                             f"and every metric a float, such as {{val_loss:.3f}}.") from None
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}

@@ -73,12 +73,21 @@ def numerical_gradient(f, x, h=1e-5, indices=None):
 def check_layer(layer, x, seed=0, h=1e-5, training=True, device="cpu"):
     """Relative errors of ``layer``'s backward pass: {"x": ..., "<param>": ...} for every param.
 
-    ``x`` must be float64; the layer is built from it if it is not built yet (so its parameters
-    are float64 too). The upstream gradient is random, drawn from ``seed``. ``device`` ("cpu" or
-    "gpu") is where the layer, x and the upstream gradient live while the check runs; the layer
-    stays there afterwards. The layer contract (``layers/base.py``) is checked first: a layer that
-    breaks it gets an error naming the rule, not a comparison of mismatched arrays.
+    ``x`` is taken as float64; the layer is built from it if it is not built yet (so its
+    parameters are float64 too). A layer already built in another dtype is a TypeError that says
+    how to get a float64 one: its parameters cannot follow x. The upstream gradient is random,
+    drawn from ``seed``. ``device`` ("cpu" or "gpu") is where the layer, x and the upstream
+    gradient live while the check runs; the layer stays there afterwards. The layer contract
+    (``layers/base.py``) is checked first: a layer that breaks it gets an error naming the rule,
+    not a comparison of mismatched arrays.
     """
+    if layer.built and layer.dtype != np.float64:
+        raise TypeError(
+            f"check_layer: layer {layer.name!r} is built for {layer.dtype}, but gradient checks need "
+            "float64 parameters (float32 rounding at h = 1e-5 would swamp the difference, and "
+            f"converting x cannot change the layer). Check a new, unbuilt {type(layer).__name__}(...), "
+            "which check_layer builds from the float64 x, or rebuild this one (new weights): "
+            f"layer.build({layer.input_shape}, 'float64').")
     x = np.array(to_numpy(x), dtype=np.float64)
     if not layer.built:
         layer.build(x.shape[1:], x.dtype)          # parameters are made on the CPU ...
@@ -117,7 +126,17 @@ def check_model(model, x, y, h=1e-5, samples=None, seed=0, device="cpu"):
     parameters to perturb one by one, so ``samples=k`` checks k random entries of each array
     (all of them when it has fewer), as cs231n's ``grad_check_sparse`` does. ``device`` is
     where the model, x and y live while the check runs; the model stays there afterwards.
+    An unbuilt model is built in float64 from x; one already built in float32 (as
+    ``Sequential(..., input_shape=...)`` builds) is a TypeError that says how to rebuild it.
     """
+    if model.built and model.dtype != np.float64:
+        raise TypeError(
+            f"check_model: the model is built for {model.dtype} (Sequential(..., input_shape=...) "
+            "builds in float32), but gradient checks need float64 parameters (float32 rounding at "
+            "h = 1e-5 would swamp the difference, and converting x cannot change the model). Rebuild "
+            f"it in float64 (new weights, from the model's seed): model.build({model.input_shape}, "
+            "'float64'); to keep its weights, take weights = model.get_weights() before and "
+            "model.set_weights(weights) after.")
     x = np.array(to_numpy(x), dtype=np.float64)
     if not model.built:
         model.build(x.shape[1:], "float64")

@@ -168,7 +168,10 @@ def fetch(
     ``checksum_advice`` is added to a hash mismatch of a well-formed file.
     ``retries``, ``backoff`` and ``timeout`` default to the module settings
     :data:`RETRIES`, :data:`BACKOFF_SECONDS` and :data:`TIMEOUT`.
+    A ``url`` that is not http:// or https:// is a ValueError before the cache is looked at
+    (:func:`check_url`).
     """
+    check_url(url, advice)
     digest = digest or sha256_of
     target = cache_directory(cache_dir) / filename
     if target.is_file():
@@ -182,6 +185,24 @@ def fetch(
     download(url, target, sha256, advice=advice, check=check, digest=digest,
              checksum_advice=checksum_advice, retries=retries, backoff=backoff, timeout=timeout)
     return target
+
+
+def check_url(url: str, advice: str = DEFAULT_ADVICE) -> None:
+    """Refuse a URL that is not http:// or https://, the only schemes :func:`stream_to` speaks.
+
+    Without this, a ``file://`` URL (or a plain path) would reach ``requests``, whose answer
+    ("No connection adapters were found") does not say what to do. It is checked even when
+    the cache holds the file, so that the same call never works on one machine and fails on
+    another.
+    """
+    from urllib.parse import urlsplit
+
+    scheme = urlsplit(url).scheme.lower()
+    if scheme not in ("http", "https"):
+        local = ""
+        if scheme in ("file", ""):
+            local = " (a file on this machine is loaded with path=..., not downloaded)"
+        raise ValueError(f"Only http:// and https:// URLs are downloaded, got {url!r}{local}.\n{advice}")
 
 
 def discard(path: Path) -> None:
