@@ -261,3 +261,18 @@ def test_a_checkpoint_driven_by_hand_formats_its_path_when_it_saves(tmp_path):
 def test_an_unknown_field_in_a_checkpoint_path_names_the_one_meant():
     with pytest.raises(ValueError, match=r"uses \['val_acc'\].*did you mean \{val_accuracy\}"):
         ModelCheckpoint("m-{val_acc:.2f}.npz")
+
+
+def test_a_field_in_a_checkpoint_folder_makes_a_folder_per_save(tmp_path):
+    model = tiny()
+    x, y = data()
+    model.fit(x, y, epochs=2, verbose=0, callbacks=[ModelCheckpoint(tmp_path / "ckpt-{epoch}" / "m.npz")])
+    assert sorted(os.listdir(tmp_path)) == ["ckpt-1", "ckpt-2"]       # no folder named "ckpt-{epoch}"
+    assert os.listdir(tmp_path / "ckpt-2") == ["m.npz"]
+
+
+def test_literal_braces_in_a_checkpoint_folder(tmp_path):
+    model = tiny()
+    x, y = data()
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[ModelCheckpoint(str(tmp_path / "a{{b}}" / "m-{epoch}.npz"))])
+    assert os.listdir(tmp_path) == ["a{b}"] and os.listdir(tmp_path / "a{b}") == ["m-1.npz"]

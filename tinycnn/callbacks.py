@@ -202,7 +202,8 @@ class ModelCheckpoint(_Monitor):
     atomic (``model.save``), so an interrupted save never corrupts an earlier checkpoint.
 
     When training begins, ``path`` is formatted once with stand-in values and its folder is
-    created (as Keras does), so a field this fit never logs (``{val_loss}`` without validation
+    created (as Keras does; up to the first field, so ``"ckpt-{epoch}/model.npz"`` makes each
+    epoch's folder when it saves), so a field this fit never logs (``{val_loss}`` without validation
     data), a format that does not suit the value (``{loss:d}``: a metric is a float) or a folder
     that cannot be written fails before the first epoch, not after it. So does
     ``save_best_only=True`` with a ``monitor`` this fit never logs.
@@ -233,15 +234,29 @@ class ModelCheckpoint(_Monitor):
         self._check_path_formats()
         if self.save_best_only:
             self._check_monitor_is_logged("ModelCheckpoint(save_best_only=True)", "never save a checkpoint")
-        directory = os.path.dirname(os.path.abspath(self.path))
+        directory = self._make_folder(self._fixed_folder())
+        if not os.access(directory, os.W_OK):
+            raise OSError(f"ModelCheckpoint cannot write into {directory!r} (for {self.path!r}); "
+                          "choose another path.")
+
+    def _fixed_folder(self):
+        """The folder every checkpoint goes under: the path's folders up to the first field, so
+        that "runs/ckpt-{epoch}/model.npz" gives runs/, never a folder named "ckpt-{epoch}"."""
+        fixed = ""
+        for literal, field, _, _ in string.Formatter().parse(self.path):
+            fixed += literal                   # with {{ and }} already read as { and }
+            if field is not None:
+                break
+        return os.path.dirname(fixed)
+
+    def _make_folder(self, directory):
+        directory = os.path.abspath(directory or ".")
         try:
             os.makedirs(directory, exist_ok=True)
         except OSError as err:
             raise OSError(f"ModelCheckpoint cannot create the folder {directory!r} for {self.path!r} "
                           f"({err.strerror}); choose another path.") from err
-        if not os.access(directory, os.W_OK):
-            raise OSError(f"ModelCheckpoint cannot write into {directory!r} (for {self.path!r}); "
-                          "choose another path.")
+        return directory
 
     def _check_path_formats(self):
         """Format ``path`` once with values of the types fit will give it (the epoch an int,
@@ -275,5 +290,6 @@ class ModelCheckpoint(_Monitor):
             raise ValueError(f"ModelCheckpoint path {self.path!r} needs {err.args[0]!r}, which this "
                              f"training does not compute (it has {sorted(logs)}); pass validation "
                              "data for 'val_*' values.") from None
+        self._make_folder(os.path.dirname(path))       # a folder named by a field, as Keras does
         self.model.save(path)
         self.saved.append(path)
