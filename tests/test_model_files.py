@@ -156,7 +156,7 @@ def test_a_header_that_claims_more_than_the_file_holds(saved):
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("tinycnn_format.npy", npz_member(arrays["tinycnn_format"]))
-        archive.writestr("big.npy", npy)
+        archive.writestr("architecture.npy", npy)
     message = load_bytes(buffer.getvalue())
     assert "(10000000000000,)" in message and "does not match" in message, message
 
@@ -165,6 +165,101 @@ def npz_member(array):
     buffer = io.BytesIO()
     np.save(buffer, array)
     return buffer.getvalue()
+
+
+# -- a zip bomb: what a member decompresses to is bounded before it is decompressed ---------------
+
+BOMB_BYTES = 64 * 2**20       # 64 MiB of zeros: about 64 KB on disk
+
+
+def with_bomb(raw, name):
+    """The saved model ``raw``, with member ``name`` (replaced or added) holding a valid .npy
+    header and BOMB_BYTES of zeros, deflated: a small file that decompresses to a large one."""
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False,
+                                                  "shape": (BOMB_BYTES // 4,)})
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(raw)) as src, \
+            zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as dst:
+        for info in src.infolist():
+            if info.filename != name:
+                dst.writestr(info.filename, src.read(info))
+        with dst.open(name, "w", force_zip64=True) as f:
+            f.write(header.getvalue())
+            zeros = bytes(2**22)
+            for _ in range(BOMB_BYTES // len(zeros)):
+                f.write(zeros)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("bomb.npy", "'bomb.npy', which is not an array of a tinycnn model"),      # a name the format lacks
+    ("architecture.npy", "but the 'architecture' entry needs at most"),          # a JSON entry
+    ("p/4/kernel.npy", "but layer 4's 'kernel' (Dense, shape (8, 3), float32) needs at most 10,108"),
+    ("o/4/kernel/m.npy", "but the optimizer state of 'p/4/kernel' (float32, shape (8, 3)) needs at most 10,108"),
+])
+def test_a_zip_bomb_is_refused_before_it_is_decompressed(saved, monkeypatch, name, expected):
+    bomb = with_bomb(saved[0], name)
+    assert len(bomb) < BOMB_BYTES // 500
+    opened = []
+    open_member = zipfile.ZipFile.open
+    monkeypatch.setattr(zipfile.ZipFile, "open",
+                        lambda self, member, *a, **k: opened.append(getattr(member, "filename", member))
+                        or open_member(self, member, *a, **k))
+    message = load_bytes(bomb)
+    assert isinstance(message, str) and expected in message, message
+    assert name.removesuffix(".npy") in message and name not in opened     # named, never decompressed
+    if name != "bomb.npy":
+        assert f"would decompress to {BOMB_BYTES + 128:,} bytes" in message
+
+
+def test_members_compressed_as_np_savez_never_does(saved):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(saved[0])) as src, zipfile.ZipFile(buffer, "w", zipfile.ZIP_BZIP2) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+    assert "zip method 12, which np.savez never uses" in load_bytes(buffer.getvalue())
+
+
+# -- a file that is not a tinycnn model is named for what it is, in a few words -------------------
+
+def zip_of(*names):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name in names:
+            archive.writestr(name, b"{}")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("data, expected", [
+    (zip_of("notes.txt", "data.csv", "img/0.png", "img/1.png"),
+     "a zip archive holding 'notes.txt', 'data.csv', 'img/0.png' and 1 more, not a file written by model.save()"),
+    (zip_of("config.json", "metadata.json", "model.weights.h5"),
+     "a Keras 3 model (.keras: config.json, metadata.json, model.weights.h5). tinycnn cannot read Keras files"),
+    (zip_of("archive/data.pkl", "archive/version", "archive/data/0"),            # torch.save since 1.6
+     "a PyTorch file (torch.save), which holds a pickle: tinycnn never loads pickles (unpickling can run code)"),
+    (b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19." + pickle.dumps({"w": 1}, protocol=2),  # torch.save before 1.6
+     "a PyTorch file (torch.save's legacy format, a pickle): tinycnn never loads pickles"),
+    (pickle.dumps({"weights": [1, 2, 3]}), "a Python pickle, which tinycnn never loads (unpickling can run code)"),
+    (b"\x89HDF\r\n\x1a\n" + bytes(200), "an HDF5 file, such as a Keras .h5 model: tinycnn cannot read Keras files"),
+    (json.dumps({"layers": ["conv"] * 5000}).encode(), "a text file (JSON)"),
+    (b"x,y,label\n1,2,0\n3,4,1\n" * 1000, "a text file (CSV)"),
+    (npz_bytes({"weights": np.zeros((1000, 1000), np.float32)}), "an .npz file of other arrays ('weights.npy')"),
+])
+def test_what_a_file_that_is_not_a_model_is(data, expected):
+    message = load_bytes(data)
+    assert isinstance(message, str) and expected in message, message
+    assert "truncated or corrupt" not in message and len(message) < 400, message
+
+
+def test_the_contents_of_a_file_instead_of_its_path(saved):
+    raw, _ = saved
+    with pytest.raises(TypeError, match=rf"load_model takes the path of a model file \(a str or "
+                                        rf"pathlib.Path\), got {len(raw):,} bytes\.") as err:
+        load_model(raw)
+    assert len(str(err.value)) < 300
+    with pytest.raises(TypeError, match=r"got 3 \(a int\)"):
+        load_model(3)
 
 
 # -- property-based: damage a real saved model in every way, expect a model or ModelFileError --
