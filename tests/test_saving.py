@@ -62,9 +62,6 @@ def test_training_on_after_a_save_and_load_is_training_on_without_them(tmp_path,
         np.testing.assert_array_equal(a, b)                       # bit for bit
 
 
-@pytest.mark.xfail(strict=True, reason="optimizers.py's set_state splits 'layer/param/slot' on every "
-                   "'/', so a layer named 'block/dense' gets fresh moments; name.rsplit('/', 2) fixes it "
-                   "(remove this mark then)")
 def test_a_layer_name_with_a_slash_keeps_its_state(tmp_path):
     model = Sequential([Flatten(), Dense(3, name="block/dense")], input_shape=(6, 6, 1), seed=0)
     model.compile(Adam())

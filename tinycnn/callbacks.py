@@ -16,6 +16,7 @@ import string
 import time
 
 from . import checks
+from .files import unwritable
 
 
 class Callback:
@@ -235,8 +236,9 @@ class ModelCheckpoint(_Monitor):
         if self.save_best_only:
             self._check_monitor_is_logged("ModelCheckpoint(save_best_only=True)", "never save a checkpoint")
         directory = self._make_folder(self._fixed_folder())
-        if not os.access(directory, os.W_OK):
-            raise OSError(f"ModelCheckpoint cannot write into {directory!r} (for {self.path!r}); "
+        why = unwritable(directory)
+        if why is not None:           # before the first epoch, not after it: even as root
+            raise OSError(f"ModelCheckpoint cannot write into {directory!r} (for {self.path!r}): it {why}; "
                           "choose another path.")
 
     def _fixed_folder(self):

@@ -78,6 +78,19 @@ class Sequential(Trainer):
         elif self.input_shape is not None:
             self.build(self.input_shape)
 
+    def pop(self):
+        """Remove the last layer and return it, as Keras's ``pop``. The layer is free to join
+        another model, and the optimizer forgets its state (a layer added in its place starts
+        with fresh moments, even under the same name)."""
+        if not self.layers:
+            raise ValueError("The model has no layers to pop.")
+        with self._one_call("pop"):
+            layer = self.layers.pop()
+            layer._model = None
+            if self.optimizer is not None:
+                self.optimizer.forget(layer.name)
+            return layer
+
     @property
     def built(self):
         return self.dtype is not None
@@ -193,8 +206,10 @@ class Sequential(Trainer):
 
     @one_call_at_a_time
     def save(self, path):
-        """Write the architecture and weights to one ``.npz`` file, atomically
-        (``tinycnn/saving.py``; ``load_model`` in ``tinycnn/serialization.py`` reads it back)."""
+        """Write the architecture, the weights and the optimizer's state to one ``.npz`` file,
+        atomically (``tinycnn/saving.py``; ``load_model`` in ``tinycnn/serialization.py`` reads it
+        back, ready to train on where it stopped). The mode (``compile(fast=...)``) is not saved:
+        a loaded model runs in the fast mode until compiled otherwise."""
         save_model(self, path)
 
 

@@ -55,6 +55,10 @@ class Optimizer:
                              "optimizer='adam'.")
         self._model = weakref.ref(model)
 
+    def forget(self, layer_name):
+        """Drop the state of one layer's parameters (``Sequential.pop``)."""
+        self.state = {key: value for key, value in self.state.items() if key[0] != layer_name}
+
     def reset(self):
         """Forget the state and the step count, for parameters made anew (``Sequential.build``)."""
         self.iterations = 0
@@ -122,7 +126,8 @@ class Optimizer:
         """The inverse of :meth:`get_state`, for ``load_model``: ``slots`` keyed "layer/param/slot".
         Each slot is checked against the parameter it belongs to when it is first used."""
         self.iterations = checks.integer(iterations, "iterations", minimum=0)
-        self.state = {tuple(name.split("/")): np.array(value) for name, value in slots.items()}
+        # rsplit: a layer's name may itself hold a "/", the parameter's and the slot's do not
+        self.state = {tuple(name.rsplit("/", 2)): np.array(value) for name, value in slots.items()}
 
     def get_config(self):
         lr = self.learning_rate

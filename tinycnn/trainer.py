@@ -124,7 +124,8 @@ class Trainer:
         if not self.layers:
             raise ValueError("The model has no layers; add some before running it.")
         loss = type(self.loss) if self.loss is not None else losses.SoftmaxCrossEntropy
-        key = (tuple(map(id, self.layers)), tuple(layer.device for layer in self.layers), self.fast, loss)
+        # The layers themselves, not their id()s: a popped layer's id may be reused by the next one.
+        key = (tuple(self.layers), tuple(layer.device for layer in self.layers), self.fast, loss)
         if self._plan_key != key:
             self._plan_key, self._plan_obj = key, Plan(self.layers, loss(), fast=self.fast, check=not self.fast)
         return self._plan_obj

@@ -174,9 +174,9 @@ class Layer:
         activation = getattr(self, "activation", None)
         if activation is not None:
             activation.to(device)
-        self.params = {k: to_device(v, device) for k, v in self.params.items()}
-        self.state = {k: to_device(v, device) for k, v in self.state.items()}
-        self.grads = {}
+        for arrays in (self.params, self.state):   # in place: a plan's steps share these dicts
+            arrays.update({k: to_device(v, device) for k, v in arrays.items()})
+        self.grads.clear()
         return self
 
     def __repr__(self):
