@@ -59,7 +59,7 @@ import functools
 
 import numpy as np
 
-from .geometry import output_size
+from .geometry import expect_shape, output_size
 
 THREADS_PER_BLOCK = 256
 
@@ -228,6 +228,7 @@ def col2im(cols, x_shape, kh, kw, stride, pad):
     (sh, sw), (pt, pb, pl, pr) = stride, pad
     n, h, w, c = x_shape
     oh, ow = output_size(h, kh, sh, pt, pb), output_size(w, kw, sw, pl, pr)
+    expect_shape("col2im", "cols", cols, (n * oh * ow, kh * kw * c))
     cols = cupy.ascontiguousarray(cols)
     dx = cupy.empty((n, h, w, c), dtype=cols.dtype)
     launch("col2im", cols.dtype, dx.size, (cols, dx), (h, w, c, kh, kw, sh, sw, pt, pl, oh, ow))
@@ -258,8 +259,10 @@ def maxpool_backward(dout, argmax, x_shape, pool_size, stride, pad):
     n, h, w, c = x_shape
     dout = cupy.ascontiguousarray(dout)
     argmax = cupy.ascontiguousarray(argmax, dtype=cupy.int32)
-    oh, ow = dout.shape[1], dout.shape[2]
-    (ph, pw), (sh, sw), (pt, _, pl, _) = pool_size, stride, pad
+    (ph, pw), (sh, sw), (pt, pb, pl, pr) = pool_size, stride, pad
+    oh, ow = output_size(h, ph, sh, pt, pb), output_size(w, pw, sw, pl, pr)
+    expect_shape("maxpool_backward", "dout", dout, (n, oh, ow, c))
+    expect_shape("maxpool_backward", "argmax", argmax, (n, oh, ow, c))
     dx = cupy.empty((n, h, w, c), dtype=dout.dtype)
     launch("maxpool_backward", dout.dtype, dx.size, (dout, argmax, dx),
            (h, w, c, ph, pw, sh, sw, pt, pl, oh, ow))
