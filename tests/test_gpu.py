@@ -22,8 +22,8 @@ from tinycnn.backend import device_of, to_device, to_numpy
 from tinycnn.kernels import im2col as conv_kernels
 from tinycnn.kernels import pooling as pool_kernels
 from tinycnn.kernels.geometry import same_padding
-from tinycnn.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
-                            RandomRotation, RandomTranslation)
+from tinycnn.layers import (AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten,
+                            GlobalAveragePooling2D, MaxPool2D, RandomRotation, RandomTranslation)
 
 INSTALL_HINT = 'pip install "tinycnn[gpu]"'
 
@@ -179,6 +179,25 @@ def test_both_cuda_maxpool_backwards_equal_the_reference(rng, shape, k, s, paddi
     d_dout, d_argmax = to_device(dout, "gpu"), to_device(argmax, "gpu")
     gathered = cuda.maxpool_backward(d_dout, d_argmax, shape, k, s, pad)
     np.testing.assert_array_equal(to_numpy(gathered), expected)
+
+
+@requires_gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, k, s, padding", POOL_CASES)
+def test_average_pooling_on_the_gpu_equals_the_cpu(rng, shape, k, s, padding, dtype):
+    """The same NumPy-or-CuPy lines on both devices, forward and backward; GlobalAveragePooling2D
+    too. Sums may be added in another order on the GPU, so equal up to rounding."""
+    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == np.float32 else {"rtol": 1e-12, "atol": 1e-14}
+    x = rng.standard_normal(shape).astype(dtype)
+    for make in (lambda: AveragePooling2D(k, strides=s, padding=padding), GlobalAveragePooling2D):
+        cpu, gpu = make(), make().to("gpu")
+        y_cpu, y_gpu = cpu.forward(x), gpu.forward(to_device(x, "gpu"))
+        assert device_of(y_gpu) == "gpu"
+        np.testing.assert_allclose(to_numpy(y_gpu), y_cpu, **tol)
+        dout = rng.standard_normal(y_cpu.shape).astype(dtype)
+        dx_gpu = gpu.backward(to_device(dout, "gpu"))
+        assert device_of(dx_gpu) == "gpu" and dx_gpu.dtype == dtype
+        np.testing.assert_allclose(to_numpy(dx_gpu), cpu.backward(dout), **tol)
 
 
 @requires_gpu

@@ -6,8 +6,8 @@ import pytest
 
 from conftest import seed_model
 from tinycnn.gradcheck import check_layer, check_loss, check_model, rel_error
-from tinycnn.layers import (Conv2D, Dense, Flatten, LeakyReLU, MaxPool2D, ReLU, Reshape, Sigmoid, Softmax,
-                            Tanh)
+from tinycnn.layers import (AveragePooling2D, Conv2D, Dense, Flatten, GlobalAveragePooling2D, LeakyReLU,
+                            MaxPool2D, ReLU, Reshape, Sigmoid, Softmax, Tanh)
 from tinycnn.losses import SoftmaxCrossEntropy
 
 TOL = 1e-6
@@ -49,6 +49,25 @@ def test_conv2d(rng, device, kernel_size, strides, padding, shape):
 def test_maxpool(rng, device, pool_size, strides, padding, shape):
     layer = MaxPool2D(pool_size, strides=strides, padding=padding)
     assert_all_close(check_layer(layer, distinct_values(rng, shape), device=device))
+
+
+@pytest.mark.parametrize("pool_size, strides, padding, shape", [
+    ((2, 2), None, "valid", (2, 6, 6, 3)),
+    (2, None, "same", (2, 5, 5, 2)),           # the last row and column: windows of 2 and 1 pixels
+    (3, 2, "valid", (2, 7, 7, 2)),              # overlapping windows
+    (3, 1, "same", (1, 5, 6, 2)),               # overlapping, every edge window partly padding
+    ((2, 3), (1, 2), "valid", (2, 5, 7, 2)),    # non-square window and stride
+    ((3, 2), (2, 1), "same", (2, 6, 5, 3)),
+])
+def test_average_pooling(rng, device, pool_size, strides, padding, shape):
+    layer = AveragePooling2D(pool_size, strides=strides, padding=padding)
+    assert_all_close(check_layer(layer, rng.standard_normal(shape), device=device))
+
+
+@pytest.mark.parametrize("keepdims", [False, True])
+def test_global_average_pooling(rng, device, keepdims):
+    layer = GlobalAveragePooling2D(keepdims=keepdims)
+    assert_all_close(check_layer(layer, rng.standard_normal((2, 5, 4, 3)), device=device))
 
 
 def test_dense(rng, device):
