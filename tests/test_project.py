@@ -109,3 +109,38 @@ def test_readme_reading_path_comes_right_after_the_quick_start_and_the_map_names
         for f in files:
             if f.endswith(".py") and not f.startswith("_") and "datasets" not in folder:
                 assert re.search(rf"^\s+{re.escape(f)}\s", tree, flags=re.M), f"{f} is missing from the map"
+
+
+def test_every_link_in_the_readme_and_docs_points_at_a_file_that_exists():
+    """Relative links (``[text](path)``, ``![alt](path)``) in README.md and docs/*.md: the file
+    each names exists (anchors aside). Web links are not followed (there may be no network)."""
+    pages = [os.path.join(ROOT, "README.md")] + sorted(
+        os.path.join(ROOT, "docs", f) for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md"))
+    checked, missing = 0, []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", open(page).read()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue
+            checked += 1
+            path = os.path.normpath(os.path.join(os.path.dirname(page), target.split("#")[0]))
+            if not os.path.exists(path):
+                missing.append(f"{os.path.relpath(page, ROOT)} -> {target}")
+    assert checked >= 10 and not missing, missing
+
+
+def test_a_cold_numba_cache_says_once_that_the_kernels_compile(tmp_path):
+    """The first fit on a machine compiles the kernels; it says so in one line. A warm cache
+    (the same NUMBA_CACHE_DIR, a second process) prints nothing extra, and verbose=0 nothing."""
+    code = ("import numpy as np; from tinycnn import Sequential; from tinycnn.layers import Dense; "
+            "m = Sequential([Dense(3)], input_shape=(4,), seed=0); m.compile('adam'); "
+            "m.fit(np.ones((8, 4), np.float32), np.zeros(8, int), verbose={verbose}, threads=1)")
+
+    def run(verbose, cache):
+        env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / cache))
+        out = subprocess.run([sys.executable, "-c", code.format(verbose=verbose)], capture_output=True, text=True,
+                             cwd=ROOT, env=env, check=True)
+        return out.stdout.count("Compiling tinycnn's Numba kernels")
+
+    assert run(verbose=2, cache="a") == 1
+    assert run(verbose=2, cache="a") == 0
+    assert run(verbose=0, cache="b") == 0

@@ -27,6 +27,7 @@ from . import checks, losses, optimizers
 from .backend import get_array_module, to_device, to_numpy
 from .callbacks import History, check_callbacks
 from .interrupt import CtrlC
+from .kernels.jit import announcing_compiles
 from .losses import check_labels
 from .optimizers import NonFiniteUpdate
 from .parallel import DataParallel, cpu_count, not_per_sample
@@ -239,7 +240,7 @@ class Trainer:
         for cb in callbacks:
             cb.on_train_begin()
         try:
-            with CtrlC() as ctrl_c, self._threads(threads):
+            with CtrlC() as ctrl_c, self._threads(threads), announcing_compiles(enabled=verbose > 0):
                 for epoch in range(epochs):
                     self._fit_epoch(x, y, batch_size, epoch, epochs, rng.permutation(len(x)) if shuffle
                                     else np.arange(len(x)), val, verbose, callbacks, ctrl_c)

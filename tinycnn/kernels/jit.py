@@ -26,9 +26,13 @@ single-threaded BLAS on its own share of the batch (``tinycnn/parallel.py`` says
 thread pool is not used).
 """
 
+import contextlib
+import sys
+import threading
 import warnings
 
 import numba
+from numba.core import event
 
 _warned = False
 
@@ -54,3 +58,42 @@ def jit(helper=False):
             return numba.njit(cache=False, **options)(fn)
 
     return decorate
+
+
+class _FirstCompile(event.Listener):
+    """Says once, on Numba's first compile of one of tinycnn's kernels, what the wait is."""
+
+    def __init__(self, say):
+        self.say, self.said, self.lock = say, False, threading.Lock()
+
+    def on_start(self, ev):
+        function = getattr(ev.data.get("dispatcher"), "py_func", None)
+        if not getattr(function, "__module__", "").startswith("tinycnn."):
+            return
+        with self.lock:                 # two threads may start compiling at once
+            if self.said:
+                return
+            self.said = True
+        self.say()
+
+    def on_end(self, ev):
+        pass
+
+
+def _say_compiling():
+    start = "\n" if sys.stdout.isatty() else ""      # below a progress bar already drawn
+    print(f"{start}Compiling tinycnn's Numba kernels for this machine: once, usually 5 to 15 s; later "
+          "runs load them from the cache.", flush=True)
+
+
+@contextlib.contextmanager
+def announcing_compiles(enabled=True, say=_say_compiling):
+    """While the block runs (``fit``), the first time Numba compiles one of tinycnn's kernels --
+    an empty cache, the first run on a machine -- say so in one line, so that a first epoch that
+    seems stuck at 0/N explains itself. Numba signals a compile only on a cache miss: a warm cache
+    says nothing."""
+    if not enabled:
+        yield
+        return
+    with event.install_listener("numba:compile", _FirstCompile(say)):
+        yield

@@ -122,7 +122,8 @@ class Tanh(Activation):
 class Softmax(Activation):
     """Probabilities over the last axis: y_i = exp(x_i) / sum_j exp(x_j).
 
-    Shapes: x and y are (N, K); each row of y is positive and sums to 1.
+    Shapes: x and y have any shape, the same one; the softmax runs along the last axis, so for
+    (N, K) each row of y is positive and sums to 1.
 
     Stability: subtracting the row maximum first changes nothing mathematically (it cancels in
     the ratio) but keeps exp() from overflowing.
