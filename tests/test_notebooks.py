@@ -5,6 +5,11 @@ Fashion-MNIST from the directory in ``TINYCNN_FASHION_MNIST``: here, four tiny I
 images, so the test needs neither the real data nor a network (proxies pointing at a closed port
 make any download fail at once). It gets the numbers examples/mnist.py gets with the same seed,
 images and epochs, and says what it will download before it does.
+
+Notebook 4 holds exercises: blanks a learner fills, each followed by a check cell that prints a
+verdict. Run as committed, every check says "Not yet"; with the answers in
+tests/notebook_solutions/4_exercises.py written into the blanks, every check says "Correct"; and
+with a learner's usual mistakes there, the verdicts name them.
 """
 
 import glob
@@ -13,6 +18,9 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
+import runpy
+import textwrap
 import time
 
 import pytest
@@ -28,9 +36,10 @@ BUDGET_S = 60          # all of them together
 TIMES = {}
 
 
-def test_there_are_three_notebooks():
+def test_there_are_four_notebooks():
     assert [os.path.basename(p) for p in NOTEBOOKS] == [
-        "1_a_layer_by_hand.ipynb", "2_convolution_as_im2col.ipynb", "3_train_and_look_inside.ipynb"]
+        "1_a_layer_by_hand.ipynb", "2_convolution_as_im2col.ipynb", "3_train_and_look_inside.ipynb",
+        "4_exercises.ipynb"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=os.path.basename)
@@ -133,3 +142,75 @@ def test_notebook_3_says_what_it_will_download_and_where_before_it_does(small_da
     assert "30 MB" in said and "https://storage.googleapis.com/tensorflow/tf-keras-datasets/" in said
     assert str(cache) in said, said
 
+
+# -- notebook 4: the exercises ------------------------------------------------------------------------
+
+EXERCISES = os.path.join(ROOT, "examples", "notebooks", "4_exercises.ipynb")
+ANSWERS = runpy.run_path(os.path.join(ROOT, "tests", "notebook_solutions", "4_exercises.py"))
+#: A blank: from its marker line to the line that closes it, at the same indentation.
+BLANK = re.compile(r"^(?P<indent>[ \t]*)# YOUR CODE HERE \((?P<name>\w+)\)\n.*?^(?P=indent)# END OF YOUR CODE$",
+                   flags=re.M | re.S)
+
+
+def fill_blanks(notebook, bodies):
+    """Write ``bodies[name]`` into the blank marked ``# YOUR CODE HERE (name)``, markers kept."""
+    filled = []
+
+    def fill(match):
+        indent, name = match["indent"], match["name"]
+        filled.append(name)
+        body = textwrap.indent(textwrap.dedent(bodies[name]).strip("\n"), indent)
+        return f"{indent}# YOUR CODE HERE ({name})\n{body}\n{indent}# END OF YOUR CODE"
+
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            cell.source = BLANK.sub(fill, cell.source)
+    assert sorted(filled) == sorted(bodies), f"blanks {filled}, answers for {sorted(bodies)}"
+
+
+def run_exercises(tmp_path, bodies=None):
+    """Run notebook 4 (its blanks filled with ``bodies`` if given); return, for each check cell,
+    the verdicts it printed: [(kind, the whole verdict), ...]."""
+    notebook = nbformat.read(EXERCISES, as_version=4)
+    if bodies is not None:
+        fill_blanks(notebook, bodies)
+    run(notebook, tmp_path)                                # a cell that raised would fail here
+    for cell in notebook.cells:
+        for output in getattr(cell, "outputs", []):
+            assert output.output_type != "error" and output.get("name") != "stderr", output
+            assert "Traceback" not in output.get("text", "")
+    checks = [c for c in notebook.cells if "check" in c.metadata.get("tags", [])]
+    assert len(checks) == 3
+    verdicts = []
+    for cell in checks:
+        text = printed(cell)
+        found = re.findall(r"^(Correct|Not yet): (.*?)(?=^Correct: |^Not yet: |\Z)", text, flags=re.M | re.S)
+        assert "".join(f"{kind}: {rest}" for kind, rest in found) == text, "every line belongs to a verdict"
+        assert len(found) == len(re.findall(r"^check\(", cell.source, flags=re.M)), text    # one per check
+        verdicts.append([(kind, rest.strip()) for kind, rest in found])
+    return verdicts
+
+
+def test_the_exercises_with_the_answers_written_in_are_all_correct(tmp_path):
+    verdicts = run_exercises(tmp_path, ANSWERS["SOLUTIONS"])
+    assert [kind for cell in verdicts for kind, _ in cell] == ["Correct"] * 5, verdicts
+
+
+def test_the_exercises_left_blank_say_not_yet_and_run_to_the_end(tmp_path):
+    verdicts = run_exercises(tmp_path)
+    assert [kind for cell in verdicts for kind, _ in cell] == ["Not yet"] * 5, verdicts
+    for cell in verdicts:
+        for _, verdict in cell:
+            assert "backward still raises NotImplementedError; replace that line" in verdict
+
+
+def test_the_exercises_say_what_is_wrong_with_a_learners_usual_mistakes(tmp_path):
+    mistakes = ANSWERS["MISTAKES"]
+    verdicts = run_exercises(tmp_path, {name: body for name, (body, _) in mistakes.items()})
+    expected = [said for _, said in mistakes.values()]
+    for cell, wanted in zip(verdicts, expected):
+        assert [kind for kind, _ in cell] == [kind for kind, _ in wanted], cell
+        for (_, verdict), (_, phrase) in zip(cell, wanted):
+            assert phrase in verdict, (phrase, verdict)
+    pooling = verdicts[1][1][1]                       # dL/dx wrong: the relative error and a hint
+    assert "relative error" in pooling and "Hint: every input pixel receives" in pooling
