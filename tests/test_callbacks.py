@@ -216,7 +216,7 @@ def test_a_checkpoint_path_that_cannot_be_formatted_fails_before_the_first_epoch
     model = tiny()
     x, y = data()
     before = model.get_weights()
-    with pytest.raises(ValueError, match="ModelCheckpoint path '.*m-.*" + words):
+    with pytest.raises(ValueError, match="ModelCheckpoint filepath '.*m-.*" + words):
         model.fit(x, y, epochs=2, verbose=0, callbacks=[ModelCheckpoint(tmp_path / "new" / pattern)])
     assert_nothing_trained(model, before)
     assert not (tmp_path / "new").exists()           # nor a folder made for it
