@@ -15,7 +15,8 @@ def check_labels(y, num_classes, n=None):
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
-        hint = " They look one-hot; pass y.argmax(axis=1) instead." if y.ndim == 2 else ""
+        hint = (" They look one-hot: compile with loss='categorical_crossentropy', or pass "
+                "y.argmax(axis=1).") if y.ndim == 2 else ""
         raise ValueError(f"Labels must be class indices of shape (N,), got shape {y.shape}.{hint}")
     if n is not None and len(y) != n:
         raise ValueError(f"x has {n} samples but y has {len(y)} labels; they must match.")
@@ -52,6 +53,21 @@ class SoftmaxCrossEntropy:
 
     name = "sparse_categorical_crossentropy"
 
+    def __init__(self, from_logits=None):
+        # Keras's from_logits says whether the model's output is logits or probabilities; here
+        # the loss always takes the logits (a final softmax is the model's, see Sequential.compile),
+        # so both values give the same training. It is accepted for Keras's sake.
+        self.from_logits = from_logits
+
+    def check_targets(self, y, num_classes, n=None):
+        """``y`` as this loss takes it: integer class labels (:func:`check_labels`)."""
+        return check_labels(y, num_classes, n)
+
+    @staticmethod
+    def classes(targets):
+        """The class of each target, for accuracy: the labels themselves."""
+        return targets
+
     def forward(self, logits, labels):
         xp = get_array_module(logits)
         shifted = logits - logits.max(axis=1, keepdims=True)
@@ -74,15 +90,64 @@ class SoftmaxCrossEntropy:
         return self.forward(logits, labels)
 
 
-LOSSES = {"sparse_categorical_crossentropy": SoftmaxCrossEntropy,
-          "softmax_cross_entropy": SoftmaxCrossEntropy}
+class CategoricalCrossEntropy(SoftmaxCrossEntropy):
+    """The same loss with one-hot targets, as Keras's ``categorical_crossentropy`` takes them
+    (``tinycnn.utils.to_categorical(y)``). Shapes: logits and targets (N, K); targets are rows
+    of non-negative numbers summing to 1 (one-hot, or smoothed).
+
+    Forward: loss = -mean_n sum_k t_nk log softmax(z_n)_k; with one-hot t this is the sparse
+    loss. Backward: d/dz_k of -sum_j t_j (z_j - log sum exp z) = -t_k + softmax(z)_k sum_j t_j,
+    and the targets sum to 1, so dL/dz = (softmax(z) - t) / N, as for the sparse loss.
+    """
+
+    name = "categorical_crossentropy"
+
+    def check_targets(self, y, num_classes, n=None):
+        """One row per sample, ``num_classes`` columns, non-negative, each row summing to 1."""
+        y = np.asarray(y)
+        if y.ndim != 2 or y.shape[1] != num_classes:
+            hint = (" They look like class indices: pass tinycnn.utils.to_categorical(y), or compile with "
+                    "loss='sparse_categorical_crossentropy'.") if y.ndim == 1 else ""
+            raise ValueError(f"categorical_crossentropy takes one-hot targets of shape (N, {num_classes}), got "
+                             f"shape {y.shape}.{hint}")
+        if n is not None and len(y) != n:
+            raise ValueError(f"x has {n} samples but y has {len(y)} targets; they must match.")
+        y = y.astype(np.float64)
+        if not np.isfinite(y).all() or (y < 0).any() or not np.allclose(y.sum(axis=1), 1.0, atol=1e-4):
+            raise ValueError("categorical_crossentropy takes targets that are one-hot rows (or probabilities "
+                             "summing to 1 per row); these are not. Make them with tinycnn.utils.to_categorical.")
+        return y
+
+    @staticmethod
+    def classes(targets):
+        return targets.argmax(axis=1)
+
+    def forward(self, logits, targets):
+        xp = get_array_module(logits)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+        self.targets = targets.astype(logits.dtype, copy=False)
+        self.probs = xp.exp(log_probs)
+        return -(self.targets * log_probs).sum(axis=1).mean()
+
+    def backward(self):
+        return (self.probs - self.targets) / self.probs.shape[0]
+
+
+#: Keras's names and class names (case and underscores aside) -> the loss.
+SparseCategoricalCrossentropy = SoftmaxCrossEntropy        # Keras's class names, for its scripts
+CategoricalCrossentropy = CategoricalCrossEntropy
+LOSSES = {"sparsecategoricalcrossentropy": SoftmaxCrossEntropy, "softmaxcrossentropy": SoftmaxCrossEntropy,
+          "categoricalcrossentropy": CategoricalCrossEntropy}
 
 
 def get(loss):
+    """A loss object from a loss object or a name: 'sparse_categorical_crossentropy' (integer
+    labels) or 'categorical_crossentropy' (one-hot), in any case, with or without underscores."""
     if isinstance(loss, SoftmaxCrossEntropy):
         return loss
-    try:
-        return LOSSES[loss]()
-    except (KeyError, TypeError):
-        raise ValueError(f"Unknown loss {loss!r}; use 'sparse_categorical_crossentropy' "
-                         "or a SoftmaxCrossEntropy() object.") from None
+    key = loss.lower().replace("_", "") if isinstance(loss, str) else None
+    if key not in LOSSES:
+        raise ValueError(f"Unknown loss {loss!r}; use 'sparse_categorical_crossentropy' (integer labels), "
+                         "'categorical_crossentropy' (one-hot labels) or a loss object.")
+    return LOSSES[key]()

@@ -10,7 +10,9 @@ import numpy as np
 from . import checks
 from .backend import check_device, to_device, to_numpy
 from .layers.base import Layer, check_forward
+from .layers.input import InputLayer
 from .saving import save_model
+from .serialization import load_weights_into
 from .trainer import Trainer, one_call_at_a_time
 
 
@@ -19,12 +21,18 @@ class Sequential(Trainer):
 
     ``Sequential(layers, input_shape=(28, 28, 1), seed=0)``: ``input_shape`` is the shape of one
     sample (no batch axis); with it the model is built at once, otherwise on the first data it
-    sees. ``seed`` (an int or a ``numpy.random.Generator``) makes the initial weights
-    reproducible; layers given their own ``seed`` keep it.
+    sees. Keras's ways of giving it work too: ``input_shape=`` on the first layer, or ``Input(shape=
+    ...)`` first in the list. ``seed`` (an int or a ``numpy.random.Generator``) makes the initial
+    weights reproducible; layers given their own ``seed`` keep it.
+
+    ``dtype``: the parameters' dtype, float32 unless you ask for float64 (for gradient checks).
+    Data of another float dtype is cast to the model's, as Keras does: ``x / 255.0`` (float64)
+    trains a float32 model.
     """
 
-    def __init__(self, layers=None, input_shape=None, seed=None, name="sequential"):
+    def __init__(self, layers=None, input_shape=None, seed=None, name="sequential", dtype=None):
         super().__init__()
+        self._dtype_arg = None if dtype is None else checks.float_dtype(dtype, "dtype")
         self.name = checks.text(name, "name") if name is not None else "sequential"
         self.layers = []
         self.seed = checks.seed(seed)
@@ -52,9 +60,18 @@ class Sequential(Trainer):
         would mix two places' gradients). Make new layers instead; copy trained weights with
         ``new_model.set_weights(old_model.get_weights())``.
         """
+        if isinstance(layer, InputLayer):
+            self._take_input_shape(layer.shape, "an InputLayer (or Input(...))", dtype=layer.dtype)
+            return
         if not isinstance(layer, Layer):
             hint = " (a class: call it, e.g. Flatten())" if isinstance(layer, type) else ""
             raise TypeError(f"Sequential takes layers such as Dense(10), got {checks.show(layer)}{hint}.")
+        if getattr(layer, "input_shape_arg", None) is not None:
+            if self.layers:
+                raise ValueError(f"input_shape= is for a model's first layer, but {layer.name!r} would be layer "
+                                 f"{len(self.layers) + 1}: its input is the previous layer's output. Remove "
+                                 "input_shape= here, or give it to the first layer.")
+            self._take_input_shape(layer.input_shape_arg, f"input_shape= of {layer.name!r}")
         if any(other is layer for other in self.layers):
             raise ValueError(f"Layer {layer.name!r} is already in this model, at position "
                              f"{next(i for i, other in enumerate(self.layers) if other is layer)}: a layer "
@@ -78,6 +95,17 @@ class Sequential(Trainer):
         elif self.input_shape is not None:
             self.build(self.input_shape)
 
+    def _take_input_shape(self, shape, where, dtype=None):
+        """The shape of one sample as the first layer or an InputLayer gives it (Keras's way)."""
+        if self.layers:
+            raise ValueError(f"{where} must come first in the model, before any layer.")
+        if self.input_shape is not None and tuple(self.input_shape) != tuple(shape):
+            raise ValueError(f"{where} says samples have shape {tuple(shape)}, but the model was given "
+                             f"input_shape={tuple(self.input_shape)}; keep one of the two.")
+        self.input_shape = tuple(shape)
+        if dtype is not None:
+            self._dtype_arg = dtype
+
     def pop(self):
         """Remove the last layer and return it, as Keras's ``pop``. The layer is free to join
         another model, and the optimizer forgets its state (a layer added in its place starts
@@ -95,14 +123,15 @@ class Sequential(Trainer):
     def built(self):
         return self.dtype is not None
 
-    def build(self, input_shape=None, dtype="float32"):
-        """Create every layer's parameters for samples of ``input_shape`` (no batch axis)."""
+    def build(self, input_shape=None, dtype=None):
+        """Create every layer's parameters for samples of ``input_shape`` (no batch axis), in
+        ``dtype``: the model's (``Sequential(dtype=...)``), float32 when it has none."""
         if not self.layers:
             raise ValueError("The model has no layers; add some before building it.")
         if input_shape is None and self.input_shape is None:
             raise ValueError("build() needs the shape of one sample, e.g. build((28, 28, 1)).")
         shape = checks.shape(input_shape if input_shape is not None else self.input_shape, "input_shape")
-        dtype = checks.float_dtype(dtype, "dtype")
+        dtype = checks.float_dtype(dtype if dtype is not None else self._dtype_arg or "float32", "dtype")
         self.input_shape = shape
         self._rng = np.random.default_rng(self.seed)
         if self.optimizer is not None:      # new weights: the moments of the old ones do not apply
@@ -203,6 +232,18 @@ class Sequential(Trainer):
                                  "be finite. Nothing was set.")
         for (layer, d, k), w in zip(slots, weights):
             d[k][...] = to_device(np.asarray(w, dtype=d[k].dtype), self.device)
+
+    def save_weights(self, filepath):
+        """Keras's ``save_weights``: write the weights to ``filepath`` -- here as a whole model file
+        (``save``), so that ``load_weights`` can check, layer by layer, that they fit."""
+        self.save(filepath)
+
+    def load_weights(self, filepath):
+        """Keras's ``load_weights``: set this model's weights from a file ``save_weights`` or
+        ``save`` wrote, for a model of the same layers. Its optimizer and its compile stay as
+        they are."""
+        with self._one_call("load_weights"):
+            load_weights_into(filepath, self)
 
     @one_call_at_a_time
     def save(self, path):

@@ -231,16 +231,68 @@ class Adam(Optimizer):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
 
-OPTIMIZERS = {"adam": Adam, "sgd": SGD}
+class RMSprop(Optimizer):
+    """RMSprop (Hinton's lecture 6e), as Keras writes it.
+
+    For gradient g:
+        v = rho * v + (1 - rho) * g**2                  running mean of squared gradients
+        p = p - learning_rate * g / sqrt(v + epsilon)
+    ``centered=True`` also keeps the running mean of gradients, mg = rho * mg + (1 - rho) * g, and
+    divides by sqrt(v - mg**2 + epsilon): the running variance instead of the second moment.
+    ``momentum`` > 0 accumulates the steps: u = momentum * u + step, p = p - u. Keras's defaults;
+    its epsilon sits inside the square root. The lines below are the whole update (no kernel).
+    """
+
+    def __init__(self, learning_rate=1e-3, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False):
+        super().__init__(learning_rate)
+        self.rho = checks.number(rho, "rho", 0.0, 1.0, high_open=True)
+        self.momentum = checks.number(momentum, "momentum", 0.0, 1.0, high_open=True)
+        self.epsilon = checks.number(epsilon, "epsilon", minimum=0.0, low_open=True)
+        self.centered = checks.boolean(centered, "centered")
+
+    def update(self, key, param, grad, lr, write=True, fast=True):
+        xp = get_array_module(param)
+        rho, mu = self.rho, self.momentum
+        slots = {"velocity": self._slot(key, param, "velocity")}
+        with np.errstate(over="ignore", invalid="ignore"):  # reported by the return value instead
+            new = {"velocity": rho * slots["velocity"] + (1 - rho) * grad * grad}
+            denominator = new["velocity"] + self.epsilon
+            if self.centered:
+                slots["average_gradient"] = self._slot(key, param, "average_gradient")
+                new["average_gradient"] = rho * slots["average_gradient"] + (1 - rho) * grad
+                denominator = denominator - new["average_gradient"] ** 2
+            step = lr * grad / xp.sqrt(denominator)
+            if mu:
+                slots["momentum"] = self._slot(key, param, "momentum")
+                new["momentum"] = mu * slots["momentum"] + step
+                step = new["momentum"]
+            new_p = param - step
+        finite = bool(xp.isfinite(new_p).all()) and all(bool(xp.isfinite(a).all()) for a in new.values())
+        if write:
+            param[...] = new_p
+            for name, value in new.items():
+                slots[name][...] = value
+        return finite
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon,
+                "centered": self.centered}
+
+
+#: By name, case and underscores aside ("adam", "Adam", "SGD", "rmsprop", "RMSprop").
+OPTIMIZERS = {"adam": Adam, "sgd": SGD, "rmsprop": RMSprop}
 
 
 def get(optimizer):
+    """An optimizer object from an object or a name (Keras's names, in any case), with Keras's
+    defaults for that optimizer."""
     if isinstance(optimizer, Optimizer):
         return optimizer
     if isinstance(optimizer, type) and issubclass(optimizer, Optimizer):
         raise ValueError(f"optimizer={optimizer.__name__} is the class; pass an object: "
                          f"{optimizer.__name__}() or {optimizer.__name__}(learning_rate=...).")
-    try:
-        return OPTIMIZERS[optimizer]()
-    except (KeyError, TypeError):
-        raise ValueError(f"Unknown optimizer {optimizer!r}; use 'adam', 'sgd' or an optimizer object.") from None
+    key = optimizer.lower().replace("_", "") if isinstance(optimizer, str) else None
+    if key not in OPTIMIZERS:
+        raise ValueError(f"Unknown optimizer {optimizer!r}; use 'adam', 'sgd', 'rmsprop' or an optimizer "
+                         "object.")
+    return OPTIMIZERS[key]()

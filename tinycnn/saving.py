@@ -7,6 +7,7 @@ and ``serialization.py`` can import both.
 
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -28,6 +29,10 @@ def save_model(model, path):
     which refuses, here and now, a layer or activation that could not be rebuilt as it is.
     """
     path = model_path(path, "model.save")
+    if os.fspath(path).lower().endswith((".h5", ".hdf5", ".keras")):
+        warnings.warn(f"model.save({os.fspath(path)!r}) writes tinycnn's own format, a .npz archive, whatever the "
+                      "name: Keras cannot read it, tinycnn.load_model can. Name it .npz to avoid confusion.",
+                      stacklevel=4)     # save_model, Sequential.save, its one-call wrapper, the caller
     if not model.built:
         raise RuntimeError("Build or fit the model before saving it: it has no weights yet.")
     architecture = {"class": "Sequential", "name": model.name, "input_shape": list(model.input_shape),

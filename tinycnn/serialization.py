@@ -16,7 +16,7 @@ Format 1 files, written before the optimizer's state was saved (no "iterations",
 arrays), load with a fresh optimizer, as they always did.
 
 ``model.save`` (``saving.py``) writes the file, atomically (``files.py``); this module reads
-it, and imports ``model.py`` to rebuild the model. A layer is stored as its class name and its
+and checks it, and ``tinycnn.models.load_model`` rebuilds the model from what it reads. A layer is stored as its class name and its
 ``get_config()``; loading finds the class by that name among the layer classes the running
 program has defined (``LAYERS`` in ``layers/base.py``).
 
@@ -50,7 +50,6 @@ import zipfile
 import numpy as np
 
 from .layers.base import UnknownLayerError, from_spec
-from .model import Sequential
 from .saving import FORMAT_VERSION, model_path
 
 
@@ -58,47 +57,38 @@ class ModelFileError(ValueError):
     """A file that cannot be loaded as a tinycnn model; the message says why."""
 
 
-def save_model(model, path):
-    """The same as ``model.save(path)``, which writes the file (see ``saving.py``)."""
-    model.save(path)
-
-
-def load_model(path):
-    """Rebuild a model saved by ``model.save(path)``: its layers, its weights, and, when it was
-    compiled, its optimizer (with its state: Adam's moments and step count) and loss. Runs no
-    code from the file."""
-    path = model_path(path, "load_model")
+def open_model_file(path, who):
+    """``path`` as a str, after checking that a file is there (``who`` names the caller)."""
+    path = model_path(path, who)
     if not os.path.exists(path):
         raise FileNotFoundError(f"No model file at {path!r}.")
     if os.path.isdir(path):
         raise ModelFileError(f"{path!r} is a directory, not a model file (.npz).")
+    return path
+
+
+def load_weights_into(path, model):
+    """Set the built ``model``'s weights from the model file at ``path`` (``model.load_weights``),
+    read and checked as ``load_model`` reads them; the file's optimizer state is left out. The
+    file must describe a model of the same layers."""
+    path = open_model_file(path, "load_weights")
+    if not model.built:
+        raise RuntimeError("Build the model (or give it an input shape) before load_weights: it needs its "
+                           "own weights to copy into.")
     with open_archive(path) as archive:
-        members = model_members(path, archive)
-        arch, training = read_header(path, read_entries(path, archive, members))
-        model, arrays = rebuild(path, arch, archive, members)
-        arrays.update(read_weights(path, archive, members, model, training, done=arrays))
+        members = {k: v for k, v in model_members(path, archive).items() if not k.startswith("o/")}
+        arch, _ = read_header(path, read_entries(path, archive, members))
+        saved = [spec["type"] for spec in arch["layers"]]
+        if saved != [type(layer).__name__ for layer in model.layers] or tuple(arch["input_shape"]) != model.input_shape:
+            raise ModelFileError(f"{path!r} holds the weights of another model: layers {saved} for samples of shape "
+                                 f"{tuple(arch['input_shape'])}, where this one has "
+                                 f"{[type(layer).__name__ for layer in model.layers]} for {model.input_shape}.")
+        arrays = check_weight_sizes(path, model, model.input_shape, np.dtype(arch["dtype"]), archive, members)
+        arrays.update(read_weights(path, archive, members, model, None, done=arrays))
     copy_weights(path, model, arrays)
-    if training:
-        compile_as_saved(path, model, training, arrays)
-    return model
 
 
-def rebuild(path, arch, archive, members):
-    """The model ``arch`` describes, built; and the weights read to check its sizes first."""
-    try:
-        layers = [_layer(spec, path) for spec in arch["layers"]]
-        model = Sequential(layers, name=arch.get("name", "sequential"))
-        arrays = check_weight_sizes(path, model, tuple(arch["input_shape"]), np.dtype(arch["dtype"]),
-                                    archive, members)
-        model.build(tuple(arch["input_shape"]), arch["dtype"])
-    except ModelFileError:
-        raise
-    except (KeyError, TypeError, ValueError, AttributeError) as err:
-        raise ModelFileError(f"{path!r} has a damaged architecture entry ({err}).") from err
-    return model, arrays
-
-
-def _layer(spec, path):
+def layer_of(spec, path):
     """The layer a saved spec describes; its class is looked up by name, never loaded from the file."""
     try:
         return from_spec(spec)

@@ -28,13 +28,12 @@ from .backend import get_array_module, to_device, to_numpy
 from .callbacks import History, check_callbacks
 from .interrupt import CtrlC
 from .kernels.jit import announcing_compiles
-from .losses import check_labels
 from .optimizers import NonFiniteUpdate
 from .parallel import DataParallel, cpu_count, not_per_sample
 from .layers.activations import Softmax
 from .layers.normalization import BatchNormalization
 from .plan import Plan, final_softmax
-from .progress import ProgressBar
+from .progress import ProgressBar, format_logs
 
 DEFAULT_EVAL_BATCH = 128
 
@@ -61,6 +60,7 @@ class Trainer:
         self.optimizer = None
         self.loss = None
         self.fast = True            # compile(fast=False): the reference mode
+        self.metric = "accuracy"    # the name accuracy is logged under, or None (compile's metrics)
         self.stop_training = False
         self.history = None         # the History of the last fit, kept even when fit raises
         self._parallel = None       # set by fit when it splits batches over threads
@@ -106,16 +106,10 @@ class Trainer:
         optimizer = optimizers.get(optimizer)
         loss = losses.get(loss)
         fast = checks.boolean(fast, "fast")
-        if isinstance(metrics, str):
-            metrics = [metrics]
-        if metrics is not None and not isinstance(metrics, (list, tuple)):
-            raise TypeError(f"metrics must be a list such as ['accuracy'], got {checks.show(metrics)}.")
-        unknown = [m for m in (metrics or []) if m not in ("accuracy", "acc")]
-        if unknown:         # accuracy is always computed; anything else would be silently ignored
-            raise ValueError(f"Unknown metrics {unknown}; tinycnn computes 'accuracy'.")
+        metric = _accuracy_name(metrics)
         with self._one_call("compile"):
             optimizer.attach(self)
-            self.optimizer, self.loss, self.fast = optimizer, loss, fast
+            self.optimizer, self.loss, self.fast, self.metric = optimizer, loss, fast, metric
 
     # -- the passes ---------------------------------------------------------------------------
     def plan(self):
@@ -161,16 +155,16 @@ class Trainer:
         if not math.isfinite(loss):
             raise NonFiniteUpdate(None, f"the loss is {loss}")
         self.optimizer.step(self._trainable_layers(), fast=self.fast)
-        correct = (logits.argmax(axis=1) == yb).sum()
+        correct = (logits.argmax(axis=1) == self.loss.classes(yb)).sum()
         return loss, int(correct)
 
     # -- checking what users pass in -----------------------------------------------------------
     def _check_x(self, x, what="x"):
         """Validate ``x`` (``checks.samples``) against the model, building it on first use, and
-        return it in the model's dtype."""
+        return it in the model's dtype (float64 data trains a float32 model, as in Keras)."""
         x = checks.samples(x, what)
         if not self.built:
-            self.build(x.shape[1:], "float64" if x.dtype == np.float64 else "float32")
+            self.build(x.shape[1:])
         checks.sample_shape(x, self.input_shape, what)
         return x.astype(self.dtype, copy=False)
 
@@ -205,7 +199,7 @@ class Trainer:
         batch_size = checks.integer(batch_size, "batch_size", minimum=1)
         validation_split = checks.number(validation_split, "validation_split", 0.0, 1.0, high_open=True)
         shuffle = checks.boolean(shuffle, "shuffle")
-        verbose = checks.choice(verbose, "verbose", (0, 1, 2))
+        verbose = _verbose(verbose)
         seed = checks.seed(seed)
         callbacks = check_callbacks(callbacks)
         if validation_data is not None and (not isinstance(validation_data, (tuple, list))
@@ -213,7 +207,7 @@ class Trainer:
             raise ValueError("validation_data must be a pair (x_val, y_val), got "
                              f"{checks.show(validation_data)}.")
         x = self._check_x(x)
-        y = check_labels(to_numpy(y), self._num_classes(), n=len(x))
+        y = self.loss.check_targets(to_numpy(y), self._num_classes(), n=len(x))
         if validation_data is None and validation_split > 0:
             n_val = len(x) - int(len(x) * (1.0 - validation_split))
             if n_val == 0 or n_val == len(x):
@@ -224,7 +218,7 @@ class Trainer:
         val = None
         if validation_data is not None:
             x_val = self._check_x(validation_data[0], "validation x")
-            val = (x_val, check_labels(to_numpy(validation_data[1]), self._num_classes(), n=len(x_val)))
+            val = (x_val, self.loss.check_targets(to_numpy(validation_data[1]), self._num_classes(), n=len(x_val)))
 
         self._warn_if_it_cannot_learn(batch_size, len(x))
         rng = np.random.default_rng(seed) if seed is not None else self._rng
@@ -232,7 +226,8 @@ class Trainer:
         self.history = history     # also on the model, so an error in a callback loses nothing
         callbacks = [history] + callbacks
         params = {"epochs": epochs, "steps": math.ceil(len(x) / batch_size), "verbose": verbose,
-                  "metrics": ["loss", "accuracy"] + (["val_loss", "val_accuracy"] if val is not None else [])}
+                  "metrics": [k for k in ("loss", self.metric) if k]
+                  + ([f"val_{k}" for k in ("loss", self.metric) if k] if val is not None else [])}
         for cb in callbacks:
             cb.set_params(params)
             cb.set_model(self)
@@ -282,7 +277,9 @@ class Trainer:
             total_loss += loss * len(idx)
             total_correct += correct
             seen += len(idx)
-            logs = {"loss": total_loss / seen, "accuracy": total_correct / seen}
+            logs = {"loss": total_loss / seen}
+            if self.metric:
+                logs[self.metric] = total_correct / seen
             bar.update(step + 1, logs)
             for cb in callbacks:
                 cb.on_batch_end(step, logs)
@@ -290,8 +287,10 @@ class Trainer:
                 bar.close(logs, time.perf_counter() - start, done=step + 1)
                 raise KeyboardInterrupt
         if val is not None:
-            val_loss, val_acc = self.evaluate(*val, verbose=0)
-            logs.update(val_loss=val_loss, val_accuracy=val_acc)
+            val_loss, val_acc = self._evaluate(*val, DEFAULT_EVAL_BATCH)
+            logs["val_loss"] = val_loss
+            if self.metric:
+                logs[f"val_{self.metric}"] = val_acc
         bar.close(logs, time.perf_counter() - start)
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)
@@ -382,14 +381,31 @@ class Trainer:
                 f"learning rate, e.g. 10 times lower){scale}.")
 
     @one_call_at_a_time
-    def evaluate(self, x, y, batch_size=DEFAULT_EVAL_BATCH, verbose=0):
-        """(mean loss, accuracy) over (x, y), in inference mode."""
+    def evaluate(self, x, y, batch_size=DEFAULT_EVAL_BATCH, verbose=0, return_dict=False):
+        """The mean loss over (x, y), in inference mode, and the accuracy when ``compile`` asked
+        for it (as Keras: ``loss, acc = model.evaluate(x, y)``; the loss alone without metrics).
+        ``return_dict=True``: ``{"loss": ..., "accuracy": ...}``, named as ``compile`` named them.
+        ``verbose`` 1 or 2 prints them on one line."""
         if self.loss is None:
             raise RuntimeError("Call model.compile(...) before model.evaluate(): it needs the loss.")
         batch_size = checks.integer(batch_size, "batch_size", minimum=1)
-        verbose = checks.choice(verbose, "verbose", (0, 1, 2))
+        verbose = _verbose(verbose)
+        return_dict = checks.boolean(return_dict, "return_dict")
+        start = time.perf_counter()
+        loss, acc = self._evaluate(x, y, batch_size)
+        results = {"loss": loss, **({self.metric: acc} if self.metric else {})}
+        if verbose:
+            steps = math.ceil(len(x) / batch_size)
+            print(f"{steps}/{steps} - {time.perf_counter() - start:.1f}s - " + format_logs(results), flush=True)
+        if return_dict:
+            return results
+        return (loss, acc) if self.metric else loss
+
+    def _evaluate(self, x, y, batch_size):
+        """(mean loss, accuracy) over (x, y) in inference mode, batch by batch; inside fit, each
+        batch split over the threads."""
         x = self._check_x(x)
-        y = check_labels(to_numpy(y), self._num_classes(), n=len(x))
+        y = self.loss.check_targets(to_numpy(y), self._num_classes(), n=len(x))
         plan = self.plan()
         total_loss = total_correct = 0.0
         for start in range(0, len(x), batch_size):
@@ -398,20 +414,23 @@ class Trainer:
             logits = (self._parallel.logits(xb) if self._parallel is not None      # inside fit
                       else plan.forward(xb, training=False))
             total_loss += float(plan.loss.forward(logits, yb)) * len(yb)
-            total_correct += int((logits.argmax(axis=1) == yb).sum())
-        loss, acc = total_loss / len(x), total_correct / len(x)
-        if verbose:
-            print(f"loss: {loss:.4f} - accuracy: {acc:.4f}")
-        return loss, acc
+            total_correct += int((logits.argmax(axis=1) == plan.loss.classes(yb)).sum())
+        return total_loss / len(x), total_correct / len(x)
 
     @one_call_at_a_time
-    def predict(self, x, batch_size=DEFAULT_EVAL_BATCH):
-        """The model's output for ``x``, as a NumPy array: probabilities for a softmax model."""
+    def predict(self, x, batch_size=DEFAULT_EVAL_BATCH, verbose=0):
+        """The model's output for ``x``, as a NumPy array: probabilities for a softmax model.
+        ``verbose`` 1 or 2 prints one line when it is done, as Keras does."""
         batch_size = checks.integer(batch_size, "batch_size", minimum=1)
+        verbose = _verbose(verbose)
+        start = time.perf_counter()
         x = self._check_x(x)
         plan = self.plan()
         out = [to_numpy(plan.predict(self._to_device(x[s:s + batch_size])))
                for s in range(0, len(x), batch_size)]
+        if verbose:
+            steps = len(out)
+            print(f"{steps}/{steps} - {time.perf_counter() - start:.1f}s", flush=True)
         return np.concatenate(out)
 
     def _to_device(self, a):
@@ -430,3 +449,30 @@ def _partial_epoch(history, steps):
     return (f"; epoch {history.current_epoch + 1} stopped after batch {history.batches_done} of {steps}, "
             "whose updates the weights include but the history does not")
 
+
+
+#: Keras's names for the accuracy of the predicted class against the label's.
+ACCURACY_NAMES = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
+
+
+def _accuracy_name(metrics):
+    """The one metric tinycnn computes, accuracy, under the name ``compile`` was given (Keras
+    logs each metric under its name), or None for ``metrics=None`` / ``[]``: the loss alone."""
+    if metrics is None:
+        return None
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    if not isinstance(metrics, (list, tuple)):
+        raise TypeError(f"metrics must be a list such as ['accuracy'], got {checks.show(metrics)}.")
+    unknown = [m for m in metrics if m not in ACCURACY_NAMES]
+    if unknown:         # anything else would be silently ignored
+        raise ValueError(f"Unknown metrics {unknown}; tinycnn computes accuracy, under one of the names "
+                         f"{list(ACCURACY_NAMES)}.")
+    if len(set(metrics)) > 1:
+        raise ValueError(f"metrics={list(metrics)} names accuracy twice; tinycnn logs it once: give one name.")
+    return metrics[0] if metrics else None
+
+
+def _verbose(verbose):
+    """Keras's verbose: 0, 1, 2 or "auto" (1)."""
+    return 1 if verbose == "auto" else checks.choice(verbose, "verbose", (0, 1, 2))

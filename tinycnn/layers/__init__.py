@@ -32,10 +32,14 @@ from .conv import Conv2D
 from .dense import Dense
 from .dropout import Dropout
 from .normalization import BatchNormalization
+from .input import Input, InputLayer
 from .pooling import AveragePooling2D, AvgPool2D, GlobalAveragePooling2D, GlobalAvgPool2D, MaxPool2D
 from .reshaping import Flatten, Reshape
 
-__all__ = ["Layer", "LAYERS", "Conv2D", "MaxPool2D", "AveragePooling2D", "AvgPool2D", "GlobalAveragePooling2D",
-           "GlobalAvgPool2D", "Dense", "Activation", "ReLU", "LeakyReLU", "Sigmoid",
-           "Tanh", "Softmax", "Flatten", "Reshape", "BatchNormalization", "Dropout", "RandomRotation",
+#: Keras's long name for max-pooling; the same class, so a saved model names it once.
+MaxPooling2D = MaxPool2D
+
+__all__ = ["Layer", "LAYERS", "Input", "InputLayer", "Conv2D", "MaxPool2D", "MaxPooling2D", "AveragePooling2D",
+           "AvgPool2D", "GlobalAveragePooling2D", "GlobalAvgPool2D", "Dense", "Activation", "ReLU", "LeakyReLU",
+           "Sigmoid", "Tanh", "Softmax", "Flatten", "Reshape", "BatchNormalization", "Dropout", "RandomRotation",
            "RandomTranslation"]

@@ -8,6 +8,8 @@ adjoint of a linear map) and the kernels; this one holds what is particular to e
 transform it draws, and Keras's way of giving the range to draw from.
 """
 
+import warnings
+
 import numpy as np
 
 from .. import checks
@@ -142,6 +144,11 @@ class RandomRotation(_RandomAffine):
         super().__init__(fill_value=fill_value, seed=seed, name=name)
         self.lower, self.upper = _range(factor, "factor")
         self.factor = _as_config(factor)
+        if max(abs(self.lower), abs(self.upper)) > 1:
+            warnings.warn(f"RandomRotation(factor={factor!r}) rotates by up to {max(abs(self.lower), abs(self.upper)):g} "
+                          f"full turns ({max(abs(self.lower), abs(self.upper)) * 360:g}°): the factor is a fraction "
+                          "of a full turn, as in Keras. For up to ±10°, write RandomRotation(10 / 360).",
+                          stacklevel=3)
 
     def draw_transforms(self, n):
         angles = self.generator.uniform(self.lower, self.upper, size=n) * (2 * np.pi)

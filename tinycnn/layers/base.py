@@ -45,6 +45,7 @@ program that loads the model. An activation -- a layer usable as ``activation=".
 ``tinycnn.layers.activations.Activation`` instead; ``LeakyReLU`` there is a worked example.
 """
 
+import functools
 import inspect
 import json
 import re
@@ -79,10 +80,13 @@ class Layer:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            cls.__init__ = _taking_input_shape(vars(cls)["__init__"])
         _register(cls)
 
-    def __init__(self, name=None, seed=None):
+    def __init__(self, name=None, seed=None, input_shape=None, input_dim=None):
         self.name = checks.text(name, "name") if name is not None else _snake_case(type(self).__name__)
+        self.input_shape_arg = _input_shape_arg(input_shape, input_dim)   # Keras's, for a first layer
         self.seed = checks.seed(seed)         # int or numpy Generator for initialisation; None: the model's
         self.params = {}          # trainable arrays, updated by the optimizer
         self.grads = {}           # dL/d(param), same keys as params, filled by backward
@@ -184,6 +188,32 @@ class Layer:
         return f"{type(self).__name__}({args})"
 
 
+def _taking_input_shape(init):
+    """``init`` that also takes Keras's ``input_shape=`` (and ``input_dim=``, for ``Dense``).
+
+    Keras lets the first layer of a model give the shape of one sample:
+    ``Conv2D(32, 3, activation="relu", input_shape=(28, 28, 1))``. Every layer takes that keyword
+    here, so that no layer's own ``__init__`` has to pass it along: the shape is kept as
+    ``layer.input_shape_arg``, and ``Sequential.add`` builds the model from it (and refuses it on
+    any layer but the first).
+    """
+    @functools.wraps(init)
+    def __init__(self, *args, input_shape=None, input_dim=None, **kwargs):
+        init(self, *args, **kwargs)
+        if input_shape is not None or input_dim is not None:
+            self.input_shape_arg = _input_shape_arg(input_shape, input_dim)
+    return __init__
+
+
+def _input_shape_arg(input_shape, input_dim):
+    """Keras's ``input_shape=(28, 28, 1)`` or ``input_dim=784`` as one shape, or None."""
+    if input_dim is not None:
+        if input_shape is not None:
+            raise ValueError("Give input_shape or input_dim, not both.")
+        return (checks.integer(input_dim, "input_dim", minimum=1),)
+    return None if input_shape is None else checks.shape(input_shape, "input_shape")
+
+
 # -- the registry: a layer is saved by its class name and found by it again ------------------------
 
 def _register(cls):
@@ -231,7 +261,7 @@ def spec_of(layer):
 
 #: Attributes every layer has that describe its life, not its configuration (where it runs, what
 #: it was built for, its arrays): ``_check_rebuilt`` does not compare them.
-_BOOKKEEPING = {"name", "seed", "params", "grads", "state", "input_shape", "dtype", "device"}
+_BOOKKEEPING = {"name", "seed", "params", "grads", "state", "input_shape", "dtype", "device", "input_shape_arg"}
 
 
 def _check_rebuilt(layer, rebuilt, where):
@@ -265,7 +295,7 @@ def _check_rebuilt(layer, rebuilt, where):
 def _init_args(layer):
     """The ``__init__`` arguments ``layer`` keeps under their own names (name and seed aside)."""
     return [arg for arg in inspect.signature(type(layer).__init__).parameters
-            if arg not in ("self", "name", "seed") and hasattr(layer, arg)]
+            if arg not in ("self", "name", "seed", "input_shape", "input_dim") and hasattr(layer, arg)]
 
 
 def _plain(value):

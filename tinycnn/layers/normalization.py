@@ -1,5 +1,7 @@
 """BatchNormalization: normalise each channel with the batch's statistics, then scale and shift."""
 
+import warnings
+
 import numpy as np
 
 from .. import checks
@@ -55,6 +57,11 @@ class BatchNormalization(Layer):
         # array is float64, while 0.99 * the same array stays float32.
         self.momentum = checks.number(momentum, "momentum", 0.0, 1.0)
         self.epsilon = checks.number(epsilon, "epsilon", minimum=0.0, low_open=True)
+        if self.momentum < 0.5:
+            warnings.warn(f"BatchNormalization(momentum={momentum}): this momentum is Keras's, the weight of the old "
+                          "moving statistics (default 0.99), so the moving mean and variance follow the last batch "
+                          f"almost alone. PyTorch's momentum={momentum} is Keras's momentum={1 - self.momentum:g}.",
+                          stacklevel=3)
 
     def build(self, input_shape, dtype="float32", rng=None):
         if len(input_shape) < 1:
