@@ -217,8 +217,9 @@ def test_an_optimizer_class_instead_of_an_object():
 
 
 def test_model_checkpoint_patterns_are_checked_when_made():
-    with pytest.raises(ValueError, match=r"uses \['val_acc'\]"):
-        ModelCheckpoint("m-{epoch}-{val_acc:.2f}.npz")
+    with pytest.raises(ValueError, match=r"uses \['val_acuracy'\].*did you mean \{val_accuracy\}"):
+        ModelCheckpoint("m-{epoch}-{val_acuracy:.2f}.npz")
+    ModelCheckpoint("m-{epoch}-{val_acc:.2f}.npz")        # Keras's short name: fine if compile used it
     with pytest.raises(ValueError, match="not a valid pattern"):
         ModelCheckpoint("m-{epoch.npz")
     ModelCheckpoint("m-{epoch:02d}-{val_loss:.3f}.npz")

@@ -259,8 +259,8 @@ def test_a_checkpoint_driven_by_hand_formats_its_path_when_it_saves(tmp_path):
 
 
 def test_an_unknown_field_in_a_checkpoint_path_names_the_one_meant():
-    with pytest.raises(ValueError, match=r"uses \['val_acc'\].*did you mean \{val_accuracy\}"):
-        ModelCheckpoint("m-{val_acc:.2f}.npz")
+    with pytest.raises(ValueError, match=r"uses \['val_acuracy'\].*did you mean \{val_accuracy\}"):
+        ModelCheckpoint("m-{val_acuracy:.2f}.npz")
 
 
 def test_a_field_in_a_checkpoint_folder_makes_a_folder_per_save(tmp_path):

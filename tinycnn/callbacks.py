@@ -27,6 +27,7 @@ import time
 
 from . import checks, schedules
 from .files import atomic_write, check_writable, unwritable
+from .metrics import ACCURACY_NAMES
 
 __all__ = ["Callback", "History", "EarlyStopping", "ModelCheckpoint", "ReduceLROnPlateau",
            "LearningRateScheduler", "CSVLogger"]
@@ -316,13 +317,15 @@ class ModelCheckpoint(_Monitor):
         except ValueError as err:
             raise ValueError(f"ModelCheckpoint filepath {self.filepath!r} is not a valid pattern ({err}); "
                              "write {{ and }} for literal braces.") from None
-        known = ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+        metrics = ["loss", *ACCURACY_NAMES]
+        known = ["epoch", *metrics, *(f"val_{m}" for m in metrics)]
         unknown = sorted(fields - set(known))
         if unknown:
             close = difflib.get_close_matches(unknown[0], known, n=1, cutoff=0.5)
             hint = f" (did you mean {{{close[0]}}} for {{{unknown[0]}}}?)" if close else ""
             raise ValueError(f"ModelCheckpoint filepath {self.filepath!r} uses {unknown}; it may use "
-                             f"{{epoch}}, {{loss}}, {{accuracy}}, {{val_loss}} and {{val_accuracy}}{hint}.")
+                             "{epoch}, {loss} and {val_loss}, and the accuracy under the name compile gave "
+                             f"it, e.g. {{accuracy}} and {{val_accuracy}}{hint}.")
 
     def on_train_begin(self, logs=None):
         # Everything that on_epoch_end could trip over is tried now, before an epoch is spent.

@@ -28,6 +28,7 @@ from .backend import get_array_module, to_device, to_numpy
 from .callbacks import History, check_callbacks
 from .interrupt import CtrlC
 from .kernels.jit import announcing_compiles
+from .metrics import ACCURACY_NAMES
 from .optimizers import NonFiniteUpdate
 from .parallel import DataParallel, cpu_count, not_per_sample
 from .layers.activations import Softmax
@@ -224,7 +225,7 @@ class Trainer:
         rng = np.random.default_rng(seed) if seed is not None else self._rng
         history = History()
         self.history = history     # also on the model, so an error in a callback loses nothing
-        callbacks = [history] + callbacks
+        callbacks = [history] + callbacks      # first: an epoch is recorded even if a callback fails
         params = {"epochs": epochs, "steps": math.ceil(len(x) / batch_size), "verbose": verbose,
                   "metrics": [k for k in ("loss", self.metric) if k]
                   + ([f"val_{k}" for k in ("loss", self.metric) if k] if val is not None else [])}
@@ -449,10 +450,6 @@ def _partial_epoch(history, steps):
     return (f"; epoch {history.current_epoch + 1} stopped after batch {history.batches_done} of {steps}, "
             "whose updates the weights include but the history does not")
 
-
-
-#: Keras's names for the accuracy of the predicted class against the label's.
-ACCURACY_NAMES = ("accuracy", "acc", "sparse_categorical_accuracy", "categorical_accuracy")
 
 
 def _accuracy_name(metrics):
