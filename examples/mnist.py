@@ -255,15 +255,21 @@ def build_model(arch, augment, seed):
 
 
 def conv_feature_maps(model, image):
-    """[(layer name, (H', W', F) output)] of every Conv2D, for one image (H, W, 1), in inference."""
+    """What each convolution makes of one image (H, W, 1), in inference, after its ReLU:
+    [(the convolution's name, its (H', W', F) output)]. The ReLU is the convolution's own
+    (activation="relu") in the Keras MNIST CNN, and in bn-dropout the ReLU layer after it, once
+    BatchNormalization has run."""
     from tinycnn.backend import to_device, to_numpy
-    from tinycnn.layers import Conv2D
+    from tinycnn.layers import Conv2D, ReLU
 
-    x, maps = to_device(image[None], model.device), []
+    x, maps, conv = to_device(image[None], model.device), [], None
     for layer in model.layers:
         x = layer.forward(x, training=False)
         if isinstance(layer, Conv2D):
-            maps.append((layer.name, to_numpy(x)[0]))
+            conv = layer
+        if conv is not None and (isinstance(layer, ReLU) or isinstance(conv.activation, ReLU)):
+            maps.append((conv.name, to_numpy(x)[0]))
+            conv = None
     return maps
 
 
@@ -363,12 +369,12 @@ def main(argv=None):
     plotting.plot_filters(to_numpy(first_conv.params["kernel"]), path=paths["filters"], show=args.show,
                           layer_name=f"{first_conv.name}, the first convolution")
     plotting.plot_feature_maps(x_test[0], conv_feature_maps(model, x_test[0]), path=paths["feature_maps"],
-                               show=args.show)
+                               show=args.show, activation="ReLU")
     plotting.plot_mistakes(x_test[..., 0], y_test, probs, class_names=class_names, path=paths["mistakes"],
                            show=args.show)
     plotting.plot_confusion_matrix(y_test, y_pred, class_names=class_names,
                                    path=paths["confusion_matrix"], show=args.show)
-    plotting.plot_predictions(x_test[..., 0], y_test, y_pred, class_names=class_names,
+    plotting.plot_predictions(x_test[..., 0], y_test, probs=probs, class_names=class_names,
                               path=paths["predictions"], show=args.show, seed=args.seed)
     model.save(paths["model"])
     write_json(paths["metrics"], {

@@ -14,6 +14,7 @@ from tinycnn import plotting as P  # selects the Agg backend when headless
 
 import matplotlib.image as mpimg  # noqa: E402  (after the backend is chosen)
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -55,6 +56,44 @@ def fake_digits(n=60, size=28, seed=1):
     wrong = rng.choice(n, size=n // 6, replace=False)
     preds[wrong] = (labels[wrong] + 1 + rng.integers(0, 9, size=len(wrong))) % 10
     return images, labels, preds
+
+
+def runs(mask):
+    """(start, stop) of each run of True in a 1-D boolean array."""
+    edges = np.flatnonzero(np.diff(np.r_[0, mask.astype(int), 0]))
+    return list(zip(edges[::2], edges[1::2]))
+
+
+def drawn(fig):
+    """Lay the figure out and draw it, as savefig did (a closed figure needs a canvas again)."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return canvas.get_renderer()
+
+
+def assert_numbers_above_their_tiles(fig, ax):
+    """In a montage (filters, feature maps), number i sits above tile i, nearer to it than to the
+    row of tiles above, and covers no pixel of any tile. Returns the tiles' (rows, cols) runs."""
+    image = np.ma.filled(ax.get_images()[0].get_array(), np.nan)
+    data = ~np.isnan(image)
+    row_runs, col_runs = runs(data.any(axis=1)), runs(data.any(axis=0))
+    renderer = drawn(fig)
+    to_data = ax.transData.inverted()
+    assert sorted(int(t.get_text()) for t in ax.texts) == list(range(len(ax.texts)))
+    for text in ax.texts:
+        (x0, y0), (x1, y1) = to_data.transform(text.get_window_extent(renderer).get_points())
+        (x0, x1), (top, bottom) = sorted((x0, x1)), sorted((y0, y1))   # image rows grow downwards
+        rows = [r for r in range(data.shape[0]) if r + 0.5 > top and r - 0.5 < bottom]
+        cols = [c for c in range(data.shape[1]) if c + 0.5 > x0 and c - 0.5 < x1]
+        assert not data[np.ix_(rows, cols)].any(), f"number {text.get_text()} covers a tile"
+        i = int(text.get_text())
+        (r0, _), (c0, c1) = row_runs[i // len(col_runs)], col_runs[i % len(col_runs)]
+        assert c0 - 0.5 <= (x0 + x1) / 2 <= c1 - 0.5                  # over its own tile's columns
+        assert bottom <= r0 - 0.5                                        # above its tile
+        if i >= len(col_runs):                                           # nearer it than the row above
+            above = row_runs[i // len(col_runs) - 1][1] - 0.5
+            assert (r0 - 0.5) - bottom < top - above
+    return row_runs, col_runs
 
 
 @pytest.fixture(autouse=True)
@@ -138,15 +177,46 @@ def test_plot_history_saves_png_with_two_panels(tmp_path):
         np.testing.assert_allclose(train.get_ydata(), HISTORY[key])
         np.testing.assert_allclose(val.get_ydata(), HISTORY["val_" + key])
         assert val.get_linestyle() == "--" and val.get_marker() not in (None, "None", "")
-        assert ax.get_legend() is not None
+        assert train.get_marker() not in (None, "None", "")                # few epochs: markers
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert legend == ["training (running mean over the epoch)", "validation (at the end of the epoch)"]
         ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
         assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_plot_history_says_training_figures_are_running_means():
+    fig = P.plot_history(HISTORY)
+    note = " ".join(fig._supxlabel.get_text().split())
+    assert "running means over each epoch's batches" in note
+    assert "validation can sit above training" in note
+
+
+def test_plot_history_many_epochs_draws_lines_without_markers():
+    n = 40
+    fig = P.plot_history({"loss": np.linspace(1, 0.1, n), "accuracy": np.linspace(0.5, 0.99, n),
+                          "val_loss": np.linspace(1, 0.3, n), "val_accuracy": np.linspace(0.5, 0.9, n)})
+    for ax in fig.axes[:2]:
+        for line in ax.get_lines():
+            assert line.get_marker() in (None, "None", "") and line.get_linestyle() in ("-", "--")
+
+
+def test_plot_history_single_epoch_is_markers_with_their_values():
+    fig = P.plot_history({"loss": [1.0832], "accuracy": [0.6178], "val_loss": [0.8017],
+                          "val_accuracy": [0.7]})
+    ax_acc = fig.axes[0]
+    for line in ax_acc.get_lines():      # markers, and no line: the legend shows what is drawn
+        assert line.get_linestyle() == "None" and line.get_marker() not in (None, "None", "")
+    assert [h.get_linestyle() for h in ax_acc.get_legend().legend_handles] == ["None", "None"]
+    assert [(t.get_text(), t.get_ha()) for t in ax_acc.texts] == [("0.618", "right"), ("0.700", "left")]
+    low, high = ax_acc.get_ylim()        # neither point on the frame
+    assert low < 0.6178 - 0.005 and high > 0.7 + 0.005
 
 
 def test_plot_history_single_epoch_without_validation(tmp_path):
     path = tmp_path / "one.png"
     fig = P.plot_history({"loss": [0.5], "accuracy": [0.8]}, path=path)
     img = assert_real_png(path)
+    assert "validation" not in fig._supxlabel.get_text()
     for ax in fig.axes[:2]:
         (line,) = ax.get_lines()
         assert line.get_marker() not in (None, "None", "")  # a lone point must be visible
@@ -157,6 +227,14 @@ def test_plot_history_single_epoch_without_validation(tmp_path):
     rgb = img[..., :3]
     blue = (rgb[..., 2] > 0.6) & (rgb[..., 0] < 0.3)
     assert blue.sum() > 5
+
+
+@pytest.mark.parametrize("name", ["acc", "sparse_categorical_accuracy", "categorical_accuracy"])
+def test_plot_history_takes_accuracy_under_keras_s_other_names(name):
+    fig = P.plot_history({"loss": [1.0, 0.5], name: [0.5, 0.7], "val_loss": [0.9, 0.6], f"val_{name}": [0.6, 0.65]})
+    train, val = fig.axes[0].get_lines()
+    np.testing.assert_allclose(train.get_ydata(), [0.5, 0.7])
+    np.testing.assert_allclose(val.get_ydata(), [0.6, 0.65])
 
 
 def test_plot_history_rejects_bad_input():
@@ -268,32 +346,53 @@ def test_choose_examples_edge_cases():
     assert len(all_wrong) == 3
     with pytest.raises(ValueError, match="same length"):
         P.choose_examples(y, y[:3], n=2)
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(ValueError, match="n must be a whole number >= 1, got 0"):
         P.choose_examples(y, y, n=0)
 
 
-def test_plot_predictions_grid_and_title_colours(tmp_path):
+def test_plot_predictions_marks_right_and_wrong_by_more_than_colour(tmp_path):
     images, labels, preds = fake_digits(80)
     path = tmp_path / "pred.png"
-    fig = P.plot_predictions(images[..., None].astype(np.float32) / 255.0, labels, preds,
-                             path=path, seed=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")      # e.g. "Glyph 10004 missing from font": ✔ drawn as a box
+        fig = P.plot_predictions(images[..., None].astype(np.float32) / 255.0, labels, preds,
+                                 path=path, seed=3)
     assert_real_png(path, min_w=400, min_h=400)
     picks = P.choose_examples(labels, preds, 25, seed=3)
     image_axes = [ax for ax in fig.axes if ax.get_images()]
     assert len(image_axes) == 25 and len(fig.axes) == 25  # 5 x 5
-    reds = greens = 0
+    reds = blues = 0
     for ax, i in zip(image_axes, picks):
         title = ax.title
-        assert title.get_text() == f"pred {preds[i]} / true {labels[i]}"
         assert ax.get_xticks().size == 0 and ax.get_yticks().size == 0
         assert ax.get_images()[0].get_cmap().name == "gray"
         if labels[i] == preds[i]:
-            assert title.get_color() == "tab:green"
-            greens += 1
+            assert title.get_text() == f"✔ {preds[i]}" and title.get_color() == "tab:blue"
+            blues += 1
         else:
-            assert title.get_color() == "tab:red"
+            assert title.get_text() == f"✘ {preds[i]}\ntrue: {labels[i]}" and title.get_color() == "tab:red"
             reds += 1
-    assert reds >= 1 and greens >= 1
+    assert reds >= 1 and blues >= 1
+    how = " ".join(fig._suptitle.get_text().split())          # wrapped to the figure's width
+    wrong = int(np.sum(labels != preds))
+    assert (f"25 of the 80 test images, picked at random (seed 3): {reds} of the {wrong} misclassified, "
+            f"{blues} of the {80 - wrong} classified right") in how
+    assert "not the error rate" in how and f"{wrong / 80:.1%}" in how
+    assert "probability" not in how                 # no probs given: no confidence claimed
+
+
+def test_plot_predictions_shows_each_prediction_s_probability():
+    images, labels, preds = fake_digits(40)
+    probs = np.full((40, 10), 0.02)
+    probs[np.arange(40), preds] = 0.82
+    probs[0, preds[0]] = 0.9995                      # rounds to 100% but is not sure: 99.9%
+    fig = P.plot_predictions(images, labels, probs=probs, class_names=[f"c{k}" for k in range(10)], n=40)
+    titles = {i: ax.get_title() for i, ax in zip(range(40), fig.axes)}   # all 40 are shown, in order
+    assert titles[0].startswith(f"{'✔' if labels[0] == preds[0] else '✘'} c{preds[0]} (99.9%)")
+    for i in range(1, 40):
+        mark = "✔" if labels[i] == preds[i] else "✘"
+        assert titles[i].split("\n")[0] == f"{mark} c{preds[i]} (82%)"
+    assert "probability the model gave its prediction" in " ".join(fig._suptitle.get_text().split())
 
 
 def test_plot_predictions_validates():
@@ -302,6 +401,11 @@ def test_plot_predictions_validates():
         P.plot_predictions(images, labels[:9], preds[:9])
     with pytest.raises(ValueError, match=r"\(N, H, W\) or \(N, H, W, 1\)"):
         P.plot_predictions(np.zeros((10, 28, 28, 3)), labels, preds)
+    for twice_or_never in ({}, {"y_pred": preds, "probs": np.eye(10)[preds]}):
+        with pytest.raises(ValueError, match="give the predictions once: y_pred.*or probs"):
+            P.plot_predictions(images, labels, **twice_or_never)
+    with pytest.raises(TypeError, match="show must be True or False"):
+        P.plot_predictions(images, labels, preds, show="no")
 
 
 # --------------------------------------------------------------------------- #
@@ -319,11 +423,12 @@ def test_plot_filters(tmp_path, shape):
     (ax,) = [ax for ax in fig.axes if ax.get_images() and ax.get_label() != "<colorbar>"]
     im = ax.get_images()[0]
     mean = kernel.mean(axis=2)
+    row_runs, col_runs = assert_numbers_above_their_tiles(fig, ax)   # numbered, never on a weight
+    assert len(col_runs) == min(f, 8) and len(row_runs) == -(-f // 8)
     shown = im.get_array()
-    for i in range(f):                       # filter i is tile i: row i // 8, column i % 8, 1-px gaps
-        r, c = (i // 8) * (kh + 1), (i % 8) * (kw + 1)
+    for i in range(f):                       # filter i is tile i, in rows of 8
+        (r, _), (c, _) = row_runs[i // 8], col_runs[i % 8]
         np.testing.assert_allclose(shown[r:r + kh, c:c + kw], mean[:, :, i], rtol=1e-5, atol=1e-6)
-    assert sorted(int(t.get_text()) for t in ax.texts) == list(range(f))        # numbered
     lo, hi = im.get_clim()                   # one scale, centred at 0, so one colour bar explains it
     assert lo == pytest.approx(-hi) and hi == pytest.approx(np.abs(mean).max())
     (bar,) = [a for a in fig.axes if a.get_label() == "<colorbar>"]
@@ -344,25 +449,43 @@ def test_plot_filters_rejects_wrong_ndim():
 def test_plot_feature_maps(tmp_path):
     images, _, _ = fake_digits(1)
     rng = np.random.default_rng(0)
-    maps = [("conv1", rng.normal(size=(26, 26, 8))),
-            ("conv2", rng.normal(size=(1, 11, 11, 32)))]  # batch axis of 1 is dropped
+    maps = [("conv1", np.maximum(rng.normal(size=(26, 26, 8)), 0)),
+            ("conv2", np.maximum(rng.normal(size=(1, 11, 11, 32)), 0))]  # batch axis of 1 is dropped
     path = tmp_path / "fmaps.png"
-    fig = P.plot_feature_maps(images[0][..., None], maps, path=path, max_channels=16)
+    fig = P.plot_feature_maps(images[0][..., None], maps, path=path, max_channels=16, activation="ReLU")
     assert_real_png(path)
-    panels = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
     bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
-    assert len(panels) == 3 and len(bars) == 2                      # every layer has a colour bar,
-    assert [ax.get_ylabel() for ax in panels[0].child_axes] == ["pixel"]    # and so has the input
-    assert panels[0].get_title(loc="left").startswith("input image, 28x28")
-    np.testing.assert_array_equal(panels[0].get_images()[0].get_array(), images[0])
-    assert panels[1].get_ylabel().startswith("conv1") and "8 channels" in panels[1].get_ylabel()
-    assert panels[2].get_ylabel().startswith("conv2") and "0-15 of 32" in panels[2].get_ylabel()
-    assert [len(ax.texts) for ax in panels[1:]] == [8, 16]          # channel numbers
-    assert all(t.get_fontsize() >= 8 for ax in panels for t in ax.texts)
-    tile = panels[2].get_images()[0].get_array()
-    np.testing.assert_allclose(tile[:11, :11], maps[1][1][0, :, :, 0])
+    image_panels = [ax for ax in fig.axes if ax.get_images() and ax.get_label() != "<colorbar>"]
+    (text_panel,) = [ax for ax in fig.axes if not ax.get_images() and ax.get_label() != "<colorbar>"]
+    assert len(image_panels) == 3 and len(bars) == 2                # every layer has a colour bar,
+    ax_in, ax1, ax2 = image_panels
+    assert [ax.get_ylabel() for ax in ax_in.child_axes] == ["pixel"]    # and so has the input
+    assert ax_in.get_title(loc="left").startswith("input image, 28x28")
+    np.testing.assert_array_equal(ax_in.get_images()[0].get_array(), images[0])
+    # beside the input, where there was empty space, how to read the figure, ReLU included
+    drawn(fig)
+    assert text_panel.get_position().x0 > ax_in.get_position().x1
+    assert text_panel.get_position().y0 >= ax1.get_position().y1
+    how = " ".join(text_panel.texts[0].get_text().split())
+    assert "after ReLU, so none is below 0" in how and "own colour scale" in how
+    assert "(after ReLU)" in fig._suptitle.get_text()
+    assert all(bar.get_ylabel() == "activation (after ReLU)" for bar in bars)
+    assert ax1.get_ylabel().startswith("conv1") and "8 channels" in ax1.get_ylabel()
+    assert ax2.get_ylabel().startswith("conv2") and "0-15 of 32" in ax2.get_ylabel()
+    for ax, channels in ((ax1, 8), (ax2, 16)):                   # numbered, never on an activation
+        assert len(ax.texts) == channels and all(t.get_fontsize() >= 8 for t in ax.texts)
+        row_runs, col_runs = assert_numbers_above_their_tiles(fig, ax)
+    (r, _), (c, _) = row_runs[0], col_runs[0]
+    np.testing.assert_allclose(ax2.get_images()[0].get_array()[r:r + 11, c:c + 11], maps[1][1][0, :, :, 0])
     width, height = fig.get_size_inches() * fig.dpi
     assert width <= 1000 and height <= 800
+
+
+def test_plot_feature_maps_says_nothing_of_an_activation_it_was_not_told():
+    rng = np.random.default_rng(0)
+    fig = P.plot_feature_maps(np.zeros((28, 28)), [("conv", rng.normal(size=(26, 26, 4)))])
+    texts = " ".join(t.get_text() for ax in fig.axes for t in ax.texts) + fig._suptitle.get_text()
+    assert "ReLU" not in texts and "after" not in fig._suptitle.get_text()
 
 
 def test_plot_feature_maps_validates():
@@ -370,6 +493,8 @@ def test_plot_feature_maps_validates():
         P.plot_feature_maps(np.zeros((28, 28)), [("conv1", np.zeros((26, 26)))])
     with pytest.raises(ValueError, match=r"\(H, W\) or \(H, W, 1\)"):
         P.plot_feature_maps(np.zeros((2, 28, 28)), [("conv1", np.zeros((26, 26, 4)))])
+    with pytest.raises(ValueError, match="max_channels must be a whole number >= 1, got 0"):
+        P.plot_feature_maps(np.zeros((28, 28)), [("conv1", np.zeros((26, 26, 4)))], max_channels=0)
 
 
 # --------------------------------------------------------------------------- #
@@ -402,8 +527,9 @@ def test_plot_mistakes_titles(tmp_path):
     assert len(image_axes) == 4
     for ax, i in zip(image_axes, idx):
         pct = round(100 * probs[i, preds[i]])
-        assert ax.get_title() == f"pred {preds[i]} ({pct}%) / true {labels[i]}"
+        assert ax.get_title() == f"✘ {preds[i]} ({pct}%)\ntrue: {labels[i]}"
         assert ax.title.get_color() == "tab:red"
+    assert fig._suptitle.get_text().startswith(f"The 4 most confident mistakes, of {np.sum(labels != preds)}")
 
 
 def test_plot_mistakes_without_mistakes_says_so(tmp_path):

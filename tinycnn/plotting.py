@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import textwrap
 
 import numpy as np
 
@@ -68,7 +69,9 @@ _select_backend()
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from . import checks  # noqa: E402
 from .files import atomic_write  # noqa: E402
+from .metrics import ACCURACY_NAMES  # noqa: E402
 
 __all__ = [
     "plot_history",
@@ -83,8 +86,15 @@ __all__ = [
 ]
 
 _DPI = 100
-_RIGHT = "tab:green"
+# Right and wrong are told apart by a mark (✔ / ✘) and, for a wrong one, a second line naming the
+# true class. Colour only repeats it, in blue and red, which readers with red-green colour
+# blindness (the common kind) can still tell apart; green and red they cannot.
+_RIGHT = "tab:blue"
 _WRONG = "tab:red"
+_RIGHT_MARK = "✔"
+_WRONG_MARK = "✘"
+_FEW_EPOCHS = 20        # up to this many, each epoch's value is a marker on the curve
+_LABEL_PT = 8           # the numbers above the tiles of filters.png and feature_maps.png
 
 
 # --------------------------------------------------------------------------- #
@@ -126,11 +136,20 @@ def _finish(fig, path, show):
 
 
 # --------------------------------------------------------------------------- #
-# Input validation
+# Input validation: the general checks are tinycnn.checks'; these are about figures
 # --------------------------------------------------------------------------- #
 
+def _output(path, show):
+    """``path`` (None, or where to save) and ``show``, checked before anything is drawn."""
+    return (None if path is None else checks.path(path, "path")), checks.boolean(show, "show")
+
+
 def _labels(values, name: str) -> np.ndarray:
-    """A 1-D array of non-negative integer class labels, or a clear ValueError."""
+    """A 1-D array of non-negative integer class labels, or a clear ValueError.
+
+    (Unlike ``losses.check_labels``, there is no model here to give the number of classes, and the
+    message names the argument: y_true or y_pred.)
+    """
     arr = np.asarray(values)
     if arr.ndim != 1:
         hint = " (one-hot or probabilities? take .argmax(axis=1) first)" if arr.ndim == 2 else ""
@@ -148,17 +167,12 @@ def _labels(values, name: str) -> np.ndarray:
 
 
 def _same_length(**arrays) -> int:
+    """The common length N of the named arrays, or a ValueError that gives each one's length."""
     lengths = {name: len(a) for name, a in arrays.items()}
     if len(set(lengths.values())) > 1:
         described = ", ".join(f"{name} has {n}" for name, n in lengths.items())
         raise ValueError(f"inputs must have the same length N: {described}")
     return next(iter(lengths.values()))
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def _gray_images(images, name: str = "images"):
@@ -197,6 +211,26 @@ def _class_names(class_names, num_classes: int, labels_name: str = "labels"):
     return names
 
 
+def _probabilities(probs, n_expected: int) -> np.ndarray:
+    """probs as a float (N, K) array of probabilities, K >= 2, or a clear ValueError."""
+    arr = np.asarray(probs, dtype=np.float64)
+    if arr.ndim != 2 or arr.shape[1] < 2:
+        raise ValueError(f"probs must have shape (N, K) with K >= 2 classes; got shape {arr.shape}")
+    if arr.shape[0] != n_expected:
+        raise ValueError(f"probs has {arr.shape[0]} rows but y_true has {n_expected} labels; "
+                         f"expected shape ({n_expected}, K)")
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError("probs contains NaN or infinite values")
+    if arr.size and (arr.min() < -1e-6 or arr.max() > 1 + 1e-6):
+        raise ValueError(f"probs must be probabilities in [0, 1], got values in "
+                         f"[{arr.min():.3g}, {arr.max():.3g}] (apply softmax to logits first)")
+    return arr
+
+
+# --------------------------------------------------------------------------- #
+# Grids of titled images (predictions, mistakes) and their titles
+# --------------------------------------------------------------------------- #
+
 def _grid_shape(n: int) -> tuple[int, int]:
     """A near-square (rows, cols) grid with room for n panels, cols >= rows."""
     cols = max(1, math.ceil(math.sqrt(n)))
@@ -204,11 +238,39 @@ def _grid_shape(n: int) -> tuple[int, int]:
     return rows, cols
 
 
-def _pred_true_title(pred: str, true: str, conf: str = "") -> str:
-    left, right = f"pred {pred}{conf}", f"true {true}"
-    if len(left) + len(right) > 22:  # long names (e.g. Fashion-MNIST): two lines
-        return f"{left} /\n{right}"
-    return f"{left} / {right}"
+def _image_grid(images, display_range, panels, suptitle):
+    """A figure of greyscale images in a near-square grid, each with its own title.
+
+    Args:
+        images: (N, H, W) images, as :func:`_gray_images` returns them.
+        display_range: their (vmin, vmax), from :func:`_gray_images`.
+        panels: one ``(index into images, title, title colour)`` per image to draw.
+        suptitle: the figure's title, one or more lines, wrapped here to the figure's width.
+    """
+    rows, cols = _grid_shape(len(panels))
+    chars = int(1.9 * cols * 13)           # about 13 characters of 10-point text to an inch
+    suptitle = "\n".join(textwrap.fill(line, chars) for line in suptitle.split("\n"))
+    title_lines = suptitle.count("\n") + 1
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows + 0.2 * title_lines + 0.2),
+                             layout="constrained", squeeze=False)
+    fig.suptitle(suptitle, fontsize=10)
+    vmin, vmax = display_range
+    for ax, (i, title, colour) in zip(axes.flat, panels):
+        ax.imshow(images[i], cmap="gray", vmin=vmin, vmax=vmax)
+        ax.set_title(title, fontsize=9, color=colour)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes.flat[len(panels):]:
+        ax.axis("off")
+    return fig
+
+
+def _verdict(right: bool, pred: str, true: str, confidence=None):
+    """A panel's title and colour: "✔ Dress (97%)", or "✘ Bag (62%)" over "true: Coat"."""
+    conf = "" if confidence is None else f" ({_percent(confidence)})"
+    if right:
+        return f"{_RIGHT_MARK} {pred}{conf}", _RIGHT
+    return f"{_WRONG_MARK} {pred}{conf}\ntrue: {true}", _WRONG
 
 
 def _percent(p: float) -> str:
@@ -228,25 +290,34 @@ def _percent(p: float) -> str:
 def plot_history(history, path=None, show=False):
     """Accuracy and loss per epoch, training vs validation, side by side.
 
+    The training values are what ``fit`` reports: running means over each epoch's batches, taken
+    while the weights were still changing (and with dropout and augmentation on); validation is
+    measured once, with the weights at the end of the epoch. The figure says so under the plots:
+    it is why validation can sit above training, most of all in the first epoch.
+
     Args:
         history: dict of per-epoch lists, like Keras's ``History.history``:
             ``"loss"`` and ``"accuracy"`` (each length E >= 1), optionally
-            ``"val_loss"`` and ``"val_accuracy"`` (also length E). The older
-            Keras names ``"acc"``/``"val_acc"`` are accepted too.
+            ``"val_loss"`` and ``"val_accuracy"`` (also length E). The other names
+            Keras logs accuracy under (``"acc"``, ``"sparse_categorical_accuracy"``, ...,
+            see :mod:`tinycnn.metrics`) are accepted too, with ``"val_"`` before them.
         path: where to save the PNG (str or path-like), or None.
         show: call ``plt.show()`` instead of closing the figure.
 
     Returns:
-        The matplotlib Figure (two axes: accuracy, then loss).
+        The matplotlib Figure (two axes: accuracy, then loss). Up to 20 epochs, each
+        epoch's value is a marker on the curve; a single epoch is a marker alone, with
+        its value written beside it (training's on the left, validation's on the right).
     """
+    path, show = _output(path, show)
     if not isinstance(history, dict):
         history = getattr(history, "history", history)  # a Keras-like History object
     if not isinstance(history, dict):
         raise TypeError(f"history must be a dict of per-epoch lists, got {type(history).__name__}")
     series = {}
-    for key, aliases in (("loss", ()), ("accuracy", ("acc",)),
-                         ("val_loss", ()), ("val_accuracy", ("val_acc",))):
-        for candidate in (key, *aliases):
+    for key, names in (("loss", ["loss"]), ("accuracy", ACCURACY_NAMES),
+                       ("val_loss", ["val_loss"]), ("val_accuracy", ["val_" + n for n in ACCURACY_NAMES])):
+        for candidate in names:
             if candidate in history:
                 values = np.asarray(history[candidate], dtype=np.float64)
                 if values.ndim != 1 or values.size == 0:
@@ -269,22 +340,42 @@ def plot_history(history, path=None, show=False):
             f"every history list must have one value per epoch ({epochs}, the length of "
             f"'loss'); got lengths {wrong_length}"
         )
+    validation = "val_loss" in series or "val_accuracy" in series
 
     x = np.arange(1, epochs + 1)
-    size = 4 if epochs <= 30 else 2.5  # markers keep a single epoch visible
-    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2), layout="constrained")
-    for ax, key, title in ((ax_acc, "accuracy", "Accuracy"), (ax_loss, "loss", "Loss")):
-        ax.plot(x, series[key], "-o", color="tab:blue", markersize=size, label="training")
-        if f"val_{key}" in series:
-            ax.plot(x, series[f"val_{key}"], "--s", color="tab:orange", markersize=size,
-                    label="validation")
-        ax.set_title(f"{title} per epoch")
+    # One epoch is one point per curve: a marker, no line (and the legend shows a marker, not a
+    # line that is nowhere in the plot). A few epochs: line and markers. Many: the line alone.
+    single = epochs == 1
+    marker_size = 8 if single else 5 if epochs <= _FEW_EPOCHS else 0
+    curves = (("", "training (running mean over the epoch)", "tab:blue", "-", "o", "right", -1),
+              ("val_", "validation (at the end of the epoch)", "tab:orange", "--", "s", "left", 1))
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.6), layout="constrained")
+    for ax, key, title in ((ax_acc, "accuracy", "Accuracy per epoch"), (ax_loss, "loss", "Loss per epoch")):
+        for prefix, label, colour, line, marker, align, side in curves:
+            if prefix + key not in series:
+                continue
+            values = series[prefix + key]
+            ax.plot(x, values, color=colour, label=label, linestyle="none" if single else line,
+                    marker=marker if marker_size else None, markersize=marker_size)
+            if single:              # a lone point: write its value beside it
+                ax.annotate(f"{values[0]:.3f}", (1, values[0]), xytext=(10 * side, 0),
+                            textcoords="offset points", ha=align, va="center", fontsize=9, color=colour)
+        ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.set_ylabel(key)
         ax.set_xlim(0.5, epochs + 0.5)
+        ax.margins(y=0.15)                      # no point on the frame
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(True, alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize=9)
+    note = ("Training loss and accuracy are running means over each epoch's batches, taken while the "
+            "weights were still changing\n(and with dropout and augmentation on, if the model has any)")
+    if validation:
+        note += ("; validation is measured once, with the weights at the end of the epoch.\n"
+                 "That is why validation can sit above training, most of all in the first epoch.")
+    else:
+        note += "."
+    fig.supxlabel(note, fontsize=9, color="0.25")
     return _finish(fig, path, show)
 
 
@@ -311,7 +402,7 @@ def confusion_matrix(y_true, y_pred, num_classes=None):
     if num_classes is None:
         k = top + 1
     else:
-        k = _positive_int(num_classes, "num_classes")
+        k = checks.integer(num_classes, "num_classes", minimum=1)
         if top >= k:
             raise ValueError(f"found label {top} but num_classes is {k} (labels must be < {k})")
     counts = np.bincount(t * k + p, minlength=k * k)
@@ -336,6 +427,7 @@ def plot_confusion_matrix(y_true, y_pred, class_names=None, path=None, show=Fals
         The matplotlib Figure. Rows are true classes, columns predicted; the
         title gives the overall accuracy.
     """
+    path, show = _output(path, show)
     t = _labels(y_true, "y_true")
     p = _labels(y_pred, "y_pred")
     n = _same_length(y_true=t, y_pred=p)
@@ -345,7 +437,7 @@ def plot_confusion_matrix(y_true, y_pred, class_names=None, path=None, show=Fals
     if class_names is not None:
         k = len(class_names)
     elif num_classes is not None:
-        k = _positive_int(num_classes, "num_classes")
+        k = checks.integer(num_classes, "num_classes", minimum=1)
     else:
         k = max(10, top + 1)
     if top >= k:
@@ -404,93 +496,122 @@ def choose_examples(y_true, y_pred, n=25, seed=0):
     t = _labels(y_true, "y_true")
     p = _labels(y_pred, "y_pred")
     total = _same_length(y_true=t, y_pred=p)
-    n = min(_positive_int(n, "n"), total)
+    n = min(checks.integer(n, "n", minimum=1), total)
+    rng = np.random.default_rng(checks.seed(seed))
     wrong = np.flatnonzero(t != p)
     right = np.flatnonzero(t == p)
     n_wrong = min(len(wrong), max(1, n // 3)) if n else 0
     n_right = min(len(right), n - n_wrong)
     n_wrong = min(len(wrong), n - n_right)  # too few right ones: show more wrong ones
-    rng = np.random.default_rng(seed)
     picks = np.concatenate([rng.choice(wrong, size=n_wrong, replace=False),
                             rng.choice(right, size=n_right, replace=False)])
     return np.sort(picks).astype(np.int64)
 
 
-def plot_predictions(images, y_true, y_pred, class_names=None, n=25, path=None, show=False,
-                     seed=0):
-    """A grid of test images titled "pred X / true Y" (green if right, red if wrong).
+def plot_predictions(images, y_true, y_pred=None, class_names=None, n=25, path=None, show=False,
+                     seed=0, *, probs=None):
+    """A grid of test images, each titled with its prediction: "✔ Dress (97%)", or "✘ Bag (62%)"
+    over "true: Coat".
 
-    The images are chosen by :func:`choose_examples`, so misclassified ones are
-    included whenever there are any.
+    Right and wrong are marked ✔ and ✘ (and coloured blue and red, as a second cue); a wrong one
+    also names the true class. With ``probs``, each title gives the probability the model gave
+    its prediction (the largest softmax output). The images are chosen by
+    :func:`choose_examples`, which puts mistakes in on purpose (up to a third of the grid), and the
+    figure's title says so, with how many of each it picked from how many.
 
     Args:
         images: (N, H, W) or (N, H, W, 1) greyscale images, uint8 (0..255) or
             float in [0, 1] (other floats are scaled per image).
         y_true: (N,) integer true labels.
-        y_pred: (N,) integer predicted labels.
+        y_pred: (N,) integer predicted labels, or None when ``probs`` is given
+            (the prediction is then ``probs.argmax(axis=1)``).
         class_names: names indexed by label; default the label numbers.
         n: number of images (a 5 x 5 grid for 25).
         path: where to save the PNG, or None.
         show: call ``plt.show()`` instead of closing the figure.
         seed: seed for choosing the images.
+        probs: (N, K) predicted probabilities (softmax outputs), instead of y_pred;
+            each title then gives its prediction's probability.
 
     Returns:
         The matplotlib Figure.
     """
-    imgs, (vmin, vmax) = _gray_images(images)
+    path, show = _output(path, show)
+    imgs, display_range = _gray_images(images)
     t = _labels(y_true, "y_true")
-    p = _labels(y_pred, "y_pred")
+    if (y_pred is None) == (probs is None):
+        raise ValueError("give the predictions once: y_pred, (N,) labels, or probs, (N, K) probabilities")
+    pr = None if probs is None else _probabilities(probs, len(t))
+    p = _labels(y_pred, "y_pred") if pr is None else pr.argmax(axis=1)
     total = _same_length(images=imgs, y_true=t, y_pred=p)
     if total == 0:
         raise ValueError("no images given (N == 0)")
-    names = _class_names(class_names, int(max(t.max(), p.max())) + 1)
+    k = int(max(t.max(), p.max())) + 1 if pr is None else pr.shape[1]
+    names = _class_names(class_names, k)
     idx = choose_examples(t, p, n, seed)
 
-    rows, cols = _grid_shape(len(idx))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows + 0.4),
-                             layout="constrained", squeeze=False)
-    n_wrong = int(np.sum(t[idx] != p[idx]))
-    fig.suptitle(f"{len(idx)} test images ({n_wrong} misclassified, titled in red)")
-    for ax, i in zip(axes.flat, idx):
-        ax.imshow(imgs[i], cmap="gray", vmin=vmin, vmax=vmax)
-        ok = t[i] == p[i]
-        ax.set_title(_pred_true_title(names[p[i]], names[t[i]]), fontsize=8,
-                     color=_RIGHT if ok else _WRONG)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in axes.flat[len(idx):]:
-        ax.axis("off")
-    return _finish(fig, path, show)
+    panels = []
+    for i in idx:
+        title, colour = _verdict(t[i] == p[i], names[p[i]], names[t[i]],
+                                 None if pr is None else pr[i, p[i]])
+        panels.append((i, title, colour))
+    all_wrong = int(np.sum(t != p))
+    shown_wrong = int(np.sum(t[idx] != p[idx]))
+    drawn = f"at random (seed {seed})" if isinstance(seed, (int, np.integer)) else "at random"
+    lines = [f"{len(idx)} of the {total:,} test images, picked {drawn}: {shown_wrong} of the "
+             f"{all_wrong:,} misclassified, {len(idx) - shown_wrong} of the {total - all_wrong:,} "
+             f"classified right"]
+    if shown_wrong:
+        lines.append(f"Mistakes are put in on purpose (up to a third of the grid): their share here is "
+                     f"not the error rate, {all_wrong / total:.1%}")
+    key = f"{_RIGHT_MARK} right, {_WRONG_MARK} wrong (and under it, the true class)"
+    if pr is not None:
+        key += "; in brackets, the probability the model gave its prediction"
+    lines.append(key)
+    return _finish(_image_grid(imgs, display_range, panels, "\n".join(lines)), path, show)
 
 
 # --------------------------------------------------------------------------- #
-# 5. Convolution filters
+# 5. Convolution filters, in a montage: small tiles in one image, numbered above each tile
 # --------------------------------------------------------------------------- #
 
-def _montage(tiles, per_row, gap):
-    """Tiles (h, w, n) laid out in rows of ``per_row``, ``gap`` pixels of NaN between them.
+def _montage(tiles, per_row, gap, label_rows):
+    """Tiles (h, w, n) laid out in rows of ``per_row``, NaN (drawn white) between them.
 
     One image instead of one matplotlib axes per tile: drawing it is many times faster, and a
-    single colour scale (hence one colour bar) covers every tile. Returns the (rows*(h+gap)-gap,
-    cols*(w+gap)-gap) image and the top-left corner (row, col) of each tile.
+    single colour scale (hence one colour bar) covers every tile. Tiles side by side are ``gap``
+    pixels apart; above each row of tiles, ``label_rows`` rows of NaN hold the tiles' numbers
+    (:func:`_number_tiles`), so that a number never covers a pixel of data.
+
+    Returns the image, (rows*(label_rows+h), cols*(w+gap)-gap), and each tile's top-left corner (row, col).
     """
     h, w, n = tiles.shape
     cols = min(n, per_row)
     rows = math.ceil(n / cols)
-    out = np.full((rows * (h + gap) - gap, cols * (w + gap) - gap), np.nan)
+    pitch = label_rows + h
+    out = np.full((rows * pitch, cols * (w + gap) - gap), np.nan)
     corners = []
     for i in range(n):
-        r, c = (i // cols) * (h + gap), (i % cols) * (w + gap)
+        r, c = (i // cols) * pitch + label_rows, (i % cols) * (w + gap)
         out[r:r + h, c:c + w] = tiles[:, :, i]
         corners.append((r, c))
     return out, corners
 
 
-def _label_tiles(ax, corners, fontsize=8):
-    """Number each tile of a montage in its top-left corner, on a pale box so it stays readable."""
+def _label_rows(inches_per_pixel):
+    """How many image rows of a montage the numbers above its tiles need, at that scale.
+
+    An 8-point number is 0.11 inch high; with room above and below it (so that it sits clearly
+    nearer its own tile than the row above), 0.24 inch.
+    """
+    return max(1, math.ceil(0.24 / inches_per_pixel))
+
+
+def _number_tiles(ax, corners, tile_width):
+    """Write each tile's index just above its top edge, centred, in the space _montage left."""
     for i, (r, c) in enumerate(corners):
-        ax.text(c - 0.5, r - 0.5, str(i), fontsize=fontsize, ha="left", va="top",
-                bbox=dict(boxstyle="square,pad=0.1", facecolor="white", alpha=0.75, linewidth=0))
+        ax.annotate(str(i), xy=(c + (tile_width - 1) / 2, r - 0.5), xytext=(0, 2),
+                    textcoords="offset points", ha="center", va="bottom", fontsize=_LABEL_PT)
 
 
 def _blank_nan(cmap_name):
@@ -510,11 +631,14 @@ def plot_filters(kernel, path=None, show=False, layer_name=None):
 
     Returns:
         The matplotlib Figure: the F filters side by side in one image (8 to a
-        row), numbered, with a diverging colormap ("bwr") centred at 0 and
+        row), each numbered above it, with a diverging colormap ("bwr") centred at 0 and
         scaled to the largest absolute weight of all filters: white is 0, red
         a positive weight (the filter responds to a bright pixel there), blue
         a negative one. The colour bar gives the scale.
     """
+    path, show = _output(path, show)
+    if layer_name is not None:
+        layer_name = checks.text(layer_name, "layer_name")
     w = np.asarray(kernel)
     if w.ndim != 4:
         raise ValueError(
@@ -527,15 +651,20 @@ def plot_filters(kernel, path=None, show=False, layer_name=None):
     if min(w.shape) == 0:
         raise ValueError(f"kernel has an empty dimension: shape {w.shape} (KH, KW, C_in, F)")
     shown = w.astype(np.float64).mean(axis=2)  # (KH, KW, F)
-    image, corners = _montage(shown, per_row=8, gap=1)
+    per_row, gap = 8, 1
+    cols = min(f, per_row)
+    # The scale first (a tile at most 0.75 inch, the montage at most 7 inches wide), then the
+    # room for the numbers at that scale, then a figure of the montage's size at that scale.
+    inches = min(0.75 / max(kh, kw), 7.0 / (cols * (kw + gap) - gap))
+    image, corners = _montage(shown, per_row, gap, _label_rows(inches))
     limit = float(np.max(np.abs(shown))) or 1.0
 
-    rows, cols = image.shape[0] / (kh + 1), image.shape[1] / (kw + 1)
-    fig, ax = plt.subplots(figsize=(min(10.0, 1.1 * cols + 2.0), 1.1 * rows + 1.0), layout="constrained")
+    height, width = image.shape
+    fig, ax = plt.subplots(figsize=(width * inches + 2.2, height * inches + 0.8), layout="constrained")
     how = "" if c_in == 1 else f", mean over {c_in} input channels"
     fig.suptitle(f"{layer_name + ': ' if layer_name else ''}{f} filters, {kh}x{kw}{how}")
     im = ax.imshow(image, cmap=_blank_nan("bwr"), vmin=-limit, vmax=limit, interpolation="nearest")
-    _label_tiles(ax, corners)
+    _number_tiles(ax, corners, kw)
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_frame_on(False)
@@ -547,7 +676,31 @@ def plot_filters(kernel, path=None, show=False, layer_name=None):
 # 6. Feature maps
 # --------------------------------------------------------------------------- #
 
-def plot_feature_maps(image, feature_maps, path=None, show=False, max_channels=16, per_row=8):
+_FMAP_WIDTH = 10.0        # inches: the figure
+_FMAP_PANEL = 8.0         # inches: about what a layer's montage gets of it (less its label and bar)
+
+
+def _how_to_read_feature_maps(activation, sizes):
+    """The text beside the input image: what a tile is, and what its colours mean."""
+    relu = activation is not None and activation.lower() == "relu"
+    lines = ["Each tile is one channel of a convolution's output",
+             "for the image on the left: one filter slid over it."]
+    if relu:
+        lines += ["The values are after ReLU, so none is below 0:",
+                  "dark (0) where the filter's pattern is absent,",
+                  "bright where it is strongest."]
+    elif activation is not None:
+        lines += [f"The values are after {activation}."]
+    lines += ["Each layer has its own colour scale (its bar, right);",
+              "the number above a tile is the channel's index."]
+    if len(sizes) > 1 and all(b < a for a, b in zip(sizes, sizes[1:])):
+        lines += ["Later maps are smaller (pooling shrank them), so each",
+                  "of their pixels covers a larger patch of the input."]
+    return "\n".join(lines)
+
+
+def plot_feature_maps(image, feature_maps, path=None, show=False, max_channels=16, per_row=8,
+                      activation=None):
     """The input image, then the channels of each convolution's output for it.
 
     Args:
@@ -559,20 +712,26 @@ def plot_feature_maps(image, feature_maps, path=None, show=False, max_channels=1
         show: call ``plt.show()`` instead of closing the figure.
         max_channels: at most this many channels (the first ones) per layer.
         per_row: channels side by side in one row.
+        activation: the activation the maps have been through, such as "ReLU",
+            said in the figure ("after ReLU"); None says nothing about it.
 
     Returns:
-        The matplotlib Figure: the input image (titled, with its colour bar),
-        then one panel per layer, labelled with its name, its size and how many
-        channels are shown; its channels are numbered tiles on one colour scale,
-        whose colour bar gives the activation values.
+        The matplotlib Figure: the input image (titled, with its colour bar) and,
+        beside it, how to read the figure; under them one panel per layer, labelled
+        with its name, its size and how many channels are shown. Its channels are
+        tiles on one colour scale, each numbered above it, and its colour bar gives
+        the values.
     """
+    path, show = _output(path, show)
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[-1] == 1:
         img = img[..., 0]
     if img.ndim != 2:
         raise ValueError(f"image must have shape (H, W) or (H, W, 1); got shape {img.shape}")
-    max_channels = _positive_int(max_channels, "max_channels")
-    per_row = _positive_int(per_row, "per_row")
+    max_channels = checks.integer(max_channels, "max_channels", minimum=1)
+    per_row = checks.integer(per_row, "per_row", minimum=1)
+    if activation is not None:
+        activation = checks.text(activation, "activation")
     if isinstance(feature_maps, dict):
         feature_maps = list(feature_maps.items())
     entries = []
@@ -594,26 +753,41 @@ def plot_feature_maps(image, feature_maps, path=None, show=False, max_channels=1
     montages = []
     for name, fmap in entries:
         shown = fmap[:, :, :max_channels].astype(np.float64)
-        montage, corners = _montage(shown, per_row, gap=max(1, fmap.shape[0] // 10))
-        montages.append((name, fmap, montage, corners, math.ceil(shown.shape[-1] / per_row)))
-    heights = [1.4] + [tile_rows for *_, tile_rows in montages]
-    fig, axes = plt.subplots(len(heights), 1, figsize=(10.0, 1.15 * sum(heights) + 0.6),
-                             height_ratios=heights, layout="constrained", squeeze=False)
-    axes = axes[:, 0]
-    fig.suptitle("Feature maps: what each convolution's channels respond to in this image")
+        h, w, c = shown.shape
+        gap = max(1, h // 10)
+        cols = min(c, per_row)
+        inches = _FMAP_PANEL / (cols * (w + gap) - gap)        # each layer spans the same width
+        montage, corners = _montage(shown, per_row, gap, _label_rows(inches))
+        montages.append((name, fmap, montage, corners, montage.shape[0] * inches))
+    top = 1.5                                                   # inches: the input image's row
+    heights = [top] + [height for *_, height in montages]
+    fig = plt.figure(figsize=(_FMAP_WIDTH, sum(heights) + 0.5 + 0.15 * len(montages)), layout="constrained")
+    grid = fig.add_gridspec(len(heights), 2, height_ratios=heights, width_ratios=[1, 2.4])
+    after = f" (after {activation})" if activation else ""
+    fig.suptitle(f"Feature maps: what each convolution's channels respond to in this image{after}")
+
+    ax_in = fig.add_subplot(grid[0, 0])
     gray = (0, 255) if img.dtype == np.uint8 else (None, None)
-    im = axes[0].imshow(img, cmap="gray", vmin=gray[0], vmax=gray[1])
-    axes[0].set_title(f"input image, {img.shape[0]}x{img.shape[1]}", fontsize=10, loc="left")
-    axes[0].set_anchor("W")                     # on the left, its colour bar just beside it
-    fig.colorbar(im, cax=axes[0].inset_axes([1.04, 0.0, 0.04, 1.0]), label="pixel")
-    for ax, (name, fmap, montage, corners, _) in zip(axes[1:], montages):
+    im = ax_in.imshow(img, cmap="gray", vmin=gray[0], vmax=gray[1])
+    ax_in.set_title(f"input image, {img.shape[0]}x{img.shape[1]}", fontsize=10, loc="left")
+    ax_in.set_anchor("W")                     # on the left, its colour bar just beside it
+    fig.colorbar(im, cax=ax_in.inset_axes([1.04, 0.0, 0.06, 1.0]), label="pixel")
+    ax_text = fig.add_subplot(grid[0, 1])     # beside it, what was empty space: how to read this
+    ax_text.axis("off")
+    ax_text.text(0.0, 1.0, _how_to_read_feature_maps(activation, [f.shape[0] for _, f in entries]),
+                 transform=ax_text.transAxes, ha="left", va="top", fontsize=9, linespacing=1.35)
+
+    axes = [ax_in]
+    for row, (name, fmap, montage, corners, _) in enumerate(montages, start=1):
+        ax = fig.add_subplot(grid[row, :])
         im = ax.imshow(montage, cmap=_blank_nan("viridis"), interpolation="nearest")
-        _label_tiles(ax, corners)
+        _number_tiles(ax, corners, fmap.shape[1])
         c = fmap.shape[-1]
         shown = f"channels 0-{max_channels - 1} of {c}" if c > max_channels else f"{c} channels"
         ax.set_ylabel(f"{name}\n{fmap.shape[0]}x{fmap.shape[1]}, {shown}", fontsize=9)
         ax.set_frame_on(False)
-        fig.colorbar(im, ax=ax, label="activation", shrink=0.9)
+        fig.colorbar(im, ax=ax, label="activation" + after, shrink=0.9)
+        axes.append(ax)
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
@@ -623,21 +797,6 @@ def plot_feature_maps(image, feature_maps, path=None, show=False, max_channels=1
 # --------------------------------------------------------------------------- #
 # 7. Most confident mistakes
 # --------------------------------------------------------------------------- #
-
-def _probabilities(probs, n_expected: int) -> np.ndarray:
-    arr = np.asarray(probs, dtype=np.float64)
-    if arr.ndim != 2 or arr.shape[1] < 2:
-        raise ValueError(f"probs must have shape (N, K) with K >= 2 classes; got shape {arr.shape}")
-    if arr.shape[0] != n_expected:
-        raise ValueError(f"probs has {arr.shape[0]} rows but y_true has {n_expected} labels; "
-                         f"expected shape ({n_expected}, K)")
-    if arr.size and not np.isfinite(arr).all():
-        raise ValueError("probs contains NaN or infinite values")
-    if arr.size and (arr.min() < -1e-6 or arr.max() > 1 + 1e-6):
-        raise ValueError(f"probs must be probabilities in [0, 1], got values in "
-                         f"[{arr.min():.3g}, {arr.max():.3g}] (apply softmax to logits first)")
-    return arr
-
 
 def most_confident_mistakes(y_true, probs, n=16):
     """Indices of the n misclassified samples predicted most confidently.
@@ -656,7 +815,7 @@ def most_confident_mistakes(y_true, probs, n=16):
     """
     t = _labels(y_true, "y_true")
     pr = _probabilities(probs, len(t))
-    n = _positive_int(n, "n")
+    n = checks.integer(n, "n", minimum=1)
     if t.size and t.max() >= pr.shape[1]:
         raise ValueError(f"y_true has label {t.max()} but probs has only {pr.shape[1]} classes")
     pred = pr.argmax(axis=1)
@@ -667,7 +826,7 @@ def most_confident_mistakes(y_true, probs, n=16):
 
 
 def plot_mistakes(images, y_true, probs, class_names=None, n=16, path=None, show=False):
-    """The most confidently wrong predictions, titled "pred X (97%) / true Y" in red.
+    """The most confidently wrong predictions, each titled "✘ Bag (97%)" over "true: Coat", in red.
 
     Args:
         images: (N, H, W) or (N, H, W, 1) greyscale images, uint8 or float in [0, 1].
@@ -681,7 +840,8 @@ def plot_mistakes(images, y_true, probs, class_names=None, n=16, path=None, show
     Returns:
         The matplotlib Figure. With no mistakes it holds a message saying so.
     """
-    imgs, (vmin, vmax) = _gray_images(images)
+    path, show = _output(path, show)
+    imgs, display_range = _gray_images(images)
     t = _labels(y_true, "y_true")
     _same_length(images=imgs, y_true=t)
     pr = _probabilities(probs, len(t))
@@ -696,17 +856,9 @@ def plot_mistakes(images, y_true, probs, class_names=None, n=16, path=None, show
         return _finish(fig, path, show)
 
     pred = pr.argmax(axis=1)
-    rows, cols = _grid_shape(len(idx))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.1 * rows + 0.4),
-                             layout="constrained", squeeze=False)
+    panels = [(i, *_verdict(False, names[pred[i]], names[t[i]], pr[i, pred[i]])) for i in idx]
     total_wrong = int(np.sum(pred != t))
-    fig.suptitle(f"Most confident mistakes ({len(idx)} of {total_wrong} misclassified)")
-    for ax, i in zip(axes.flat, idx):
-        ax.imshow(imgs[i], cmap="gray", vmin=vmin, vmax=vmax)
-        conf = f" ({_percent(pr[i, pred[i]])})"
-        ax.set_title(_pred_true_title(names[pred[i]], names[t[i]], conf), fontsize=8, color=_WRONG)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in axes.flat[len(idx):]:
-        ax.axis("off")
-    return _finish(fig, path, show)
+    suptitle = (f"The {len(idx)} most confident mistakes, of {total_wrong:,} misclassified\n"
+                f"{_WRONG_MARK} the prediction, in brackets the probability the model gave it; "
+                f"under it, the true class")
+    return _finish(_image_grid(imgs, display_range, panels, suptitle), path, show)
