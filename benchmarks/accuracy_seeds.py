@@ -5,15 +5,15 @@
     python benchmarks/accuracy_seeds.py --seeds 0 1 2 3 --baseline /tmp/before   # against another checkout
 
 One run of ``examples/mnist.py`` (real Fashion-MNIST from Debian's dataset-fashion-mnist, the
-seed model, 5 epochs, batch 32) gives one test accuracy, and the seed moves it by about half a
+Keras MNIST CNN, 5 epochs, batch 32) gives one test accuracy, and the seed moves it by about half a
 point: the weights' start, the shuffling, and the rounding of every step all follow from it. A
 change that alters rounding only (a faster kernel that sums in another order) draws a new
 trajectory too. So this runs the example once per seed and prints each accuracy and their mean,
 minimum and maximum, for:
-- the example as it is (in the seed model both convolution blocks run Winograd's F(2×2, 3×3));
+- the example as it is (in the Keras MNIST CNN both convolution blocks run Winograd's F(2×2, 3×3));
 - with --im2col, the same runs with Winograd switched off, so that both blocks take the im2col
   path, the one the layers' own docstrings describe;
-- with --torch, the same network and recipe in PyTorch (``accuracy_torch.py --arch seed``; its own
+- with --torch, the same network and recipe in PyTorch (``accuracy_torch.py --arch keras``; its own
   weight initialisation and random streams), for scale;
 - with --baseline DIR, the example of another checkout (``git worktree add /tmp/before <commit>``),
   with that checkout's tinycnn: did a change move the accuracy, or only the draw?
@@ -49,7 +49,7 @@ def command(variant, seed, epochs, out, baseline):
         return [sys.executable, os.path.join(baseline, "examples", "mnist.py"), *data]
     if variant == "im2col":
         return [sys.executable, "-c", WITHOUT_WINOGRAD, EXAMPLE, *data]
-    return [sys.executable, TORCH, "--arch", "seed", "--epochs", str(epochs), "--seed", str(seed)]
+    return [sys.executable, TORCH, "--arch", "keras", "--epochs", str(epochs), "--seed", str(seed)]
 
 
 def run(variant, seed, epochs, out, cores, baseline=None):

@@ -21,6 +21,7 @@ import time
 
 import common
 import numpy as np
+from examples.mnist import ARCHS, arch_name
 
 
 def accuracy(model, x, y):
@@ -34,7 +35,8 @@ def accuracy(model, x, y):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", choices=["seed", "bn-dropout"], default="bn-dropout")
+    p.add_argument("--arch", type=arch_name, choices=ARCHS, default="bn-dropout",
+                   help="as examples/mnist.py's (--arch seed, the old name of keras, is deprecated)")
     p.add_argument("--augment", action="store_true", help="the example's RandomRotation and RandomTranslation")
     p.add_argument("--schedule", choices=["constant", "cosine"], default="constant")
     p.add_argument("--epochs", type=int, default=10)

@@ -43,7 +43,7 @@ def load_images(n=60000, seed=0):
     return rng.random((n, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, n), "synthetic"
 
 
-def tinycnn_model(arch="seed", augment=False, seed=0):
+def tinycnn_model(arch="keras", augment=False, seed=0):
     """A model ``examples/mnist.py`` trains (``--arch``, ``--augment``), compiled as it compiles
     it: what is timed here is what a user runs."""
     from examples.mnist import build_model
@@ -62,12 +62,12 @@ def torch_available():
         return False
 
 
-def torch_network(arch="seed"):
+def torch_network(arch="keras"):
     """The example's networks in PyTorch (channels-first). "bn-dropout": BatchNorm2d's defaults are
     the momentum 0.1 / eps 1e-5 that build_model gives BatchNormalization (0.9 in Keras's convention)."""
     from torch import nn
 
-    if arch == "seed":
+    if arch == "keras":
         return nn.Sequential(
             nn.Conv2d(1, 32, 3), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(32, 64, 3), nn.ReLU(), nn.MaxPool2d(2),
@@ -78,12 +78,12 @@ def torch_network(arch="seed"):
         nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
 
 
-def torch_seed_model(seed=0, device="cpu"):
-    """The seed network in PyTorch, with Keras's Adam epsilon."""
+def torch_keras_model(seed=0, device="cpu"):
+    """The Keras MNIST CNN in PyTorch, with Keras's Adam epsilon."""
     import torch
 
     torch.manual_seed(seed)
-    model = torch_network("seed").to(device)
+    model = torch_network("keras").to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     return model, optimizer
 

@@ -1,17 +1,17 @@
 """The kernels alone: Numba against the NumPy references, and serial against parallel Numba.
 
-    python benchmarks/kernels.py                # the seed model's shapes at batch 32
+    python benchmarks/kernels.py                # the Keras MNIST CNN's shapes at batch 32
     python benchmarks/kernels.py --batch 128 --json kernels.json
 
 Part 1 times im2col, col2im, max-pool forward/backward, the fused bias + ReLU + max-pool pair
-and Adam's update on the seed model's shapes: the NumPy reference (for Adam, the NumPy lines of
+and Adam's update on the Keras MNIST CNN's shapes: the NumPy reference (for Adam, the NumPy lines of
 ``optimizers.Adam.update`` that the reference mode runs), the Numba kernel tinycnn uses (serial),
 and for the first four a parallel variant of that kernel that this benchmark builds itself (see
 :func:`parallel`; tinycnn never runs it). GB/s counts the bytes each kernel must read and write once.
 Part 2 times whole one-thread training steps (``model._train_step``: no data parallelism, BLAS on
 every core) with the serial kernels and then with the parallel variants of im2col and col2im: the
 measurement behind tinycnn's choice never to run Numba's thread pool beside BLAS's (fit splits
-the batch instead: parallel.py). The seed model's blocks would run Winograd's kernels, which call
+the batch instead: parallel.py). The Keras MNIST CNN's blocks would run Winograd's kernels, which call
 neither, so this part turns Winograd off (``winograd.applies``) and the blocks take im2col.
 """
 
@@ -132,7 +132,7 @@ def main():
             times.append(time.perf_counter() - start)
         return common.median(times) * 1e3
 
-    # The seed model's blocks run Winograd's kernels, which call neither im2col nor col2im: both
+    # The Keras MNIST CNN's blocks run Winograd's kernels, which call neither im2col nor col2im: both
     # runs take the blocks' im2col path instead (as accuracy_seeds.py's "im2col" variant does).
     applies, W.applies = W.applies, lambda *args: False
     saved = {name: getattr(K if "col" in name else P, name) for name in par}

@@ -1,6 +1,6 @@
 """Where a training step's time goes, against what the machine allows.
 
-    python benchmarks/layers.py                 # the seed model, batch 32
+    python benchmarks/layers.py                 # the Keras MNIST CNN, batch 32
     python benchmarks/layers.py --batch 128 --json layers.json
     python benchmarks/layers.py --arch bn-dropout --augment
 
@@ -27,6 +27,7 @@ import time
 
 import common
 import numpy as np
+from examples.mnist import ARCHS, arch_name
 from threadpoolctl import threadpool_limits
 
 from tinycnn.layers.fused import Conv2DWithoutDx, ConvReLUMaxPool
@@ -132,7 +133,8 @@ def main():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--threads", type=int, default=cpu_count(), help="cores fit splits a batch over")
-    p.add_argument("--arch", choices=["seed", "bn-dropout"], default="seed")
+    p.add_argument("--arch", type=arch_name, choices=ARCHS, default="keras",
+                   help="as examples/mnist.py's (--arch seed, the old name of keras, is deprecated)")
     p.add_argument("--augment", action="store_true")
     p.add_argument("--json", metavar="PATH")
     args = p.parse_args()

@@ -1,4 +1,4 @@
-"""Seconds per epoch of the seed model (the Keras MNIST CNN), tinycnn against PyTorch.
+"""Seconds per epoch of the Keras MNIST CNN (examples/mnist.py's default network), tinycnn against PyTorch.
 
     python benchmarks/train_epoch.py                       # batch 32 and 128, CPU
     python benchmarks/train_epoch.py --epochs 3 --json results.json
@@ -52,7 +52,7 @@ def steady_state(x, y, batch_sizes, epochs, device, use_torch):
         if use_torch:
             import torch
             tdev = "cuda" if device == "gpu" else "cpu"
-            tmodel, topt = common.torch_seed_model(device=tdev)
+            tmodel, topt = common.torch_keras_model(device=tdev)
             tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))   # NCHW
             ty = torch.from_numpy(y)
             common.torch_epoch(tmodel, topt, tx[:20 * bs], ty[:20 * bs], bs, 0, tdev)
@@ -92,7 +92,7 @@ def worker_memory(framework, batch_size, images):
         tinycnn_epoch(model, x, y, batch_size, 0)
     else:
         import torch
-        model, opt = common.torch_seed_model()
+        model, opt = common.torch_keras_model()
         common.torch_epoch(model, opt, torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))),
                            torch.from_numpy(y), batch_size, 0)
     return {"peak_rss_mb": common.peak_rss_mb()}

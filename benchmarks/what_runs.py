@@ -4,7 +4,7 @@
     python benchmarks/what_runs.py --threads 1      # the fast mode without data parallelism
     python benchmarks/what_runs.py --all            # every function, helpers and Numba kernels too
 
-It trains the Keras MNIST CNN (``examples/mnist.py``'s seed model, as ``common.tinycnn_model``
+It trains the Keras MNIST CNN (``examples/mnist.py --arch keras``, as ``common.tinycnn_model``
 builds and compiles it) for one epoch of 2 batches of random images, ``fit(x, y, batch_size=32,
 verbose=0, seed=0)``, twice: compiled as a user compiles it (the fast mode, the default) and with
 ``compile(..., fast=False)`` (the reference mode: the layers' own code, one thread, Adam's NumPy
@@ -130,7 +130,7 @@ def in_call_order(fast, reference, everything=False):
 
 
 def count_calls(fast, x, y, batch, threads):
-    """The CallCounter of one fit of a fresh seed model, in the fast or the reference mode."""
+    """The CallCounter of one fit of a fresh Keras MNIST CNN, in the fast or the reference mode."""
     model = common.tinycnn_model()
     if not fast:
         model.compile(Adam(1e-3), "sparse_categorical_crossentropy", fast=False)
@@ -162,7 +162,7 @@ def main():
     split = threads if can_split(common.tinycnn_model().layers) else 1
     batches = -(-args.images // args.batch)
     print(f"machine: {common.machine()}")
-    print(f"Calls of tinycnn's functions in one fit of the seed model: {args.images} random images, "
+    print(f"Calls of tinycnn's functions in one fit of the Keras MNIST CNN: {args.images} random images, "
           f"batch {args.batch} ({batches} steps); fast mode: each batch over {split} thread(s)"
           f"{'' if args.threads is not None else ' (every core)'}; reference mode: one thread")
     common.print_table(rows, [("function", "function", "{}"), ("file", "file", "{}"),

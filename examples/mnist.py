@@ -23,6 +23,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 VALIDATION_SPLIT = 0.1        # the last 10% of the training set, held out as Keras's fit holds it out
 DEFAULT_LR = 1e-3             # Adam's default, as in Keras
 
+#: The networks --arch chooses between: "keras", the Keras MNIST CNN, and "bn-dropout", the
+#: stronger network of the PyTorch version of this example.
+ARCHS = ("keras", "bn-dropout")
+#: Old names that still work, and the names they stand for. "seed" read like the --seed option.
+DEPRECATED_ARCHS = {"seed": "keras"}
+
 #: What to do when the data cannot be loaded, in this script's options, for each dataset.
 WAYS_OUT = {
     "mnist": "--data PATH for a local mnist.npz, or --data-url URL --sha256 HEX for a mirror.",
@@ -68,6 +74,14 @@ def http_url(text):
         local = url2pathname(urlsplit(text).path) if scheme == "file" else text
         hint = f"; for a copy on this machine, pass its path with --data {local}"
     raise argparse.ArgumentTypeError(f"only http and https URLs are downloaded, got {text!r}{hint}")
+
+
+def arch_name(text):
+    """An argparse type for --arch: the name, with an old one replaced by its new name (and a note)."""
+    if text in DEPRECATED_ARCHS:
+        print(f"note: --arch {text} is deprecated; it is now called --arch {DEPRECATED_ARCHS[text]}",
+              file=sys.stderr)
+    return DEPRECATED_ARCHS.get(text, text)
 
 
 def sha256_hex(text):
@@ -124,8 +138,9 @@ def parse_args(argv=None):
     p.add_argument("--limit", type=whole_number(2), metavar="N",
                    help="train on the first N training images only (at least 2: 10%% are held out "
                         "for validation)")
-    p.add_argument("--arch", choices=["seed", "bn-dropout"], default="seed",
-                   help="seed: the Keras MNIST CNN; bn-dropout: with batch normalisation and dropout")
+    p.add_argument("--arch", type=arch_name, choices=ARCHS, default="keras",
+                   help="keras: the Keras MNIST CNN; bn-dropout: with batch normalisation and dropout "
+                        "(--arch seed, the old name of keras, still works but is deprecated)")
     p.add_argument("--augment", action="store_true",
                    help="random rotations (up to ±7°) and shifts (up to ±5%% of the size) while training")
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu", help="where to train")
@@ -221,7 +236,10 @@ def load_dataset(args):
 
 
 def build_model(arch, augment, seed):
-    """The Keras MNIST CNN line for line ("seed"), or the PyTorch version's stronger network."""
+    """The Keras MNIST CNN line for line ("keras"), or the PyTorch version's stronger network
+    ("bn-dropout")."""
+    if arch not in ARCHS:
+        raise ValueError(f"arch must be one of {', '.join(map(repr, ARCHS))}, got {arch!r}")
     from tinycnn import Sequential
     from tinycnn.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D,
                                 RandomRotation, RandomTranslation, ReLU)
@@ -229,7 +247,7 @@ def build_model(arch, augment, seed):
     # Augmentation layers change each training image a little (and nothing at test time):
     # a turn of up to 0.02 of a full circle (about 7°) and a shift of up to 5% of the size.
     layers = [RandomRotation(0.02), RandomTranslation(0.05, 0.05)] if augment else []
-    if arch == "seed":
+    if arch == "keras":
         layers += [
             Conv2D(32, 3, activation="relu"),
             MaxPool2D(2),

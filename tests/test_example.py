@@ -46,6 +46,7 @@ def test_one_epoch_end_to_end(loopback_server, tmp_path):  # noqa: F811
         assert key in metrics
     assert set(metrics["versions"]) >= {"tinycnn", "numpy", "numba"}
     assert metrics["data_source"] == url and metrics["train_images"] == 300
+    assert metrics["arch"] == "keras"
     assert len(metrics["history"]["val_accuracy"]) == 1 and len(metrics["seconds_per_epoch"]) == 1
     assert loopback_server.count("/mnist.npz") == 1
 
@@ -56,6 +57,31 @@ def test_help_lists_every_option():
     for option in ("--epochs", "--batch-size", "--lr", "--seed", "--dataset", "--data", "--data-url",
                    "--sha256", "--cache-dir", "--out", "--limit", "--show", "--device", "--arch", "--augment"):
         assert option in result.stdout
+
+
+def load_example():
+    spec = importlib.util.spec_from_file_location("mnist_example", SCRIPT)
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+    return example
+
+
+def test_arch_seed_is_a_deprecated_name_of_keras(capsys):
+    """--arch seed (the old name, which read like --seed) still works, says so, and means keras."""
+    example = load_example()
+    assert example.parse_args([]).arch == "keras"
+    assert capsys.readouterr().err == ""
+    assert example.parse_args(["--arch", "seed"]).arch == "keras"
+    assert "--arch seed is deprecated; it is now called --arch keras" in capsys.readouterr().err
+    assert example.parse_args(["--arch", "bn-dropout"]).arch == "bn-dropout"
+    with pytest.raises(SystemExit):
+        example.parse_args(["--arch", "resnet"])
+    assert "invalid choice: 'resnet'" in capsys.readouterr().err
+    help_text = " ".join(run_script("--help").stdout.split())
+    assert "--arch {keras,bn-dropout}" in help_text and "keras: the Keras MNIST CNN" in help_text
+    assert "--arch seed, the old name of keras, still works but is deprecated" in help_text
+    with pytest.raises(ValueError, match="arch must be one of 'keras', 'bn-dropout', got 'seed'"):
+        example.build_model("seed", augment=False, seed=0)
 
 
 def test_unwritable_output_folder_fails_before_training(tmp_path):
@@ -110,9 +136,7 @@ def test_a_failed_run_keeps_an_output_folder_that_was_there_before(tmp_path):
 
 
 def test_default_output_folders_never_overwrite(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("mnist_example", SCRIPT)
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
+    example = load_example()
     monkeypatch.chdir(tmp_path)
     first, second = example.new_run_dir(), example.new_run_dir()
     assert first != second and os.path.isdir(first) and os.path.isdir(second)
