@@ -48,6 +48,7 @@ class Sequential(Trainer):
             self.build(self.input_shape)
 
     # -- structure ------------------------------------------------------------------------------
+    @one_call_at_a_time
     def add(self, layer):
         """Append a layer, renaming it ``conv2d_1``-style if its name is taken.
 
@@ -123,6 +124,7 @@ class Sequential(Trainer):
     def built(self):
         return self.dtype is not None
 
+    @one_call_at_a_time
     def build(self, input_shape=None, dtype=None):
         """Create every layer's parameters for samples of ``input_shape`` (no batch axis), in
         ``dtype``: the model's (``Sequential(dtype=...)``), float32 when it has none."""
