@@ -22,7 +22,7 @@ Over many channels, the element-wise product summed over the input channels c is
     M[ξν] = V[ξν] @ U[ξν]                                         (16, T, F)    16 matrix products
     z     = Aᵀ M A        for every tile and filter               2×2 pixels per tile
 
-In the seed model each 2×2 output tile of a convolution is exactly one 2×2 window of the max-pool
+In the Keras MNIST CNN each 2×2 output tile of a convolution is exactly one 2×2 window of the max-pool
 that follows (a stride-1 convolution, a 2×2 pool with stride 2), so the output transform is fused
 with the bias, ReLU and max-pool (:mod:`.bias_relu_pool`): ``z`` is never written, only the
 pooled ``y`` and each window's ``argmax``. A row or column of ``z`` that no pool window reads
@@ -35,7 +35,7 @@ Backward, by the chain rule through the same three steps (every step is linear):
     dV[ξν]  = dM[ξν] @ U[ξν]ᵀ       then dx_tile = B dV Bᵀ, added into dx (tiles overlap by 2)
 
 Together the three matrix products of a step do (16/36) × (tiles / output pixels) of im2col's
-work: for the seed model's second convolution (11×11 outputs, 5×5 pooled) 16·25 / (9·121) = 37%.
+work: for the Keras MNIST CNN's second convolution (11×11 outputs, 5×5 pooled) 16·25 / (9·121) = 37%.
 The transforms are additions only, over arrays a little larger than x and the pooled output.
 Rounding differs from im2col's (the transforms add and subtract before multiplying), by a few
 units in the last place of float32; the tests compare with tolerances, in float32 and float64.
@@ -170,7 +170,7 @@ def maxpool_relu_backward_m_reference(dy, argmax, y, zw):
 # They store V, M, dM and dV tile by tile, (T, 16, C): the 16 numbers of a tile are next to each
 # other. The matrix products read the same memory as (16, T, C) through a transposed view (BLAS
 # takes a row stride), which is the layout the contracts above describe. Stored (16, T, C), a
-# tile's 16 numbers would lie T*C apart: for the seed model exactly 25 pages, so that all 16 fall
+# tile's 16 numbers would lie T*C apart: for the Keras MNIST CNN exactly 25 pages, so that all 16 fall
 # into the same set of the cache (4K aliasing), and the kernels below would wait on memory.
 
 # The three small matrices, applied to 4 numbers (a column or a row of a tile) at a time:
