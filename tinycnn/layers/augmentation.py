@@ -144,11 +144,11 @@ class RandomRotation(_RandomAffine):
         super().__init__(fill_value=fill_value, seed=seed, name=name)
         self.lower, self.upper = _range(factor, "factor")
         self.factor = _as_config(factor)
-        if max(abs(self.lower), abs(self.upper)) > 1:
-            warnings.warn(f"RandomRotation(factor={factor!r}) rotates by up to {max(abs(self.lower), abs(self.upper)):g} "
-                          f"full turns ({max(abs(self.lower), abs(self.upper)) * 360:g}°): the factor is a fraction "
-                          "of a full turn, as in Keras. For up to ±10°, write RandomRotation(10 / 360).",
-                          stacklevel=3)
+        turns = max(abs(self.lower), abs(self.upper))
+        if turns > 1:                 # RandomRotation(10) written for ±10°, as torchvision's degrees
+            warnings.warn(f"RandomRotation(factor={factor!r}) rotates by up to {turns:g} full turns "
+                          f"({turns * 360:g}°): the factor is a fraction of a full turn, as in Keras. For up "
+                          "to ±10°, write RandomRotation(10 / 360).", stacklevel=3)
 
     def draw_transforms(self, n):
         angles = self.generator.uniform(self.lower, self.upper, size=n) * (2 * np.pi)
