@@ -11,9 +11,9 @@ from tinycnn.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from tinycnn.layers import Dense
 
 
-def tiny(seed=0):
+def tiny(optimizer="adam", seed=0):
     model = Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")], input_shape=(4,), seed=seed)
-    model.compile("adam")
+    model.compile(optimizer)
     return model
 
 

@@ -15,34 +15,12 @@ import os
 import numpy as np
 import pytest
 
+from test_callbacks import Scripted, data, tiny
 from tinycnn import Sequential, load_model
 from tinycnn.callbacks import (CSVLogger, Callback, EarlyStopping, LearningRateScheduler, ModelCheckpoint,
                                ReduceLROnPlateau)
-from tinycnn.layers import Dense
 from tinycnn.optimizers import SGD, Adam
 from tinycnn.schedules import CosineDecay
-
-
-def tiny(optimizer="adam", seed=0):
-    model = Sequential([Dense(8, activation="relu"), Dense(3, activation="softmax")], input_shape=(4,), seed=seed)
-    model.compile(optimizer)
-    return model
-
-
-def data(n=60, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, 4)).astype(np.float32)
-    return x, (x[:, 0] > 0).astype(int) + (x[:, 1] > 1).astype(int)
-
-
-class Scripted(Callback):
-    """Overwrites val_loss with a scripted sequence, so the test knows which epoch is best."""
-
-    def __init__(self, values):
-        self.values = values
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs["val_loss"] = self.values[epoch]
 
 
 class Rates(Callback):

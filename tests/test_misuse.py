@@ -19,7 +19,6 @@ import warnings
 import numpy as np
 import pytest
 
-from conftest import seed_model
 from tinycnn import Sequential
 from tinycnn.callbacks import Callback
 from tinycnn.layers import BatchNormalization, Conv2D, Dense, Flatten, Softmax
@@ -54,7 +53,7 @@ def test_the_shared_optimizer_loop_never_crashes(optimizer):
     """The loop from the bug report, 100 times over in a subprocess: no signal, every sharing
     refused with a clear error (the SGD variant: momentum would be used in the default SGD
     too if it had state; here it shows the refusal does not depend on the optimizer)."""
-    code = f"for _ in range(100):\n" + "".join("    " + line + "\n" for line in
+    code = "for _ in range(100):\n" + "".join("    " + line + "\n" for line in
                                                SHARED_OPTIMIZER.format(optimizer=optimizer).strip().splitlines())
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
