@@ -305,7 +305,9 @@ def test_the_cuda_module_imports_without_cupy():
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="nvcc (the CUDA compiler) is not installed")
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_the_cuda_sources_compile_with_nvcc(tmp_path, dtype):
-    """The CUDA C that CuPy compiles on first use, checked by nvcc on a machine without a GPU."""
+    """Only a compile test: nvcc accepts the CUDA C that CuPy compiles on first use, on a machine
+    without a GPU. It runs nothing, so it cannot see a wrong index; the kernels' index arithmetic
+    is run on the CPU by test_cuda_on_the_cpu.py, and on a GPU by the requires_gpu tests here."""
     from tinycnn.kernels import cuda
     for name in cuda.SOURCES:
         path = tmp_path / f"{name}.cu"
