@@ -47,7 +47,7 @@ BAD_CONSTRUCTORS = [
     (lambda: Conv2D(32, None), "kernel_size", "None"),
     (lambda: Conv2D(32, 3, strides=-1), "strides", "-1"),
     (lambda: Conv2D(32, 3, padding="full"), "padding", "'full'"),
-    (lambda: Conv2D(32, 3, kernel_initializer="ones"), "initializer", "'ones'"),
+    (lambda: Conv2D(32, 3, kernel_initializer="one"), "initializer", "'one'"),
     (lambda: Conv2D(32, 3, seed="0"), "seed", "'0'"),
     (lambda: Dense(10.7), "units", "10.7"),
     (lambda: Dense("10"), "units", "'10'"),

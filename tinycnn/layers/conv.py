@@ -35,6 +35,10 @@ class Conv2D(Layer):
     ``activation="relu"`` (or any name in ``layers/activations.py``) applies that layer to z;
     backward first takes the gradient back through it.
 
+    ``kernel_initializer`` and ``bias_initializer`` name how the parameters start
+    (``initializers.py``): Keras's "glorot_uniform" and "zeros" by default, "torch_default" for
+    PyTorch's ``nn.Conv2d`` (both uniform in ±1/sqrt(KH*KW*C)).
+
     What ``fit`` runs. With ``compile(fast=False)`` this code runs as written. By default, on the
     CPU, a Conv2D followed by ReLU and MaxPool2D runs as one fused block instead
     (``layers/fused.py``: im2col or Winograd, then bias, ReLU and pooling in one pass);
@@ -46,7 +50,7 @@ class Conv2D(Layer):
     per_sample = True
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", activation=None,
-                 kernel_initializer="glorot_uniform", name=None, seed=None):
+                 kernel_initializer="glorot_uniform", bias_initializer="zeros", name=None, seed=None):
         super().__init__(name=name, seed=seed)
         self.filters = checks.integer(filters, "filters", minimum=1)
         self.kernel_size = pair(kernel_size, "kernel_size")
@@ -54,7 +58,9 @@ class Conv2D(Layer):
         self.padding = check_padding(padding)
         self.activation = activations.get(activation)
         initializers.get(kernel_initializer)            # an unknown name fails here, not in build
+        initializers.get(bias_initializer)
         self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
 
     def _geometry(self, input_shape):
         return window_geometry(self.name, "Conv2D", input_shape, self.kernel_size, self.strides, self.padding)
@@ -67,10 +73,12 @@ class Conv2D(Layer):
         self.pad, self.out_hw = self._geometry(input_shape)   # (PT, PB, PL, PR) and (OH, OW)
         super().build(input_shape, dtype)
         kh, kw = self.kernel_size
-        init = initializers.get(self.kernel_initializer)
+        fan_in = kh * kw * input_shape[2]              # the inputs each output pixel sums
+        rng = self._rng(rng)
         self.params = {
-            "kernel": init((kh, kw, input_shape[2], self.filters), self._rng(rng), self.dtype),
-            "bias": initializers.zeros((self.filters,), dtype=self.dtype),
+            "kernel": initializers.get(self.kernel_initializer)(
+                (kh, kw, input_shape[2], self.filters), rng, self.dtype, fan_in=fan_in),
+            "bias": initializers.get(self.bias_initializer)((self.filters,), rng, self.dtype, fan_in=fan_in),
         }
         if self.activation is not None:
             self.activation.build(self.output_shape(input_shape), self.dtype)
@@ -99,5 +107,5 @@ class Conv2D(Layer):
         return {"name": self.name, "filters": self.filters, "kernel_size": list(self.kernel_size),
                 "strides": list(self.strides), "padding": self.padding,
                 "activation": activations.config_of(self.activation),
-                "kernel_initializer": self.kernel_initializer}
+                "kernel_initializer": self.kernel_initializer, "bias_initializer": self.bias_initializer}
 

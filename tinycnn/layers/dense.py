@@ -22,6 +22,10 @@ class Dense(Layer):
     ``activation="relu"`` (or any name in ``layers/activations.py``) applies that layer to z;
     backward first takes the gradient back through it.
 
+    ``kernel_initializer`` and ``bias_initializer`` name how the parameters start
+    (``initializers.py``): Keras's "glorot_uniform" and "zeros" by default, "torch_default" for
+    PyTorch's ``nn.Linear`` (both uniform in ±1/sqrt(D_in)).
+
     What ``fit`` runs: this code, in both modes. When the model ends in ``activation="softmax"``,
     the last Dense runs without it (``plan.without_activation``) and the loss applies the softmax
     (``losses.py``).
@@ -29,22 +33,26 @@ class Dense(Layer):
 
     per_sample = True
 
-    def __init__(self, units, activation=None, kernel_initializer="glorot_uniform", name=None, seed=None):
+    def __init__(self, units, activation=None, kernel_initializer="glorot_uniform", bias_initializer="zeros",
+                 name=None, seed=None):
         super().__init__(name=name, seed=seed)
         self.units = checks.integer(units, "units", minimum=1)
         self.activation = activations.get(activation)
         initializers.get(kernel_initializer)            # an unknown name fails here, not in build
+        initializers.get(bias_initializer)
         self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
 
     def build(self, input_shape, dtype="float32", rng=None):
         if len(input_shape) != 1:
             raise ValueError(f"{self.name}: Dense takes (batch, features) input, got per-sample shape "
                              f"{tuple(input_shape)}; put a Flatten() layer before it.")
         super().build(input_shape, dtype)
-        init = initializers.get(self.kernel_initializer)
+        fan_in = input_shape[0]                     # the inputs each unit sums
+        rng = self._rng(rng)
         self.params = {
-            "kernel": init((input_shape[0], self.units), self._rng(rng), self.dtype),
-            "bias": initializers.zeros((self.units,), dtype=self.dtype),
+            "kernel": initializers.get(self.kernel_initializer)((fan_in, self.units), rng, self.dtype, fan_in=fan_in),
+            "bias": initializers.get(self.bias_initializer)((self.units,), rng, self.dtype, fan_in=fan_in),
         }
         if self.activation is not None:
             self.activation.build((self.units,), self.dtype)
@@ -67,4 +75,4 @@ class Dense(Layer):
 
     def get_config(self):
         return {"name": self.name, "units": self.units, "activation": activations.config_of(self.activation),
-                "kernel_initializer": self.kernel_initializer}
+                "kernel_initializer": self.kernel_initializer, "bias_initializer": self.bias_initializer}
