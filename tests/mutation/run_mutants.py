@@ -3,6 +3,7 @@
     python tests/mutation/run_mutants.py                  every mutant (about 20 minutes on 2 cores)
     python tests/mutation/run_mutants.py ID [ID ...]      only these (ids from mutants.py)
     python tests/mutation/run_mutants.py --commit HEAD    the code of a commit, not the working tree
+    python tests/mutation/run_mutants.py --unfailed       also list the tests that no mutant fails
     python tests/mutation/run_mutants.py --check          only check that every mutant applies
 
 Run it from the repository root with the project's environment active (``. .venv/bin/activate``).
@@ -66,20 +67,35 @@ def check(mutants, root=ROOT):
     return problems
 
 
-def run_tests(tree, tests, env, timeout):
-    """pytest on ``tests`` in ``tree``: (passed, the last lines of its output, seconds)."""
+def run_tests(tree, tests, env, timeout, stop_at_first=True):
+    """pytest on ``tests`` in ``tree``: (passed, the first failure or the last line of its output,
+    seconds, the names of the test functions that failed)."""
     start = time.perf_counter()
+    first = ["-x"] if stop_at_first else []
     try:
-        result = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests],
-                                cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run([sys.executable, "-m", "pytest", *first, "-q", "-rfE", "-p", "no:cacheprovider",
+                                 *tests], cwd=tree, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        return False, f"timed out after {timeout} s", time.perf_counter() - start
+        return False, f"timed out after {timeout} s", time.perf_counter() - start, set()
     output = (result.stdout + result.stderr).strip().splitlines()
     failed = [line for line in output if line.startswith(("FAILED", "ERROR"))]
     summary = (failed[:1] or output[-1:] or [""])[0]
     if result.returncode not in (0, 1):         # 1: tests failed; others: a crash, no tests, ...
         summary = f"pytest exit status {result.returncode}: {summary}"
-    return result.returncode == 0, summary, time.perf_counter() - start
+    names = {test_function(line.split()[1]) for line in failed if len(line.split()) > 1}
+    return result.returncode == 0, summary, time.perf_counter() - start, names
+
+
+def test_function(node_id):
+    """tests/test_x.py::test_y[case] -> tests/test_x.py::test_y"""
+    return node_id.split("[")[0]
+
+
+def collected(tree, tests, env):
+    """The test functions that pytest collects from ``tests``."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *tests],
+                            cwd=tree, env=env, capture_output=True, text=True)
+    return {test_function(line) for line in result.stdout.splitlines() if "::" in line}
 
 
 def apply(tree, mutant, serial):
@@ -107,6 +123,8 @@ def main():
     parser.add_argument("--timeout", type=float, default=600, help="seconds for one mutant's tests")
     parser.add_argument("--min-score", type=float, default=0.95)
     parser.add_argument("--commit", help="test the files of this commit (git archive) instead of the working tree")
+    parser.add_argument("--unfailed", action="store_true",
+                        help="run every mutant's tests to the end, and list the tests that no mutant fails")
     parser.add_argument("--keep", action="store_true", help="keep the temporary copy (its path is printed)")
     args = parser.parse_args()
 
@@ -150,18 +168,20 @@ def mutation_run(args, mutants, tree, work, source):
            "NUMBA_BOUNDSCHECK": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     print(f"Mutation run: {len(mutants)} mutants, on {source}", flush=True)
     all_tests = sorted({t for m in mutants for t in m.tests})
-    passed, summary, seconds = run_tests(tree, all_tests, env, args.timeout * 2)
+    passed, summary, seconds, _ = run_tests(tree, all_tests, env, args.timeout * 2)
     if not passed:
         print(f"The tests fail without any mutant ({summary}); fix that first.")
         return 2
     print(f"Unchanged code: the {len(all_tests)} tests named pass ({seconds:.0f} s).\n", flush=True)
-    survivors, start = [], time.perf_counter()
+    survivors, failing, start = [], set(), time.perf_counter()
     for serial, mutant in enumerate(mutants):
         restore = apply(tree, mutant, serial)
         try:
-            passed, summary, seconds = run_tests(tree, mutant.tests, env, args.timeout)
+            passed, summary, seconds, names = run_tests(tree, mutant.tests, env, args.timeout,
+                                                        stop_at_first=not args.unfailed)
         finally:
             restore()
+        failing |= names
         if passed:
             survivors.append(mutant)
         verdict = "SURVIVED" if passed else "caught  "
@@ -172,6 +192,10 @@ def mutation_run(args, mutants, tree, work, source):
           f"({(time.perf_counter() - start) / 60:.1f} min, on {source}).")
     for m in survivors:
         print(f"  survived: {m.id} ({m.file}): {m.bug}")
+    if args.unfailed:
+        unfailed = sorted(collected(tree, all_tests, env) - failing)
+        print(f"\n{len(unfailed)} tests in the files named fail for no mutant:")
+        print("\n".join(f"  {name}" for name in unfailed))
     return 0 if score >= args.min_score else 1
 
 
