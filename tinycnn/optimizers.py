@@ -16,8 +16,8 @@ import weakref
 import numpy as np
 
 from . import checks, schedules
-from .backend import get_array_module, to_numpy
-from .kernels.adam import adam_update
+from .backend import device_of, get_array_module, to_device, to_numpy
+from .kernels.adam import FlatAdam, adam_update
 from .layers.base import check_gradients
 
 
@@ -102,6 +102,28 @@ class Optimizer:
         """Update one parameter in place with learning rate ``lr``; return whether every new
         value is finite. ``write=False`` only computes and checks, changing nothing."""
         raise NotImplementedError
+
+    def step_unless_flagged(self, layers, loss, flag, batch, fast=True):
+        """One update in the deferred mode (``fit`` on the GPU; ``Trainer.deferred``), where the
+        loss is an array that may still be on the device and nothing should wait for it.
+
+        An optimizer with a flagged kernel (Adam: ``kernels/adam.py``) checks the loss and every
+        new value on the device, and writes nothing when one is not finite or when ``flag``, the
+        sticky flag, was set by an earlier ``batch`` of the epoch; it then sets ``flag`` instead
+        of raising, and the host finds out when it next reads the flag. This generic version
+        reads the loss back and runs :meth:`step`, which waits for the device at every step and
+        raises :class:`NonFiniteUpdate` at once, as ``step`` does; the flag stays CLEAN.
+        """
+        loss = float(loss)
+        if not math.isfinite(loss):
+            raise NonFiniteUpdate(None, f"the loss is {loss}")
+        self.step(layers, fast=fast)
+
+    def flagged_update(self, k, layers):
+        """The :class:`NonFiniteUpdate` for parameter ``k`` (in :meth:`step`'s order over
+        ``layers``), which the sticky flag named."""
+        layer, name = [(layer, name) for layer in layers for name in layer.params][k]
+        return NonFiniteUpdate((layer.name, name), f"the update of {layer.name}/{name} is not finite")
 
     def _slot(self, key, param, slot):
         """A zero-initialised state array for (key, slot), made on first use."""
@@ -197,10 +219,13 @@ class Adam(Optimizer):
     default beta_2 (sqrt(0.001) = 0.03), the same once t is in the thousands. Keras's default
     epsilon is 1e-7 (PyTorch's 1e-8).
 
-    In the reference mode (``fast=False``), and on the GPU, ``update`` runs the NumPy lines below,
-    which are the formula above with ``m += c * (g - m)`` for ``m = beta * m + c * g``. In the fast
-    mode on the CPU, the same lines run as one fused Numba kernel (``kernels/adam.py``), one read
-    and one write of each number; ``tests/test_fast_paths.py`` proves it equal, bit for bit.
+    In the reference mode (``fast=False``) ``update`` runs the NumPy lines below, which are the
+    formula above with ``m += c * (g - m)`` for ``m = beta * m + c * g``. In the fast mode on the
+    CPU, the same lines run as one fused Numba kernel (``kernels/adam.py``), one read and one write
+    of each number; ``tests/test_fast_paths.py`` proves it equal, bit for bit. On the GPU ``fit``
+    runs :meth:`step_unless_flagged` instead: the same lines over every parameter at once, in two
+    CUDA kernels that check on the device and wait for nothing (``FlatAdam``);
+    ``tests/test_flat_adam.py`` proves them equal to ``update``, bit for bit.
     """
 
     def __init__(self, learning_rate=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
@@ -209,12 +234,14 @@ class Adam(Optimizer):
         self.beta_1 = checks.number(beta_1, "beta_1", 0.0, 1.0, high_open=True)
         self.beta_2 = checks.number(beta_2, "beta_2", 0.0, 1.0, high_open=True)
         self.epsilon = checks.number(epsilon, "epsilon", minimum=0.0, low_open=True)
+        self._flat = None           # the FlatAdam of step_unless_flagged, and the views it lent
+        self._flat_views = []       # to self.state: [(m, v)] per parameter
 
     def update(self, key, param, grad, lr, write=True, fast=True):
-        b1, b2, t, eps = self.beta_1, self.beta_2, self.iterations, self.epsilon
+        b1, b2, eps = self.beta_1, self.beta_2, self.epsilon
         m = self._slot(key, param, "m")
         v = self._slot(key, param, "v")
-        alpha = lr * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+        alpha = self._step_size(lr)
         if fast and isinstance(param, np.ndarray):
             return adam_update(param, grad, m, v, alpha, b1, b2, eps, write)
         xp = get_array_module(param)
@@ -226,6 +253,62 @@ class Adam(Optimizer):
         if write:
             m[...], v[...], param[...] = new_m, new_v, new_p
         return finite
+
+    def step_unless_flagged(self, layers, loss, flag, batch, fast=True):
+        """:meth:`Optimizer.step_unless_flagged` in two kernel launches that wait for nothing: every
+        gradient is copied into one flat buffer, then ``FlatAdam`` (``kernels/adam.py``) checks the
+        loss and every new value on the device and writes them all, or, setting ``flag``, none.
+        The reference mode (``fast=False``) runs :meth:`step`'s NumPy lines instead."""
+        for layer in layers:
+            check_gradients(layer)
+        slots = [((layer.name, name), param, layer.grads[name])
+                 for layer in layers for name, param in layer.params.items()]
+        if not fast or not slots or len({(device_of(p), p.dtype) for _, p, _ in slots}) > 1:
+            return super().step_unless_flagged(layers, loss, flag, batch, fast)
+        lr = self.current_learning_rate()
+        if not (math.isfinite(lr) and lr >= 0):     # read on the host: raised at once
+            raise NonFiniteUpdate(None, f"the learning rate is {lr}")
+        flat = self._flat_state(slots)
+        self.iterations += 1              # counted for every step; fit takes back those the flag stopped
+        flat.gather([grad for _, _, grad in slots])
+        flat.step(loss, flag, batch, self._step_size(lr), self.beta_1, self.beta_2, self.epsilon)
+
+    def _step_size(self, lr):
+        """alpha for update number t = ``self.iterations``: the learning rate with both bias
+        corrections (the class docstring), one formula for every path."""
+        b1, b2, t = self.beta_1, self.beta_2, self.iterations
+        alpha = lr * (1 - b2 ** t) ** 0.5 / (1 - b1 ** t)
+        return alpha
+
+    def _flat_state(self, slots):
+        """The FlatAdam for these (key, param, grad) slots. It is made anew whenever a parameter or
+        a moment is not the array it was (``Layer.to``, ``model.to``, ``set_state``, ``forget``,
+        ``reset``): the moments so far are copied into its buffers, and ``self.state``'s m and v
+        become views of them, so that saving, moving and loading the state see the live values."""
+        flat = self._flat
+        if flat is not None and len(flat.params) == len(slots) and all(
+                param is flat.params[k] and self.state.get(key + ("m",)) is m and self.state.get(key + ("v",)) is v
+                for k, ((key, param, _), (m, v)) in enumerate(zip(slots, self._flat_views))):
+            return flat
+        flat = FlatAdam([param for _, param, _ in slots])
+        views = []
+        for k, (key, param, _) in enumerate(slots):
+            pair = (flat.segment(flat.m, k), flat.segment(flat.v, k))
+            for slot, view in zip(("m", "v"), pair):
+                view[...] = to_device(self._slot(key, param, slot), device_of(param))
+                self.state[key + (slot,)] = view
+            views.append(pair)
+        self._flat, self._flat_views = flat, views
+        return flat
+
+    def flagged_update(self, k, layers):
+        """As :meth:`Optimizer.flagged_update`; and, so that the error can say what was wrong,
+        every layer's ``grads`` are those of the step the flag stopped (``FlatAdam.g_bad``)."""
+        if self._flat is not None:
+            grads = [(layer, name) for layer in layers for name in layer.params]
+            for j, (layer, name) in enumerate(grads[:len(self._flat.params)]):
+                layer.grads[name] = self._flat.segment(self._flat.g_bad, j)
+        return super().flagged_update(k, layers)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}

@@ -53,6 +53,15 @@ Every sum is taken in the same order as in the Numba kernel, so both devices rou
 Each source is written once, with ``T`` for the element type, and compiled for float32
 (``typedef float T;``) or float64 (``typedef double T;``) on first use; the compiled kernel is
 memoised (and CuPy also caches the binary on disk), so it is built once per process at most.
+
+A training step that waits for nothing
+--------------------------------------
+``STEP_SOURCES``, at the end, are the kernels of the GPU's training step besides the layers':
+Adam over every parameter at once, checked, and the epoch's running totals, both guarded by the
+sticky flag that ``kernels/adam.py`` explains beside their NumPy references. Two of them use
+atomics, the one exception to "no atomics" above: many threads may find a value that is not
+finite, and ``atomicMin`` keeps the smallest flag whatever their order, so the result is still
+the same every run.
 """
 
 import functools
@@ -183,13 +192,15 @@ def source(name, dtype):
     dtype = np.dtype(dtype)
     if dtype not in C_TYPES:
         raise TypeError(f"The GPU kernels take float32 or float64 arrays, got {dtype}.")
-    return f"typedef {C_TYPES[dtype]} T;\n{SOURCES[name]}"
+    return f"typedef {C_TYPES[dtype]} T;\n{SOURCES.get(name) or STEP_SOURCES[name]}"
 
 
 @functools.lru_cache(maxsize=None)
 def kernel(name, dtype):
     """The compiled kernel ``name`` for ``dtype``: built on the first call, then reused."""
     import cupy
+    if name in STEP_SOURCES:
+        return cupy.RawKernel(source(name, dtype), name, options=STEP_OPTIONS)
     return cupy.RawKernel(source(name, dtype), name)
 
 
@@ -267,3 +278,157 @@ def maxpool_backward(dout, argmax, x_shape, pool_size, stride, pad):
     launch("maxpool_backward", dout.dtype, dx.size, (dout, argmax, dx),
            (h, w, c, ph, pw, sh, sw, pt, pl, oh, ow))
     return dx
+
+
+# ---------------------------------------------------------------------------------------------
+# The training step's own kernels (kernels/adam.py: the flag, and the NumPy references).
+# ---------------------------------------------------------------------------------------------
+
+#: By default NVRTC contracts a * b + c into one fused multiply-add, rounded once; NumPy rounds the
+#: product and then the sum. Without contraction Adam's update is NumPy's to the last bit.
+STEP_OPTIONS = ("--fmad=false",)
+
+_FLAG = r"""
+#define CLEAN 0x7fffffffffffffffLL    // the flag while every step so far was finite
+"""
+
+_PARAMETER_OF = r"""
+// The parameter that holds element i of the flat buffers: the k with offsets[k] <= i < offsets[k + 1].
+__device__ int parameter_of(const long long* offsets, int count, long long i)
+{
+    int lo = 0, hi = count - 1;        // a binary search; offsets[lo] <= i < offsets[hi + 1] throughout
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (offsets[mid] <= i) lo = mid; else hi = mid - 1;
+    }
+    return lo;
+}
+"""
+
+STEP_SOURCES = {
+    # Every new m, v and p, written nowhere: the flag takes the smallest batch * 2^32 + what that
+    # is not finite (what = 0 the loss, k + 1 parameter k). One thread per element of the flat
+    # buffers; thread 0 also checks the loss.
+    "flat_adam_check": _FLAG + _PARAMETER_OF + r"""
+extern "C" __global__ void flat_adam_check(
+        const unsigned long long* params, const long long* offsets, const T* g, const T* m, const T* v,
+        const T* loss, long long* flag, long long total, int count, long long batch,
+        T alpha, T c1, T c2, T epsilon)
+{
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long first = batch << 32;              // this batch's flag values are first + what
+    if (*flag < first) return;                  // an earlier batch was not finite: change nothing
+    if (i == 0 && !isfinite(*loss)) atomicMin(flag, first);
+    if (i >= total) return;
+    int k = parameter_of(offsets, count, i);
+    const T* p = (const T*)params[k];
+    T mi = m[i] + c1 * (g[i] - m[i]);
+    T vi = v[i] + c2 * (g[i] * g[i] - v[i]);
+    T pi = p[i - offsets[k]] - alpha * mi / (sqrt(vi) + epsilon);
+    if (!(isfinite(mi) && isfinite(vi) && isfinite(pi))) atomicMin(flag, first + k + 1);
+}
+""",
+    # The same values again, written only if the flag is CLEAN after flat_adam_check; for the
+    # batch that set the flag, its gradients are kept in g_bad instead.
+    "flat_adam_write": _FLAG + _PARAMETER_OF + r"""
+extern "C" __global__ void flat_adam_write(
+        const unsigned long long* params, const long long* offsets, const T* g, T* m, T* v, T* g_bad,
+        const long long* flag, long long total, int count, long long batch,
+        T alpha, T c1, T c2, T epsilon)
+{
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    long long f = *flag;
+    if (f != CLEAN) {                           // this batch or an earlier one was not finite
+        if ((f >> 32) == batch) g_bad[i] = g[i];
+        return;
+    }
+    int k = parameter_of(offsets, count, i);
+    T* p = (T*)params[k];
+    long long j = i - offsets[k];
+    T mi = m[i] + c1 * (g[i] - m[i]);
+    T vi = v[i] + c2 * (g[i] * g[i] - v[i]);
+    p[j] = p[j] - alpha * mi / (sqrt(vi) + epsilon);
+    m[i] = mi;
+    v[i] = vi;
+}
+""",
+    # totals (double, 3) += (loss * n, correct) while the flag is CLEAN; the first bad batch's
+    # loss goes to totals[2]. One thread: it is one addition.
+    "add_unless_flagged": _FLAG + r"""
+extern "C" __global__ void add_unless_flagged(
+        double* totals, const long long* flag, const T* loss, const long long* correct,
+        long long n, long long batch)
+{
+    if (blockIdx.x * blockDim.x + threadIdx.x != 0) return;
+    long long f = *flag;
+    if (f == CLEAN) {
+        totals[0] += (double)*loss * (double)n;
+        totals[1] += (double)*correct;
+    } else if ((f >> 32) == batch) {
+        totals[2] = (double)*loss;
+    }
+}
+""",
+}
+
+
+def _address(a):
+    """Where array ``a``'s first element lives: a CuPy array's device pointer. (A NumPy array's
+    address serves the tests that run these kernels compiled for the CPU.)"""
+    data = a.data
+    return data.ptr if hasattr(data, "ptr") else a.ctypes.data
+
+
+def parameter_table(params, offsets):
+    """The flat Adam kernels' list of parameters on the device: their addresses (uint64) and the
+    offsets (int64, one more than there are parameters). Made once per ``FlatAdam``, whose
+    parameters never change (``Adam`` makes a new one when a parameter array is replaced)."""
+    import cupy
+    dtype = params[0].dtype
+    for k, p in enumerate(params):
+        if p.dtype != dtype or not p.flags.c_contiguous or p.size != offsets[k + 1] - offsets[k]:
+            raise ValueError(f"flat_adam: parameter {k} is {p.shape} {p.dtype}, C-contiguous "
+                             f"{p.flags.c_contiguous}; the kernels need C-contiguous parameters of one dtype "
+                             f"({dtype}), each offsets[k + 1] - offsets[k] = {offsets[k + 1] - offsets[k]} long.")
+    addresses = np.array([_address(p) for p in params], dtype=np.uint64)
+    return cupy.asarray(addresses), cupy.asarray(np.asarray(offsets, dtype=np.int64))
+
+
+def flat_adam(flat, loss, flag, batch, alpha, beta_1, beta_2, epsilon):
+    """``flat_adam_reference`` (``kernels/adam.py``) for a ``FlatAdam`` on the GPU: two launches of
+    one thread per element of its flat buffers, and nothing read back."""
+    import cupy
+    total, dtype = flat.offsets[-1], flat.g.dtype
+    if flat.table is None:
+        flat.table = parameter_table(flat.params, flat.offsets)
+    pointers, offsets = flat.table
+    for what in ("g", "m", "v", "g_bad"):
+        buffer = getattr(flat, what)
+        expect_shape("flat_adam", what, buffer, (total,))
+        if buffer.dtype != dtype:
+            raise ValueError(f"flat_adam: {what} is {buffer.dtype}, the gradients {dtype}.")
+    loss = cupy.asarray(loss, dtype=dtype).reshape(1)     # no copy when it is already so
+    expect_shape("flat_adam", "flag", flag, (1,))
+    t = dtype.type              # the scalars in the parameters' dtype, as NumPy takes them
+    scalars = (np.int64(total), np.int32(len(flat.params)), np.int64(batch),
+               t(alpha), t(1 - beta_1), t(1 - beta_2), t(epsilon))
+    blocks = max(1, (total + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK)   # 1: thread 0 checks the loss
+    kernel("flat_adam_check", dtype)((blocks,), (THREADS_PER_BLOCK,),
+                                     (pointers, offsets, flat.g, flat.m, flat.v, loss, flag, *scalars))
+    kernel("flat_adam_write", dtype)((blocks,), (THREADS_PER_BLOCK,),
+                                     (pointers, offsets, flat.g, flat.m, flat.v, flat.g_bad, flag, *scalars))
+
+
+def add_unless_flagged(totals, flag, loss, correct, n, batch):
+    """``add_unless_flagged_reference`` (``kernels/adam.py``) on the GPU: one thread."""
+    import cupy
+    expect_shape("add_unless_flagged", "totals", totals, (3,))
+    expect_shape("add_unless_flagged", "flag", flag, (1,))
+    if totals.dtype != np.float64 or flag.dtype != np.int64:
+        raise ValueError(f"add_unless_flagged: totals must be float64 and the flag int64, got "
+                         f"{totals.dtype} and {flag.dtype}.")
+    loss = cupy.asarray(loss).reshape(1)
+    correct = cupy.asarray(correct, dtype=np.int64).reshape(1)
+    kernel("add_unless_flagged", loss.dtype)((1,), (1,), (totals, flag, loss, correct, np.int64(n),
+                                                          np.int64(batch)))
