@@ -27,8 +27,16 @@ def is_gpu_array(x):
 DEVICES = ("cpu", "gpu")
 
 
+_cupy_with_a_device = None     # the CuPy module that require_cupy found a CUDA device for
+
+
 def require_cupy():
-    """Import CuPy and check that a CUDA device exists, or say exactly what is missing."""
+    """Import CuPy and check that a CUDA device exists, or say exactly what is missing.
+
+    CUDA is asked for its devices once: ``to_device`` calls this for every array it moves, and
+    the answer does not change while the process runs. (A failure is not remembered: it raises.)
+    """
+    global _cupy_with_a_device
     try:
         import cupy
     except ImportError as err:
@@ -37,6 +45,8 @@ def require_cupy():
             'your CUDA version: pip install "tinycnn[gpu]" (CUDA 13, cupy-cuda13x) or '
             "pip install cupy-cuda12x (CUDA 12). Or stay on the CPU: model.to('cpu')."
         ) from err
+    if cupy is _cupy_with_a_device:
+        return cupy
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as err:  # cupy raises CUDARuntimeError when there is no driver
@@ -44,7 +54,13 @@ def require_cupy():
                            "Check the NVIDIA driver with `nvidia-smi`, or use model.to('cpu').") from err
     if count == 0:
         raise RuntimeError("CuPy is installed but there is no CUDA device. Use model.to('cpu').")
+    _cupy_with_a_device = cupy
     return cupy
+
+
+def array_module(device):
+    """The array module of ``device``: ``numpy`` for "cpu", ``cupy`` for "gpu"."""
+    return require_cupy() if check_device(device) == "gpu" else np
 
 
 def check_device(device):

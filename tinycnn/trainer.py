@@ -12,6 +12,24 @@ runs forward, loss and backward; a training step is
 In the fast mode (the default) a batch is split over the CPU cores (``tinycnn/parallel.py``), each
 thread running the same loop on its share. ``compile(fast=False)`` trains with the layers' own
 code in one thread instead (the reference mode; see ``plan.py``).
+
+On the GPU ``fit`` runs the same loop in the *deferred* mode (``Trainer.deferred``), which never
+waits for the device within an epoch: on a GPU a step is a few hundred small kernel launches,
+queued in microseconds, and every read of a number from the device (``float(loss)``, a check
+that the weights are finite) stops the host until the whole queue has run. So
+
+- the training set is copied to the device once per fit, and each batch is gathered there;
+- the batch's loss and number correct are added up there (``_DeviceTotals``);
+- the optimizer checks the loss and the new weights there, and a step that is not finite
+  writes nothing and sets a *sticky flag* there, which makes every later step write nothing
+  too (``kernels/adam.py``);
+- the host reads the totals and the flag only when someone looks: when the progress bar
+  redraws, at the end of the epoch, on Ctrl-C, at every batch for a callback with
+  ``on_batch_end``, and at least every ``MAX_UNREAD_STEPS`` batches. When the flag is set it
+  raises for the batch the flag names, and the weights are those from before it, as on the CPU.
+
+The deferred mode runs on the CPU too, with NumPy in CuPy's place (``model.deferred = True``),
+which is how the tests prove it equal to the CPU's own loop (``tests/test_gpu_loop.py``).
 """
 
 import contextlib
@@ -24,9 +42,10 @@ import warnings
 import numpy as np
 
 from . import checks, losses, optimizers
-from .backend import get_array_module, to_device, to_numpy
-from .callbacks import History, check_callbacks
+from .backend import array_module, get_array_module, to_device, to_numpy
+from .callbacks import Callback, History, check_callbacks
 from .interrupt import CtrlC
+from .kernels.adam import add_unless_flagged, new_flag, read_flag
 from .kernels.jit import announcing_compiles
 from .metrics import ACCURACY_NAMES
 from .optimizers import NonFiniteUpdate
@@ -37,6 +56,13 @@ from .plan import Plan, final_softmax
 from .progress import ProgressBar, format_logs
 
 DEFAULT_EVAL_BATCH = 128
+
+# The deferred mode reads the totals and the sticky flag at least every MAX_UNREAD_STEPS steps, so
+# that a step that was not finite is reported at most that many steps after it ran; and, when the
+# progress bar redraws, REDRAW_SECONDS after the last read (ProgressBar shows new numbers at most
+# five times a second).
+MAX_UNREAD_STEPS = 50
+REDRAW_SECONDS = 0.2
 
 
 def one_call_at_a_time(method):
@@ -63,6 +89,7 @@ class Trainer:
         self.fast = True            # compile(fast=False): the reference mode
         self.metric = "accuracy"    # the name accuracy is logged under, or None (compile's metrics)
         self.stop_training = False
+        self.deferred = None        # None: deferred on the GPU only; True / False: everywhere / nowhere
         self.history = None         # the History of the last fit, kept even when fit raises
         self._parallel = None       # set by fit when it splits batches over threads
         self._plan_key = self._plan_obj = None
@@ -159,6 +186,27 @@ class Trainer:
         correct = (logits.argmax(axis=1) == self.loss.classes(yb)).sum()
         return loss, int(correct)
 
+    def _deferred_step(self, xb, yb, flag, batch, check=False):
+        """:meth:`_train_step` in the deferred mode: nothing is read back from the device.
+
+        The loss and the number correct are returned as arrays where they were computed. The
+        optimizer checks the loss and every new weight there (``step_unless_flagged``) and writes
+        nothing when one is not finite, or when the sticky ``flag`` says that an earlier batch of
+        the epoch was not. Nobody looks at the loss before the backward pass, so it runs even
+        when the loss is not finite; the update then writes nothing.
+        """
+        if self._parallel is not None:
+            logits, loss = self._parallel.train_step(xb, yb, check)
+        else:
+            plan = self.plan()
+            plan.check = check or not self.fast
+            logits = plan.forward(xb, training=True)
+            loss = plan.loss.forward(logits, yb)
+            plan.backward(plan.loss.backward(), stop=plan.first)
+        self.optimizer.step_unless_flagged(self._trainable_layers(), loss, flag, batch, fast=self.fast)
+        correct = (logits.argmax(axis=1) == self.loss.classes(yb)).sum()
+        return loss, correct
+
     # -- checking what users pass in -----------------------------------------------------------
     def _check_x(self, x, what="x"):
         """Validate ``x`` (``checks.samples``) against the model, building it on first use, and
@@ -193,6 +241,12 @@ class Trainer:
         ``fit`` raises ``FloatingPointError`` naming the epoch, the batch and what was not finite;
         the weights are those from before that step, and the history (the finished epochs and
         the partial one) is on the error as ``err.history`` and on the model as ``model.history``.
+
+        On the GPU, ``fit`` runs deferred (``model.deferred``, the module docstring): the data
+        go to the GPU once, and the host reads the loss only when it shows or passes it on.
+        The numbers are the same; a step that is not finite is reported up to
+        ``MAX_UNREAD_STEPS`` steps after it ran, for its own epoch and batch, with the weights
+        from before it.
         """
         if self.optimizer is None:
             raise RuntimeError("Call model.compile(optimizer=..., loss=...) before model.fit().")
@@ -222,6 +276,8 @@ class Trainer:
             val = (x_val, self.loss.check_targets(to_numpy(validation_data[1]), self._num_classes(), n=len(x_val)))
 
         self._warn_if_it_cannot_learn(batch_size, len(x))
+        deferred = self._deferred()
+        data = TrainingData(x, y, self.device, deferred)
         rng = np.random.default_rng(seed) if seed is not None else self._rng
         history = History()
         self.history = history     # also on the model, so an error in a callback loses nothing
@@ -238,8 +294,8 @@ class Trainer:
         try:
             with CtrlC() as ctrl_c, self._threads(threads), announcing_compiles(enabled=verbose > 0):
                 for epoch in range(epochs):
-                    self._fit_epoch(x, y, batch_size, epoch, epochs, rng.permutation(len(x)) if shuffle
-                                    else np.arange(len(x)), val, verbose, callbacks, ctrl_c)
+                    self._fit_epoch(data, batch_size, epoch, epochs, rng.permutation(len(x)) if shuffle
+                                    else np.arange(len(x)), val, verbose, callbacks, ctrl_c, deferred)
                     if self.stop_training:
                         break
         except KeyboardInterrupt:
@@ -254,33 +310,57 @@ class Trainer:
                 cb.on_train_end()
         return history
 
-    def _fit_epoch(self, x, y, batch_size, epoch, epochs, order, val, verbose, callbacks, ctrl_c):
-        """One pass over the shuffled training data, then validation and the epoch's callbacks."""
+    def _fit_epoch(self, data, batch_size, epoch, epochs, order, val, verbose, callbacks, ctrl_c, deferred):
+        """One pass over the shuffled training data, then validation and the epoch's callbacks.
+
+        Each batch's loss and number correct go into the epoch's totals. On the CPU they are
+        numbers on the host, and everything is read at every batch. In the deferred mode (the
+        module docstring) they stay on the device, and the host reads them, with the sticky
+        flag, only at the batches where something is shown or passed on (``reading``).
+        """
         for cb in callbacks:
             cb.on_epoch_begin(epoch)
         if verbose:
             print(f"Epoch {epoch + 1}/{epochs}", flush=True)
-        steps = math.ceil(len(x) / batch_size)
+        steps = math.ceil(len(order) / batch_size)
         bar = ProgressBar(steps, verbose)
-        total_loss = total_correct = seen = 0
+        totals = _DeviceTotals(array_module(self.device)) if deferred else _HostTotals()
+        # Read at every batch: on the CPU; for a callback that looks at every batch's logs; and
+        # for layers with state (BatchNormalization's running means move in the forward pass,
+        # which the flag cannot stop), so that the step after a bad one never runs.
+        every_batch = (not deferred or any(_looks_at_every_batch(cb) for cb in callbacks)
+                       or any(layer.state for layer in self.layers))
+        sizes, iterations = [], []      # per batch: its samples, and optimizer.iterations before it
+        seen, unread, last_read = 0, 0, -math.inf
         start = time.perf_counter()
-        for step in range(steps):
-            idx = order[step * batch_size:(step + 1) * batch_size]
-            xb, yb = self._to_device(x[idx]), self._to_device(y[idx])
+        for step, (xb, yb) in enumerate(data.batches(order, batch_size)):
+            sizes.append(len(yb))
+            iterations.append(self.optimizer.iterations)
             try:
-                loss, correct = self._train_step(xb, yb, check=epoch == 0 and step == 0)
+                if deferred:
+                    loss, correct = self._deferred_step(xb, yb, totals.flag, step, check=epoch == 0 and step == 0)
+                else:
+                    loss, correct = self._train_step(xb, yb, check=epoch == 0 and step == 0)
+                totals.add(loss, correct, len(yb), step)
+                seen += len(yb)
+                unread += 1
+                now = time.monotonic()
+                reading = (every_batch or step == steps - 1 or ctrl_c.pressed or unread >= MAX_UNREAD_STEPS
+                           or (bar.bar is not None and now - last_read >= REDRAW_SECONDS))
+                if not reading:
+                    continue
+                bad = totals.first_bad()
+                if bad is not None:
+                    raise self._flagged(bad, iterations)
+                logs = self._logs(*totals.sums(), seen)
+                unread, last_read = 0, now
             except NonFiniteUpdate as err:
-                history = callbacks[0]
-                history.diverged_at = {"epoch": epoch + 1, "batch": step, "batches": steps}
-                if seen:            # the unfinished epoch's logs, over the batches it applied
-                    history.on_epoch_end(epoch, logs)
-                raise FloatingPointError(self._divergence_message(err, epoch, step, xb)) from err
-            total_loss += loss * len(idx)
-            total_correct += correct
-            seen += len(idx)
-            logs = {"loss": total_loss / seen}
-            if self.metric:
-                logs[self.metric] = total_correct / seen
+                if not hasattr(err, "batch"):       # raised by this step, on the host; but the
+                    bad = totals.first_bad()        # flag may name an earlier batch, unread
+                    err = self._flagged(bad, iterations) if bad is not None else err
+                batch = getattr(err, "batch", step)
+                self._diverged(err, callbacks[0], epoch, batch, steps, totals, sum(sizes[:batch]),
+                               xb if batch == step else data.host_batch(order, batch, batch_size))
             bar.update(step + 1, logs)
             for cb in callbacks:
                 cb.on_batch_end(step, logs)
@@ -295,6 +375,41 @@ class Trainer:
         bar.close(logs, time.perf_counter() - start)
         for cb in callbacks:
             cb.on_epoch_end(epoch, logs)
+
+    def _logs(self, loss_sum, correct, seen):
+        """The running logs over ``seen`` samples: the mean loss, and the accuracy if compiled so."""
+        logs = {"loss": loss_sum / seen}
+        if self.metric:
+            logs[self.metric] = correct / seen
+        return logs
+
+    def _flagged(self, bad, iterations):
+        """The :class:`NonFiniteUpdate` for the batch the sticky flag names, ``bad`` being
+        (batch, what, loss) (``_DeviceTotals.first_bad``), with the batch as ``err.batch``. That
+        step and every later one wrote nothing, so the optimizer's step count goes back to
+        ``iterations[batch]``, what it was before that batch."""
+        batch, what, loss = bad
+        self.optimizer.iterations = iterations[batch]
+        err = (NonFiniteUpdate(None, f"the loss is {loss}") if what == 0
+               else self.optimizer.flagged_update(what - 1, self._trainable_layers()))
+        err.batch = batch
+        return err
+
+    def _diverged(self, err, history, epoch, batch, steps, totals, seen, xb):
+        """Stop ``fit`` at ``batch``, a step that was not finite and changed nothing: the history
+        ends with this unfinished epoch's logs over the ``seen`` samples of the batches before it,
+        and ``FloatingPointError`` says where and why (``xb``: that batch's input)."""
+        history.diverged_at = {"epoch": epoch + 1, "batch": batch, "batches": steps}
+        history.batches_done = batch
+        if seen:            # the unfinished epoch's logs, over the batches it applied
+            history.on_epoch_end(epoch, self._logs(*totals.sums(), seen))
+        raise FloatingPointError(self._divergence_message(err, epoch, batch, xb)) from err
+
+    def _deferred(self):
+        """Whether ``fit`` runs deferred: ``self.deferred``, or when None, on the GPU."""
+        if self.deferred is None:
+            return self.device == "gpu"
+        return checks.boolean(self.deferred, "model.deferred")
 
     def _warn_if_it_cannot_learn(self, batch_size, n):
         """Warn about models that train without error but cannot learn: a softmax over one unit
@@ -437,6 +552,105 @@ class Trainer:
     def _to_device(self, a):
         """A batch on the model's device (NumPy stays as it is on the CPU)."""
         return to_device(a, self.device)
+
+
+class TrainingData:
+    """The training set of one ``fit``, and each epoch's batches on the model's device.
+
+    By default (the CPU) a batch is gathered on the host, ``x[idx]``, and copied to the model's
+    device: on the CPU, no copy at all. In the deferred mode the whole set is copied to the
+    device once per fit, and each batch is gathered there (``xp.take``). A set larger than
+    ``limit_bytes`` (None: half of the GPU's free memory; no limit on the CPU) is copied in
+    chunks of whole batches instead, each gathered on the host in the epoch's order: the same
+    batches, in the same order.
+    """
+
+    limit_bytes = None
+
+    def __init__(self, x, y, device, deferred):
+        self.x, self.y, self.device, self.deferred = x, y, device, deferred
+        self.on_device = None
+        if deferred and x.nbytes + y.nbytes <= self._limit():
+            self.on_device = (to_device(x, device), to_device(y, device))
+
+    def _limit(self):
+        if self.limit_bytes is not None:
+            return self.limit_bytes
+        if self.device == "gpu":
+            return array_module("gpu").cuda.Device().mem_info[0] // 2
+        return math.inf
+
+    def batches(self, order, batch_size):
+        """(xb, yb) on the model's device, for each batch of ``order`` (indices into x)."""
+        if not self.deferred:
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                yield to_device(self.x[idx], self.device), to_device(self.y[idx], self.device)
+        elif self.on_device is not None:
+            x, y = self.on_device
+            xp = get_array_module(x)
+            order = to_device(order, self.device)           # one small copy per epoch
+            for start in range(0, len(order), batch_size):
+                idx = order[start:start + batch_size]
+                yield xp.take(x, idx, axis=0), xp.take(y, idx, axis=0)
+        else:
+            per_sample = (self.x.nbytes + self.y.nbytes) / len(self.x)
+            chunk = max(1, int(self._limit() // per_sample) // batch_size) * batch_size
+            for first in range(0, len(order), chunk):
+                rows = order[first:first + chunk]
+                x, y = to_device(self.x[rows], self.device), to_device(self.y[rows], self.device)
+                for start in range(0, len(rows), batch_size):
+                    yield x[start:start + batch_size], y[start:start + batch_size]
+
+    def host_batch(self, order, batch, batch_size):
+        """Batch number ``batch`` of ``order``'s epoch, as NumPy (for a message)."""
+        return self.x[order[batch * batch_size:(batch + 1) * batch_size]]
+
+
+class _HostTotals:
+    """An epoch's running totals on the host: the sum of loss * batch size, and the number
+    correct. Each step's numbers are read as they come, and a step that is not finite raises
+    before it is added: there is no flag to read."""
+
+    def __init__(self):
+        self.loss = self.correct = 0
+
+    def add(self, loss, correct, n, batch):
+        self.loss += loss * n
+        self.correct += correct
+
+    def first_bad(self):
+        return None
+
+    def sums(self):
+        return self.loss, self.correct
+
+
+class _DeviceTotals:
+    """The same totals on the device (``xp``), beside the epoch's sticky flag, which they obey:
+    ``add_unless_flagged`` adds nothing once the flag is set (``kernels/adam.py``). Reading
+    them (``first_bad``, ``sums``) waits for the device."""
+
+    def __init__(self, xp):
+        self.flag = new_flag(xp)
+        self.totals = xp.zeros(3, dtype=xp.float64)    # loss sum, number correct, a bad batch's loss
+
+    def add(self, loss, correct, n, batch):
+        add_unless_flagged(self.totals, self.flag, loss, correct, n, batch)
+
+    def first_bad(self):
+        """(batch, what, loss) of the first step that was not finite, or None (``read_flag``)."""
+        bad = read_flag(self.flag)
+        return None if bad is None else (*bad, float(self.totals[2]))
+
+    def sums(self):
+        loss, correct, _ = to_numpy(self.totals).tolist()
+        return loss, correct
+
+
+def _looks_at_every_batch(callback):
+    """Whether ``callback`` has an ``on_batch_end`` of its own (History's only counts batches)."""
+    return type(callback).on_batch_end not in (Callback.on_batch_end, History.on_batch_end)
 
 
 def _partial_epoch(history, steps):
