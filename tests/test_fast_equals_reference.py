@@ -4,10 +4,11 @@
 one fused block (``layers/fused.py``), and skips the first layer's input gradient;
 ``fast=False`` runs each layer's own ``forward`` and ``backward``. Whatever the plan fuses or
 leaves alone, the two must give the same logits, the same loss and the same gradients. Here that
-is checked over every activation (as ``activation=...`` on the Conv2D, and as a layer of its
-own after it), both paddings and strides of the convolution, and every pooling layer with its
-paddings, on both of the fused block's paths (Winograd for one input channel, im2col for three).
-A block that fused an activation it does not compute (tanh, say) would give other logits here.
+is checked over every activation (as ``activation=...`` on the Conv2D, as a layer of its own
+after it, and after a BatchNormalization), both paddings and strides of the convolution, and
+every pooling layer with its paddings, on both of the fused block's paths (Winograd for one
+input channel, im2col for three). A block that fused an activation it does not compute (tanh,
+say) would give other logits here.
 
 Then ``fit`` itself, fast (fused blocks, fused Adam, two threads) against ``compile(fast=False)``,
 for each activation: the same weights after a few steps.
@@ -19,8 +20,8 @@ import numpy as np
 import pytest
 
 from tinycnn import Sequential
-from tinycnn.layers import (AveragePooling2D, Conv2D, Dense, Flatten, GlobalAveragePooling2D, LeakyReLU,
-                            MaxPool2D, ReLU, Sigmoid, Tanh)
+from tinycnn.layers import (AveragePooling2D, BatchNormalization, Conv2D, Dense, Flatten, GlobalAveragePooling2D,
+                            LeakyReLU, MaxPool2D, ReLU, Sigmoid, Tanh)
 from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.optimizers import Adam
 from tinycnn.plan import Plan
@@ -49,15 +50,16 @@ CONVS = [(1, "valid"), (1, "same"), (2, "same")]        # (strides, padding)
 
 
 def models(activation, strides, padding, pool, channels):
-    """The same network with the activation as Conv2D's argument, and (when there is one) as a
-    layer of its own after it; both with the same weights, in float64."""
-    def network(separate):
+    """The same network with the activation as Conv2D's argument, as a layer of its own after it
+    (when there is one), and after a BatchNormalization; all with the same weights, in float64."""
+    def network(separate, batchnorm=False):
         conv = Conv2D(4, 3, strides=strides, padding=padding, activation=None if separate else activation)
-        act = [ACTIVATIONS[activation]()] if separate else []
+        norm = [BatchNormalization()] if batchnorm else []
+        act = [ACTIVATIONS[activation]()] if separate and activation is not None else []
         tail = [] if pool == "global-average" else [Flatten()]
-        return Sequential([conv, *act, POOLS[pool](), *tail, Dense(3, activation="softmax")], seed=0)
+        return Sequential([conv, *norm, *act, POOLS[pool](), *tail, Dense(3, activation="softmax")], seed=0)
 
-    variants = [network(False)] + ([network(True)] if activation is not None else [])
+    variants = [network(False), network(True, batchnorm=True)] + ([network(True)] if activation is not None else [])
     for model in variants:
         model.build((9, 8, channels), "float64")
     return variants
@@ -96,6 +98,8 @@ def test_the_fused_block_is_met_by_these_cases():
     themselves): with ReLU before MaxPool2D(2), on both of its paths."""
     for channels, winograd in ((1, True), (3, False)):
         for model in models("relu", 1, "valid", "max2", channels):
+            if any(isinstance(layer, BatchNormalization) for layer in model.layers):
+                continue
             plan = Plan(model.layers, SoftmaxCrossEntropy(), fast=True, input_grad=True)
             block = plan.steps[0]
             assert type(block).__name__ == "ConvReLUMaxPool"

@@ -11,12 +11,14 @@ inside Dense and Conv2D: the structure (which attributes are the same objects), 
 behaviour (two copies interleaved as two threads may run them give what each gives alone).
 """
 
+import copy
+
 import numpy as np
 import pytest
 
 from tinycnn import Sequential, layers
-from tinycnn.layers import (LAYERS, AveragePooling2D, Conv2D, Dense, Flatten, GlobalAveragePooling2D, LeakyReLU,
-                            MaxPool2D, ReLU, Reshape, Sigmoid, Softmax, Tanh)
+from tinycnn.layers import (LAYERS, AveragePooling2D, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
+                            LeakyReLU, MaxPool2D, ReLU, Reshape, Sigmoid, Softmax, Tanh)
 from tinycnn.optimizers import SGD
 from tinycnn.parallel import DataParallel, replica
 
@@ -33,7 +35,9 @@ CASES = ([(f"Dense-{a}", lambda a=a: Dense(5, activation=a), (6,)) for a in ACTI
             ("Flatten", Flatten, (3, 3, 2)), ("Reshape", lambda: Reshape((9, 2)), (3, 3, 2)),
             ("AveragePooling2D", lambda: AveragePooling2D(2), (4, 4, 2)),
             ("AveragePooling2D-overlapping", lambda: AveragePooling2D(3, strides=1, padding="same"), (4, 4, 2)),
-            ("GlobalAveragePooling2D", GlobalAveragePooling2D, (4, 4, 2))])
+            ("GlobalAveragePooling2D", GlobalAveragePooling2D, (4, 4, 2))]
+         # Dropout splits over threads once each sample's mask is drawn on its own (per_sample)
+         + ([("Dropout", lambda: Dropout(0.5, seed=0), (6,))] if Dropout.per_sample else []))
 
 
 def built(make, shape):
@@ -81,10 +85,12 @@ def test_a_pass_through_a_replica_leaves_the_original_untouched(label, make, sha
 
 def _snapshot(obj, seen=None):
     """A copy of everything reachable from ``obj`` through layers' attributes, dicts and lists;
-    arrays by value, other objects by identity."""
+    arrays and random generators by value, other objects by identity."""
     seen = set() if seen is None else seen
     if isinstance(obj, np.ndarray):
         return ("array", id(obj), obj.copy())
+    if isinstance(obj, np.random.Generator):
+        return ("generator", id(obj), obj.bit_generator.state)
     if id(obj) in seen:
         return ("seen", id(obj))
     if isinstance(obj, layers.Layer):
@@ -102,6 +108,8 @@ def _assert_same(a, b, where):
     assert a[:2] == b[:2], f"{where} is now another object ({a[0]})"
     if a[0] == "array":
         np.testing.assert_array_equal(a[2], b[2], err_msg=f"{where} was written")
+    elif a[0] == "generator":
+        assert a[2] == b[2], f"{where} drew numbers"
     elif a[0] in ("layer", "dict"):
         assert a[2].keys() == b[2].keys(), f"{where} gained or lost {set(a[2]) ^ set(b[2])}"
         for k in a[2]:
@@ -123,20 +131,24 @@ def test_two_copies_interleaved_give_what_each_gives_alone(label, make, shape):
     d1, d2 = rng.standard_normal((3, *y_shape)), rng.standard_normal((4, *y_shape))
 
     def alone(x, d):
-        y = layer.forward(x, training=True)
-        dx = layer.backward(d)
-        return y, dx, {k: g.copy() for k, g in layer.grads.items()}
+        """What a copy of the layer as it is now computes on its own."""
+        own = copy.deepcopy(layer)
+        y = own.forward(x, training=True)
+        dx = own.backward(d)
+        return y, dx, {k: g.copy() for k, g in own.grads.items()}
 
+    layer.forward(x1, training=True)        # caches exist, as in fit, where copies are made
+    layer.backward(d1)
     expected = [alone(x1, d1), alone(x2, d2)]
-    twin = replica(layer)                   # made after forward passes, as fit makes them
+    twin = replica(layer)
     ys = [layer.forward(x1, training=True), twin.forward(x2, training=True)]
     dxs = [layer.backward(d1), twin.backward(d2)]
-    for copy, y, dx, (y_alone, dx_alone, grads_alone) in zip((layer, twin), ys, dxs, expected):
+    for each, y, dx, (y_alone, dx_alone, grads_alone) in zip((layer, twin), ys, dxs, expected):
         np.testing.assert_array_equal(y, y_alone)
         np.testing.assert_array_equal(dx, dx_alone)
-        assert copy.grads.keys() == grads_alone.keys()
+        assert each.grads.keys() == grads_alone.keys()
         for k in grads_alone:
-            np.testing.assert_array_equal(copy.grads[k], grads_alone[k])
+            np.testing.assert_array_equal(each.grads[k], grads_alone[k])
 
 
 def test_data_parallel_threads_run_copies_sharing_only_the_parameters():
