@@ -275,11 +275,18 @@ def test_data_parallel_gradient_is_the_whole_batch_gradient(rng, chunk):
 
 
 def test_only_per_sample_layers_are_split():
+    """Dropout (per-sample masks) and BatchNormalization (a twin across the shares) split too;
+    a layer with per_sample = False and no such twin does not."""
     base = [Conv2D(4, 3, activation="relu"), MaxPool2D(2), Flatten()]
     assert can_split(Sequential(base + [Dense(2)], input_shape=(8, 8, 1)).layers)
-    assert not can_split(Sequential(base + [Dropout(0.5), Dense(2)], input_shape=(8, 8, 1)).layers)
-    assert not can_split(Sequential([Conv2D(4, 3), BatchNormalization()] + base[1:] + [Dense(2)],
-                                    input_shape=(8, 8, 1)).layers)
+    assert can_split(Sequential(base + [Dropout(0.5), Dense(2)], input_shape=(8, 8, 1)).layers)
+    assert can_split(Sequential([Conv2D(4, 3), BatchNormalization()] + base[1:] + [Dense(2)],
+                                input_shape=(8, 8, 1)).layers)
+
+    class KeptWhole(ReLU):
+        per_sample = False
+
+    assert not can_split(Sequential(base + [KeptWhole(), Dense(2)], input_shape=(8, 8, 1)).layers)
 
 
 def test_fast_and_reference_training_end_with_the_same_weights():

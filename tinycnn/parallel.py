@@ -22,19 +22,34 @@ caches. Every thread runs its share through a :class:`~tinycnn.plan.Plan` of its
 same loop as one thread runs; the first share runs on the model's own layers, in the calling
 thread.
 
-Only layers that treat every sample on its own, and the same way every time, can be split like
-this (``Layer.per_sample``): BatchNormalization's statistics mix the samples of a batch, and
-Dropout draws random masks from one generator, so a model with such layers after its first
-trainable layer trains in one thread (:func:`can_split`). Augmentation layers before it are fine:
-they run on the whole batch first, forward only.
+Layers that treat every sample on its own (``Layer.per_sample``) split like this as they are.
+Two more split with help from here, and compute exactly what they compute on the whole batch:
+
+- Dropout draws each sample's mask from the batch's number and the sample's index in the batch
+  (``layers/dropout.py``). Before each chunk's forward, every copy is told where its chunk
+  starts, ``position = (batch number, index of the chunk's first sample)``; after the batch the
+  model's layer counts it (``Dropout.batches``).
+- BatchNormalization normalises with the statistics of the whole batch: each thread runs a
+  :class:`~tinycnn.layers.normalization.BatchNormAcrossShares` in its place, which sums its
+  share and meets the other threads (:class:`SumsAcrossShares`) to add the shares' sums, twice
+  in the forward pass and once in the backward pass. A share then has to run whole: working through it
+  in chunks (``CHUNK``, below) would normalise each chunk with statistics that the later chunks
+  of the batch have not yet added to. So a model with BatchNormalization runs each share in one
+  piece.
+
+Any other layer with ``per_sample = False`` after the first trainable layer keeps the model in
+one thread (:func:`can_split`). Augmentation layers before it are fine: they run on the whole
+batch first, forward only.
 """
 
 import copy
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .layers.normalization import BatchNormalization, BatchNormAcrossShares
 from .plan import Plan, first_trainable
 
 #: A share smaller than this costs more in thread hand-over than it saves.
@@ -53,16 +68,23 @@ def cpu_count():
         return os.cpu_count() or 1
 
 
+#: Steps that normalise with the statistics of the whole batch, and how each thread runs its own
+#: copy of one across the shares.
+ACROSS_SHARES = {BatchNormalization: BatchNormAcrossShares}
+
+
 def can_split(layers):
     """True when every layer from the first trainable one on treats each sample on its own
-    (``Layer.per_sample``); the layers before it run on the whole batch first."""
+    (``Layer.per_sample``) or has a twin that runs across the shares (``ACROSS_SHARES``); the
+    layers before it run on the whole batch first."""
     return not_per_sample(layers) is None
 
 
 def not_per_sample(layers):
     """The first layer, from the first trainable one on, that keeps a batch in one thread (its
-    ``per_sample`` is False), or None."""
-    return next((layer for layer in layers[first_trainable(layers):] if not layer.per_sample), None)
+    ``per_sample`` is False and it has no twin in ``ACROSS_SHARES``), or None."""
+    return next((layer for layer in layers[first_trainable(layers):]
+                 if not layer.per_sample and type(layer) not in ACROSS_SHARES), None)
 
 
 def replica(layer):
@@ -74,14 +96,67 @@ def replica(layer):
     return twin
 
 
+class SumsAcrossShares:
+    """Where the threads of one batch add up their shares' sums (an all-reduce): each of the
+    batch's ``shares`` threads calls ``total(k, part)`` with its own share's ``part``, waits for
+    the others, and gets the sum of every share's part. The parts are added in share order, so
+    every thread gets the same numbers, and the same on every run.
+
+    One per BatchNormalization layer, shared by its copies. ``begin`` sets, before each batch, how
+    many threads will meet and ``samples``, the batch's N. ``abort`` releases every thread
+    waiting (with ``threading.BrokenBarrierError``): a share that fails, or that stops before its
+    backward pass, must not leave the others waiting for it.
+    """
+
+    def __init__(self):
+        self.barrier, self.parts, self.samples = None, [], None
+
+    def begin(self, shares, samples):
+        if self.barrier is None or self.barrier.parties != shares or self.barrier.broken:
+            self.barrier, self.parts = threading.Barrier(shares), [None] * shares
+        self.samples = samples
+
+    def total(self, k, part):
+        if len(self.parts) == 1:
+            return part
+        self.parts[k] = part
+        self.barrier.wait()             # every share's part is in
+        total = self.parts[0]
+        for other in self.parts[1:]:
+            total = total + other
+        self.barrier.wait()             # every thread has read them: a part may be written again
+        return total
+
+    def abort(self):
+        if self.barrier is not None:
+            self.barrier.abort()
+
+
 class DataParallel:
     """Trains ``model`` with ``threads`` shares per batch; use as a context manager in ``fit``."""
 
     def __init__(self, model, threads, chunk=CHUNK):
-        self.threads, self.chunk = threads, chunk
+        self.threads = threads
         copies = [model.layers] + [[replica(layer) for layer in model.layers] for _ in range(threads - 1)]
         self.plans = [Plan(layers, type(model.loss)(), fast=True) for layers in copies]
         self.grads_of = [[layer.grads for layer in layers] for layers in copies]
+        # Dropout's copies, told where each chunk starts (see the module docstring)
+        self.drawing = [[layer for layer in layers if hasattr(layer, "position")] for layers in copies]
+        self.sums = self._across_shares()
+        self.chunk = None if self.sums else chunk      # a share with BatchNormalization runs whole
+
+    def _across_shares(self):
+        """Put a twin that runs across the shares (``ACROSS_SHARES``) in place of each such step
+        of every thread's plan; returns the SumsAcrossShares, one per step replaced."""
+        all_sums = []
+        for i, step in enumerate(self.plans[0].steps):
+            twin = ACROSS_SHARES.get(type(step))
+            if twin is not None:
+                sums = SumsAcrossShares()
+                for k, plan in enumerate(self.plans):
+                    plan.steps[i] = twin(plan.steps[i], sums, k)
+                all_sums.append(sums)
+        return all_sums
 
     def __enter__(self):
         from threadpoolctl import threadpool_limits
@@ -98,19 +173,34 @@ class DataParallel:
         """Forward and backward over the batch (x, y) in shares; returns (logits, loss).
 
         The model's layers end up holding the whole batch's gradients in ``grads``. ``check``:
-        check the layer contract in every share (``Plan.check``).
+        check the layer contract in every share (``Plan.check``). When the loss is not finite
+        the logits are None, and the gradients are not to be used.
         """
         for plan in self.plans:
             plan.check = check
         first = self.plans[0].first
         x = self.plans[0].forward(x, training=True, stop=first)     # augmentation: the whole batch
         n = len(x)
-        results = self._run(self._share, [(k, x[s], y[s], n) for k, s in enumerate(self._shares(n))])
+        shares = self._shares(n)
+        for sums in self.sums:
+            sums.begin(len(shares), n)
+        batches = [layer.batches for layer in self.drawing[0]]      # this batch's number, per Dropout
+        try:
+            results = self._run(self._share, [(k, s, x[s], y[s], n, batches) for k, s in enumerate(shares)])
+        finally:
+            for layers in self.drawing:
+                for layer in layers:
+                    layer.position = None
+        for layer in self.drawing[0]:
+            layer.batches += 1
+        loss = sum(r[1] for r in results) / n
+        if any(r[0] is None for r in results):      # a share stopped before its backward pass
+            return None, loss
         for k in range(1, len(results)):            # add every share's gradients into the model's
             for grads, theirs in zip(self.grads_of[0], self.grads_of[k]):
                 for name in grads:
                     grads[name] += theirs[name]
-        return _concat([r[0] for r in results]), sum(r[1] for r in results) / n
+        return _concat([r[0] for r in results]), loss
 
     def logits(self, x):
         """Inference (``fit``'s validation): each thread computes the logits of its share."""
@@ -124,29 +214,59 @@ class DataParallel:
         return [slice(bounds[k], bounds[k + 1]) for k in range(shares)]
 
     def _run(self, fn, jobs):
-        """fn(*job) for every job: the first in this thread, the others in the pool, at once."""
+        """fn(*job) for every job: the first in this thread, the others in the pool, at once.
+        Every job ends before this returns or raises; of several errors, the first that is not
+        a BrokenBarrierError (which only says that another share failed) is raised."""
         futures = [self._pool.submit(fn, *job) for job in jobs[1:]]
-        return [fn(*jobs[0])] + [f.result() for f in futures]
+        results, errors = [], []
+        for run in [lambda: fn(*jobs[0])] + [f.result for f in futures]:
+            try:
+                results.append(run())
+            except BaseException as err:    # noqa: B036 -- waits for the other jobs, then re-raised
+                errors.append(err)
+        if errors:
+            raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+        return results
 
-    def _share(self, k, x, y, n):
-        """One thread's share, in chunks of at most ``self.chunk`` images: each chunk's loss and
-        gradients with dL/dlogits scaled to the whole batch (``Plan.loss_and_gradients``); the
-        chunks' gradients add up (gradient accumulation). Returns (logits, loss summed over the
-        share)."""
+    def _share(self, k, s, x, y, n, batches):
+        """One thread's share x = the batch's x[s], in chunks of at most ``self.chunk`` images
+        (whole when it is None): each chunk's loss and gradients with dL/dlogits scaled to the
+        whole batch (``Plan.loss_and_gradients``); the chunks' gradients add up (gradient
+        accumulation). Returns (logits, loss summed over the share).
+
+        A loss that is not finite stops the share before its backward pass, and the logits are
+        None. With BatchNormalization the other shares would wait for this one in theirs: it
+        releases them (``SumsAcrossShares.abort``), and they stop too. So does any error.
+        """
         plan, grads = self.plans[k], self.grads_of[k]
-        starts = range(0, len(x), self.chunk)
+        chunk = self.chunk or len(x)
         outputs, total, sums = [], 0.0, None
-        for start in starts:
-            xc, yc = x[start:start + self.chunk], y[start:start + self.chunk]
-            logits, loss = plan.loss_and_gradients(xc, yc, scale=len(yc) / n, start=plan.first)
-            total += loss * len(yc)
-            outputs.append(logits)
-            if len(starts) > 1:
-                sums = _accumulate(sums, grads)
+        try:
+            for start in range(0, len(x), chunk):
+                for layer, batch in zip(self.drawing[k], batches):
+                    layer.position = (batch, s.start + start)
+                xc, yc = x[start:start + chunk], y[start:start + chunk]
+                logits, loss = plan.loss_and_gradients(xc, yc, scale=len(yc) / n, start=plan.first)
+                total += loss * len(yc)
+                if not np.isfinite(loss):
+                    self._abort()
+                    return None, total
+                outputs.append(logits)
+                if len(x) > chunk:
+                    sums = _accumulate(sums, grads)
+        except threading.BrokenBarrierError:    # another share stopped: it says why
+            return None, float("nan")
+        except BaseException:
+            self._abort()
+            raise
         if sums is not None:
             for layer_grads, layer_sums in zip(grads, sums):
                 layer_grads.update(layer_sums)
         return _concat(outputs), total
+
+    def _abort(self):
+        for sums in self.sums:
+            sums.abort()
 
 
 def _accumulate(sums, grads):

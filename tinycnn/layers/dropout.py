@@ -1,5 +1,7 @@
 """Dropout: in training, zero a random fraction of the units and scale up the rest."""
 
+import math
+
 import numpy as np
 
 from .. import checks
@@ -22,42 +24,84 @@ class Dropout(Layer):
     Backward: y is x times a constant (the mask over 1 - rate), so dx = dout * mask / (1 - rate):
     a dropped unit passes no gradient back. At inference dx = dout.
 
-    Random numbers come from a ``numpy.random.Generator`` fixed at build time: the layer's own
-    ``seed`` if given, otherwise the model's generator, so a seeded model drops the same units
-    on every run. Masks are drawn with NumPy even for CuPy input (then copied to the GPU), so
-    the CPU and the GPU drop the same units.
+    How the mask is drawn. Each sample's mask depends only on the layer's key, the number of the
+    training batch and the sample's index in that batch, so that a batch split over threads
+    (``tinycnn/parallel.py``) drops exactly the units the whole batch would, bit for bit:
+        key        a 64-bit number drawn at build from the layer's ``seed`` if given, otherwise from
+                   the model's generator (so a seeded model drops the same units on every run)
+        stream     NumPy's Philox, a counter-based generator keyed by (key, batch number): the
+                   batch's random numbers, u_0, u_1, ... (64-bit, read as u / 2^64 in [0, 1))
+        sample i   owns the numbers from i * S on, S = U rounded up to a multiple of 4 for U units
+                   per sample (Philox makes 4 numbers per counter value, so a thread can start
+                   drawing at sample i at once: ``advance``), and keeps unit j if u_{i*S+j} >= rate
+    Masks are drawn with NumPy even for CuPy input (then copied to the GPU), so the CPU and the
+    GPU drop the same units.
+
+    Who counts the batches. ``self.batches`` is the number of training batches this layer has
+    drawn masks for, which is the number of the next one. In one thread each
+    ``forward(x, training=True)`` is a batch of its own: its samples are 0 ... N-1, and the
+    count goes up by one. When ``fit`` splits a batch, every thread runs a copy of the layer
+    (``parallel.replica``) on its share, in chunks, and no copy may count: a copy's count would
+    not reach the model's layer, and a batch is not one forward any more. So ``DataParallel``
+    sets ``position = (batch number, index of the chunk's first sample)`` on each copy before
+    each chunk's forward, which then draws there and counts nothing, and adds one to the model's
+    layer's ``batches`` once the whole batch is done.
 
     Holding the mask still (for a gradient check): set ``layer.fixed_mask`` to a boolean array
     of the input's shape; while it is not None, training uses it instead of drawing a new mask.
     """
 
+    per_sample = True
+
     def __init__(self, rate, seed=None, name=None):
         super().__init__(name=name, seed=seed)
         self.rate = checks.number(rate, "rate (the fraction of units to drop)", 0.0, 1.0, high_open=True)
         self.fixed_mask = None
-        self.generator = None
+        self.position = None        # (batch, first sample) while a copy runs part of a batch
+        # Underscored: neither is configuration, so saving does not compare them with a rebuilt
+        # layer's (base._check_rebuilt).
+        self._key = None            # the Philox key's first half, drawn at build
+        self._batches = 0           # see the property below
+
+    @property
+    def batches(self):
+        """The training batches this layer has drawn masks for: the next batch's number."""
+        return self._batches
+
+    @batches.setter
+    def batches(self, value):
+        self._batches = value
 
     def build(self, input_shape, dtype="float32", rng=None):
         super().build(input_shape, dtype)
-        self.generator = self._rng(rng)
+        self._key = int(self._rng(rng).integers(2 ** 64, dtype=np.uint64))
 
-    def draw_mask(self, shape):
-        """A boolean NumPy array of ``shape``: True (keep) with probability 1 - rate."""
+    def draw_mask(self, shape, batch=0, first_sample=0):
+        """A boolean NumPy array of ``shape``: the masks of samples first_sample ... first_sample
+        + shape[0] - 1 of training batch ``batch``, True (keep) with probability 1 - rate."""
         if self.fixed_mask is not None:
             if tuple(self.fixed_mask.shape) != tuple(shape):
                 raise ValueError(f"{self.name}: fixed_mask has shape {tuple(self.fixed_mask.shape)} "
                                  f"but the input has shape {tuple(shape)}.")
             return np.asarray(to_numpy(self.fixed_mask), dtype=bool)
-        return self.generator.random(shape) >= self.rate
+        units = math.prod(shape[1:])
+        blocks = -(-units // 4)                 # counter values per sample: S = 4 * blocks numbers
+        stream = np.random.Philox(key=np.array([self._key, batch], dtype=np.uint64))
+        stream.advance(first_sample * blocks)
+        u = stream.random_raw(shape[0] * 4 * blocks).reshape(shape[0], 4 * blocks)[:, :units]
+        return (u >= np.uint64(math.ceil(self.rate * 2 ** 64))).reshape(shape)   # u / 2^64 >= rate
 
     def forward(self, x, training=False):
         self._prepare(x)
         if not training or self.rate == 0.0:
             self.scale = None
             return x
-        xp = get_array_module(x)
-        mask = self.draw_mask(x.shape)
-        if xp is not np:
+        if self.position is None:               # a batch of its own (see "Who counts the batches")
+            mask = self.draw_mask(x.shape, self.batches)
+            self.batches += 1
+        else:
+            mask = self.draw_mask(x.shape, *self.position)
+        if get_array_module(x) is not np:
             mask = to_device(mask, "gpu")
         # mask / (1 - rate) in x's dtype: what each unit is multiplied by, kept for backward
         self.scale = mask.astype(x.dtype) * (1.0 / (1.0 - self.rate))

@@ -103,3 +103,70 @@ class BatchNormalization(Layer):
 
     def get_config(self):
         return {"name": self.name, "momentum": self.momentum, "epsilon": self.epsilon}
+
+
+class BatchNormAcrossShares:
+    """A copy of a BatchNormalization layer that runs one thread's share of a batch, normalising
+    with the statistics of the whole batch, as PyTorch's SyncBatchNorm does across devices. Not a
+    layer you add: ``tinycnn/parallel.py`` runs one per thread in place of the layer.
+
+    Every Σ of ``BatchNormalization`` runs over the M values of a channel in the whole batch.
+    With the batch split into shares, each thread sums its own share, and ``sums.total(k, part)``
+    (``parallel.SumsAcrossShares``) waits for every share's part and returns their sum, the same
+    numbers in every thread. So the forward pass needs two such meeting points, and the backward
+    one; what happens between them is the layer's own arithmetic, line for line:
+
+        forward   mean  = total(Σ x) / M                         M = N * (values per sample)
+                  var   = total(Σ (x - mean)²) / M
+                  y     = gamma * (x - mean) / sqrt(var + eps) + beta
+        backward  dL/dbeta, dL/dgamma = Σ dout, Σ dout * xhat    this share's: the gradients
+                  dL/dx = gamma / (M s) * (M dout - total(dL/dbeta) - xhat * total(dL/dgamma))
+
+    The share's own dL/dbeta and dL/dgamma go into ``grads``, and ``DataParallel`` adds the
+    shares' gradients, as for every layer. The moving averages are updated once, by share 0.
+    ``tests/test_split_regularization.py`` proves the shares' outputs, dL/dx and gradients equal
+    to the layer's on the whole batch.
+
+    ``layer`` is the thread's copy of the layer (``parallel.replica``: the model's parameters and
+    moving averages, grads of its own); ``sums`` is shared by the copies of one layer, and knows
+    the batch's N (``sums.samples``); ``k`` is the thread's share.
+    """
+
+    def __init__(self, layer, sums, k):
+        self.layer, self.sums, self.k, self.name = layer, sums, k, layer.name
+
+    params = property(lambda self: self.layer.params)      # the layer's own dicts
+    grads = property(lambda self: self.layer.grads)
+
+    def output_shape(self, input_shape):
+        return self.layer.output_shape(input_shape)
+
+    def forward(self, x, training=False):
+        layer = self.layer
+        if not training:                    # the moving averages: nothing to share
+            self.training = False
+            return layer.forward(x, training)
+        layer._prepare(x)
+        xp = get_array_module(x)
+        self.training = True
+        self.m = self.sums.samples * (x[0].size // x.shape[-1])      # M values per channel, whole batch
+        mean = self.sums.total(self.k, channel_sums(x)) / self.m
+        centred = x - mean
+        var = self.sums.total(self.k, channel_sums(centred * centred)) / self.m
+        if self.k == 0:
+            moving_mean, moving_var = layer.state["moving_mean"], layer.state["moving_variance"]
+            moving_mean[...] = layer.momentum * moving_mean + (1.0 - layer.momentum) * mean
+            moving_var[...] = layer.momentum * moving_var + (1.0 - layer.momentum) * var
+        self.inv_std = 1.0 / xp.sqrt(var + layer.epsilon)
+        centred *= self.inv_std
+        self.xhat = centred
+        return layer.params["gamma"] * self.xhat + layer.params["beta"]
+
+    def backward(self, dout):
+        if not self.training:
+            return self.layer.backward(dout)
+        grads, gamma, xhat = self.layer.grads, self.layer.params["gamma"], self.xhat
+        grads["beta"] = channel_sums(dout)
+        grads["gamma"] = channel_sums(dout * xhat)
+        dbeta, dgamma = self.sums.total(self.k, get_array_module(dout).stack([grads["beta"], grads["gamma"]]))
+        return (gamma * self.inv_std / self.m) * (self.m * dout - dbeta - xhat * dgamma)
