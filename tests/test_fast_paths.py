@@ -153,16 +153,19 @@ def test_plan_fuses_only_conv_relu_pool():
     # the first trainable step skips its input gradient, in training only
     assert plan.logit_steps(seed_model().layers)[0].input_grad is False
     assert plan.logit_steps(seed_model().layers, input_grad=True)[0].input_grad is True
-    unfused = built([Conv2D(4, 3), BatchNormalization(), ReLU(), MaxPool2D(2), Flatten(), Dense(2)])
+    unfused = built([Conv2D(4, 3), BatchNormalization(), ReLU(), Flatten(), Dense(2)])
     assert type(plan.logit_steps(unfused)[0]).__name__ == "Conv2DWithoutDx"
     assert plan.logit_steps(unfused, fast=False)[0] is unfused[0]
+    # with BatchNormalization between the convolution and the ReLU, the four run as one block
+    assert kinds(built([Conv2D(4, 3), BatchNormalization(), ReLU(), MaxPool2D(2), Flatten(), Dense(2)])) \
+        == ["ConvBatchNormReLUMaxPool", "Flatten", "Dense"]
 
 
 @pytest.mark.parametrize("activation", [None, "relu", "tanh"])
 def test_conv_without_dx_fills_the_gradients_conv2d_fills(rng, activation):
-    """A first Conv2D that no block fuses (here BatchNormalization follows it) runs as
-    Conv2DWithoutDx in the fast mode: the same forward and gradients, no dL/dx."""
-    model = Sequential([Conv2D(4, 3, activation=activation), BatchNormalization(), ReLU(), MaxPool2D(2),
+    """A first Conv2D that no block fuses (here BatchNormalization and a ReLU follow it, and no
+    pooling) runs as Conv2DWithoutDx in the fast mode: the same forward and gradients, no dL/dx."""
+    model = Sequential([Conv2D(4, 3, activation=activation), BatchNormalization(), ReLU(),
                         Flatten(), Dense(3)], input_shape=(9, 9, 2), seed=0)
     model.compile(SGD(0.1))
     fast = Plan(model.layers, SoftmaxCrossEntropy(), fast=True)

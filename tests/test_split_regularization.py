@@ -22,6 +22,7 @@ import pytest
 
 from tinycnn import Sequential
 from tinycnn.layers import BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from tinycnn.layers.fused import ConvBatchNormReLUMaxPool
 from tinycnn.layers.normalization import BatchNormAcrossShares
 from tinycnn.optimizers import SGD, Adam
 from tinycnn.parallel import CHUNK, DataParallel, SumsAcrossShares, replica
@@ -194,7 +195,9 @@ def test_one_share_is_the_layer_itself(rng):
 
 def bn_dropout_model(seed=0, fused=True, dtype="float32"):
     """The bn-dropout network of examples/mnist.py, smaller: 14×14 images, 8 and 16 filters.
-    ``fused=False`` puts the ReLU on the convolution instead, before BatchNormalization."""
+    Each Conv2D → BatchNormalization → ReLU → MaxPool2D runs as one block in the fast mode;
+    ``fused=False`` puts the ReLU on the convolution instead, and BatchNormalization runs alone
+    (BatchNormAcrossShares when split)."""
     def block(filters):
         if fused:
             return [Conv2D(filters, 3), BatchNormalization(momentum=0.9, epsilon=1e-5), ReLU(), MaxPool2D(2)]
@@ -203,7 +206,7 @@ def bn_dropout_model(seed=0, fused=True, dtype="float32"):
                        Dense(10, activation="softmax")], input_shape=(14, 14, 1), seed=seed, dtype=dtype)
 
 
-@pytest.mark.parametrize("fused, twin", [(True, BatchNormAcrossShares), (False, BatchNormAcrossShares)])
+@pytest.mark.parametrize("fused, twin", [(True, ConvBatchNormReLUMaxPool), (False, BatchNormAcrossShares)])
 def test_a_model_with_batchnorm_runs_each_share_whole(fused, twin):
     model = bn_dropout_model(fused=fused)
     model.compile(Adam())
@@ -228,8 +231,8 @@ def test_bn_dropout_trained_split_ends_with_the_reference_modes_weights(fused):
     rounding amplified, not a difference in the arithmetic: a value that rounds to the other side
     of a ReLU's kink or of a max-pool's comparison sends its gradient elsewhere.
 
-    SGD, not Adam: BatchNormalization subtracts the mean right after each convolution (in the
-    first model), so those convolutions' biases have a true gradient of 0, and what backward
+    SGD, not Adam: BatchNormalization subtracts the mean right after each convolution of the
+    fused blocks, so those convolutions' biases have a true gradient of 0, and what backward
     computes for them is rounding noise. Adam divides a gradient by its own size and would turn
     that noise into steps of about the learning rate, in directions that differ between the two
     modes (changing nothing downstream but the moving means)."""
@@ -243,6 +246,7 @@ def test_bn_dropout_trained_split_ends_with_the_reference_modes_weights(fused):
         models[fast] = model
     fast, reference = models[True], models[False]
     assert not any(getattr(step, "sums", None) is not None for step in reference.plan().steps)
+    assert any(isinstance(step, ConvBatchNormReLUMaxPool) for step in fast.plan().steps) == fused
     changed, start = 0, bn_dropout_model(fused=fused, dtype="float64").get_weights()
     for a, b, start in zip(fast.get_weights(), reference.get_weights(), start):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)         # moving averages included

@@ -30,7 +30,8 @@ Two more split with help from here, and compute exactly what they compute on the
   starts, ``position = (batch number, index of the chunk's first sample)``; after the batch the
   model's layer counts it (``Dropout.batches``).
 - BatchNormalization normalises with the statistics of the whole batch: each thread runs a
-  :class:`~tinycnn.layers.normalization.BatchNormAcrossShares` in its place, which sums its
+  :class:`~tinycnn.layers.normalization.BatchNormAcrossShares` in its place (or, fused with the
+  convolution before it, a ``ConvBatchNormReLUMaxPool`` given the shared sums), which sums its
   share and meets the other threads (:class:`SumsAcrossShares`) to add the shares' sums, twice
   in the forward pass and once in the backward pass. A share then has to run whole: working through it
   in chunks (``CHUNK``, below) would normalise each chunk with statistics that the later chunks
@@ -49,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from .layers.fused import ConvBatchNormReLUMaxPool
 from .layers.normalization import BatchNormalization, BatchNormAcrossShares
 from .plan import Plan, first_trainable
 
@@ -69,8 +71,9 @@ def cpu_count():
 
 
 #: Steps that normalise with the statistics of the whole batch, and how each thread runs its own
-#: copy of one across the shares.
-ACROSS_SHARES = {BatchNormalization: BatchNormAcrossShares}
+#: copy of one across the shares: BatchNormalization, alone or fused (``layers/fused.py``).
+ACROSS_SHARES = {BatchNormalization: BatchNormAcrossShares,
+                 ConvBatchNormReLUMaxPool: ConvBatchNormReLUMaxPool.across_shares}
 
 
 def can_split(layers):

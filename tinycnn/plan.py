@@ -24,10 +24,12 @@ to the whole batch's.
 Two modes. ``fast=False``, the reference mode (``model.compile(..., fast=False)``), runs exactly
 the layers' own ``forward`` and ``backward``. ``fast=True``, the default, differs in one way on the
 CPU: each Conv2D → ReLU → MaxPool2D (``activation="relu"`` on the Conv2D, or a ``ReLU()`` layer
-between them) runs as one :class:`~tinycnn.layers.fused.ConvReLUMaxPool` block, which computes
-the same numbers in fewer passes over memory; and the first step with parameters, when it is such
-a block or a Conv2D (:class:`~tinycnn.layers.fused.Conv2DWithoutDx`), skips its input gradient,
-which nobody needs. ``tests/test_fast_paths.py`` proves the two modes equal.
+between them) runs as one :class:`~tinycnn.layers.fused.ConvReLUMaxPool` block, and each Conv2D →
+BatchNormalization → ReLU → MaxPool2D as one
+:class:`~tinycnn.layers.fused.ConvBatchNormReLUMaxPool` block, which compute the same numbers in
+fewer passes over memory; and the first step with parameters, when it is such a block or a Conv2D
+(:class:`~tinycnn.layers.fused.Conv2DWithoutDx`), skips its input gradient, which nobody needs.
+``tests/test_fast_paths.py`` proves the two modes equal.
 
 The layer contract (``layers/base.py``) is checked as the steps run when ``check`` is set: in the
 reference mode always, in the fast mode on the first training step of ``fit``.
@@ -40,7 +42,8 @@ from .backend import is_gpu_array
 from .layers.activations import ReLU, Softmax
 from .layers.base import check_backward, check_forward
 from .layers.conv import Conv2D
-from .layers.fused import Conv2DWithoutDx, ConvReLUMaxPool
+from .layers.fused import Conv2DWithoutDx, ConvBatchNormReLUMaxPool, ConvReLUMaxPool
+from .layers.normalization import BatchNormalization
 from .layers.pooling import MaxPool2D
 
 
@@ -132,7 +135,7 @@ def logit_steps(layers, fast=True, input_grad=False):
         return steps
     steps = _fused(steps)
     first = first_trainable(steps)
-    if not input_grad and steps and isinstance(steps[first], ConvReLUMaxPool):
+    if not input_grad and steps and isinstance(steps[first], (ConvReLUMaxPool, ConvBatchNormReLUMaxPool)):
         steps[first].input_grad = False
     elif not input_grad and steps and type(steps[first]) is Conv2D:
         steps[first] = Conv2DWithoutDx(steps[first])
@@ -140,23 +143,27 @@ def logit_steps(layers, fast=True, input_grad=False):
 
 
 def _fused(steps):
-    """Replace each Conv2D(relu) → MaxPool2D and Conv2D → ReLU → MaxPool2D run by one block.
+    """Replace each Conv2D(relu) → MaxPool2D and Conv2D → ReLU → MaxPool2D run by one block,
+    and each Conv2D → BatchNormalization → ReLU → MaxPool2D by another.
 
-    Only on the CPU: the block's kernels are Numba's. Only ReLU: the block computes ReLU and no
+    Only on the CPU: the blocks' kernels are Numba's. Only ReLU: the blocks compute ReLU and no
     other activation."""
     out, i = [], 0
     while i < len(steps):
         s = steps[i]
         if type(s) is Conv2D and not is_gpu_array(s.params.get("kernel")):
-            rest = steps[i + 1:i + 3]
-            if type(s.activation) is ReLU and rest and type(rest[0]) is MaxPool2D:
-                out.append(ConvReLUMaxPool(s, rest[0]))
+            rest = [type(step) for step in steps[i + 1:i + 4]]
+            if type(s.activation) is ReLU and rest[:1] == [MaxPool2D]:
+                out.append(ConvReLUMaxPool(s, steps[i + 1]))
                 i += 2
                 continue
-            if (s.activation is None and len(rest) == 2 and type(rest[0]) is ReLU
-                    and type(rest[1]) is MaxPool2D):
-                out.append(ConvReLUMaxPool(s, rest[1]))
+            if s.activation is None and rest[:2] == [ReLU, MaxPool2D]:
+                out.append(ConvReLUMaxPool(s, steps[i + 2]))
                 i += 3
+                continue
+            if s.activation is None and rest == [BatchNormalization, ReLU, MaxPool2D]:
+                out.append(ConvBatchNormReLUMaxPool(s, steps[i + 1], steps[i + 3]))
+                i += 4
                 continue
         out.append(s)
         i += 1

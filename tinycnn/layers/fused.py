@@ -1,6 +1,8 @@
 """Fast twins of the layers, which the fast mode runs in their place. Not layers you add.
 
 - :class:`ConvReLUMaxPool`: Conv2D, ReLU and MaxPool2D run as one block;
+- :class:`ConvBatchNormReLUMaxPool`: Conv2D, BatchNormalization, ReLU and MaxPool2D run as one
+  block (at the end of this file);
 - :class:`Conv2DWithoutDx`: a Conv2D that is the first step with parameters, in training: its
   backward fills the gradients and skips dL/dx, which nobody needs.
 
@@ -31,10 +33,16 @@ the block only borrows the three layers. It runs on the CPU; on the GPU the laye
 the layers, forward and backward, for both paths.
 """
 
+import numpy as np
+
 from ..backend import get_array_module
 from ..kernels import winograd
+from ..kernels.batchnorm_relu_pool import (batchnorm_gradient_sums, batchnorm_inference_gradient,
+                                           batchnorm_input_gradient, batchnorm_relu_maxpool_forward,
+                                           squared_deviations)
 from ..kernels.bias_relu_pool import bias_relu_maxpool_forward, maxpool_relu_backward
 from ..kernels.im2col import col2im, im2col
+from .normalization import channel_sums
 
 
 class ConvReLUMaxPool:
@@ -113,3 +121,99 @@ class Conv2DWithoutDx:
         conv.grads["kernel"] = (conv.cols.T @ dz).reshape(conv.params["kernel"].shape)
         conv.grads["bias"] = get_array_module(dz).ones(dz.shape[0], dtype=dz.dtype) @ dz
         return None
+
+
+class ConvBatchNormReLUMaxPool:
+    """Conv2D → BatchNormalization → ReLU → MaxPool2D, fused. Shapes: x (N, H, W, C) -> y
+    (N, OH', OW', F) pooled, as the four layers give it.
+
+    PyTorch's MNIST network (``--arch bn-dropout``) puts BatchNormalization between each
+    convolution and its ReLU. In the fast mode such a run of four layers runs as this block,
+    which computes what they compute one after another, in fewer passes over the convolution's
+    output z (``kernels/batchnorm_relu_pool.py`` derives each kernel):
+
+        forward   z = im2col(x) @ kernel + bias               Conv2D's own lines
+                  mean = Σ z / M,  var = Σ (z - mean)² / M     in training: the batch's, and the
+                                                              moving averages follow them
+                  y, argmax = maxpool(relu(gamma * (z - mean) / sqrt(var + eps) + beta))   one pass
+        backward  dbeta, dgamma = Σ dv, Σ dv * x̂               over the pooled outputs only
+                  dz = gamma / (M s) * (M dv - dbeta - x̂ dgamma)                  one pass over z
+                  dkernel = cols.T @ dz, dbias = Σ dz, dx = col2im(dz @ kernel.T)   Conv2D's own
+
+    (dv being dL/d(BatchNormalization's output): dy at each window's argmax where y > 0, else 0.)
+    In inference the statistics are the moving averages. Split over threads
+    (``tinycnn/parallel.py``), each thread's block adds its share's sums to the others' through
+    ``sums`` (``parallel.SumsAcrossShares``), as ``BatchNormAcrossShares`` does, so that every
+    share normalises with the whole batch's statistics; ``sums=None`` is one thread, the whole
+    batch. The parameters, gradients and moving averages stay the layers': the block only borrows
+    them. CPU only. ``tests/test_fused_batchnorm.py::test_the_block_equals_the_four_layers`` proves
+    the block equal to the layers, in training and inference, whole and split.
+    """
+
+    def __init__(self, conv, norm, pool, input_grad=True, sums=None, k=0):
+        self.conv, self.norm, self.pool, self.input_grad = conv, norm, pool, input_grad
+        self.sums, self.k = sums, k
+        self.name = f"{conv.name}+{norm.name}+relu+{pool.name}"
+
+    def across_shares(self, sums, k):
+        """This block as thread k runs it when a batch is split (``parallel.ACROSS_SHARES``)."""
+        return ConvBatchNormReLUMaxPool(self.conv, self.norm, self.pool, self.input_grad, sums, k)
+
+    # The convolution's and the normalisation's parameters (no name is in both), for the plan's
+    # checks; the optimizer reads them from the layers themselves.
+    params = property(lambda self: {**self.conv.params, **self.norm.params})
+    grads = property(lambda self: {**self.conv.grads, **self.norm.grads})
+
+    def output_shape(self, input_shape):
+        return self.pool.output_shape(self.conv.output_shape(input_shape))
+
+    def _total(self, part):
+        """Σ over the whole batch of a per-channel sum over this block's input (see above)."""
+        return part if self.sums is None else self.sums.total(self.k, part)
+
+    def forward(self, x, training=False):
+        conv, norm, pool = self.conv, self.norm, self.pool
+        conv._prepare(x)
+        kernel = conv.params["kernel"]
+        self.x_shape = x.shape
+        self.cols = im2col(x, *conv.kernel_size, conv.strides, conv.pad)
+        z = self.cols @ kernel.reshape(-1, conv.filters)
+        z += conv.params["bias"]
+        z = z.reshape(x.shape[0], *conv.out_hw, conv.filters)
+        norm._prepare(z)
+        self.training = bool(training)
+        if training:
+            samples = len(x) if self.sums is None else self.sums.samples
+            self.m = samples * conv.out_hw[0] * conv.out_hw[1]        # M values per channel
+            mean = self._total(channel_sums(z)) / self.m
+            var = self._total(squared_deviations(z, mean)) / self.m
+            if self.k == 0:                                           # once per batch
+                moving_mean, moving_var = norm.state["moving_mean"], norm.state["moving_variance"]
+                moving_mean[...] = norm.momentum * moving_mean + (1.0 - norm.momentum) * mean
+                moving_var[...] = norm.momentum * moving_var + (1.0 - norm.momentum) * var
+        else:
+            mean, var = norm.state["moving_mean"], norm.state["moving_variance"]
+        self.z, self.mean, self.inv_std = z, mean, 1.0 / np.sqrt(var + norm.epsilon)
+        self.y, self.argmax = batchnorm_relu_maxpool_forward(z, mean, self.inv_std, norm.params["gamma"],
+                                                             norm.params["beta"], *pool.pool_size, pool.strides,
+                                                             pool.pad)
+        return self.y
+
+    def backward(self, dy):
+        conv, norm = self.conv, self.norm
+        kernel, gamma = conv.params["kernel"], norm.params["gamma"]
+        dbeta, dgamma = batchnorm_gradient_sums(dy, self.argmax, self.y, self.z, self.mean, self.inv_std)
+        norm.grads["beta"], norm.grads["gamma"] = dbeta, dgamma       # this share's, if split
+        if self.training:
+            dbeta, dgamma = self._total(np.stack([dbeta, dgamma]))
+            dz = batchnorm_input_gradient(dy, self.argmax, self.y, self.z, self.mean, self.inv_std, gamma,
+                                          dbeta, dgamma, self.m)
+        else:
+            dz = batchnorm_inference_gradient(dy, self.argmax, self.y, self.z.shape, gamma, self.inv_std)
+        dz = dz.reshape(-1, conv.filters)
+        conv.grads["kernel"] = (self.cols.T @ dz).reshape(kernel.shape)
+        conv.grads["bias"] = np.ones(dz.shape[0], dtype=dz.dtype) @ dz
+        if not self.input_grad:
+            return None
+        return col2im(dz @ kernel.reshape(-1, conv.filters).T, self.x_shape, *conv.kernel_size, conv.strides,
+                      conv.pad)

@@ -1,0 +1,219 @@
+"""BatchNormalization + ReLU + max-pool in few passes: what follows a convolution in bn-dropout.
+
+PyTorch's MNIST example (``--arch bn-dropout``) writes Conv2D → BatchNormalization → ReLU →
+MaxPool2D. Layer by layer, the three after the convolution make about a dozen passes over its
+output z (N, H, W, C), the largest array of the step, each doing one addition or multiplication
+per number: the mean, the centred values, their squares, the variance, x̂, gamma * x̂ + beta,
+ReLU, pool, and as many again backward. These kernels do the same arithmetic in four passes over
+z forward and one backward, each a loop over z that Numba compiles.
+
+Notation: as in :mod:`.pooling` (N, H, W, C the convolution's output; PH, PW, SH, SW, PT, PL the
+pool's window, strides and padding; OH, OW the pooled size). M = N*H*W values per channel;
+mean, inv_std = 1 / sqrt(var + eps), gamma and beta are (C,).
+
+Forward, given the statistics (the batch's in training, the moving averages in inference)
+    v         = gamma * ((z - mean) * inv_std) + beta         BatchNormalization, as it computes it
+    y, argmax = maxpool(relu(v))                              one pass, as bias_relu_pool's kernel
+The batch's variance needs its own pass over z once the mean is known:
+    sq        = Σ (z - mean)²  per channel                    (squared_deviations)
+
+Backward, given dL/dy (N, OH, OW, C). Write dv = dL/dv: zero except at each window's argmax where
+y > 0, where it is dy (ReLU and max-pool's backward, as in bias_relu_pool). BatchNormalization's
+backward (layers/normalization.py) needs two sums of dv, which only the argmax pixels add to:
+    dbeta     = Σ dv,   dgamma = Σ dv * x̂                     (batchnorm_gradient_sums: a pass
+                                                                over the pooled outputs only)
+    dz        = gamma * inv_std / M * (M dv - dbeta - x̂ * dgamma)     (batchnorm_input_gradient)
+In inference mean and var are constants: dz = dv * gamma * inv_std.
+
+The sums are separate functions because a batch split over threads adds the shares' sums
+between them (``tinycnn/parallel.py``): the statistics of the whole batch, then its dbeta and
+dgamma. ``*_reference`` below are the layers' own operations one after another, and the tests
+compare the kernels with them.
+"""
+
+import numpy as np
+
+from .geometry import expect_shape, output_size
+from .jit import jit
+from .pooling import maxpool_backward_reference, maxpool_forward_reference
+
+
+# ---------------------------------------------------------------------------------------------
+# NumPy references: the layers' own operations, one after another.
+# ---------------------------------------------------------------------------------------------
+
+def squared_deviations_reference(z, mean):
+    """z (N, H, W, C), mean (C,) -> Σ (z - mean)² over N, H, W: (C,)."""
+    centred = z - mean
+    return (centred * centred).sum(axis=(0, 1, 2))
+
+
+def batchnorm_relu_maxpool_forward_reference(z, mean, inv_std, gamma, beta, ph, pw, stride, pad):
+    """z (N, H, W, C) -> y, argmax (N, OH, OW, C), as BatchNormalization, ReLU and MaxPool2D."""
+    v = gamma * ((z - mean) * inv_std) + beta       # BatchNormalization, with these statistics
+    return maxpool_forward_reference(np.maximum(v, 0), ph, pw, stride, pad)
+
+
+def _dv_reference(dy, argmax, y, z_shape):
+    return maxpool_backward_reference(dy * (y > 0), argmax, z_shape)    # max-pool, then ReLU
+
+
+def batchnorm_gradient_sums_reference(dy, argmax, y, z, mean, inv_std):
+    """(dbeta, dgamma), each (C,): Σ dv and Σ dv * x̂ over N, H, W."""
+    dv = _dv_reference(dy, argmax, y, z.shape)
+    return dv.sum(axis=(0, 1, 2)), (dv * ((z - mean) * inv_std)).sum(axis=(0, 1, 2))
+
+
+def batchnorm_input_gradient_reference(dy, argmax, y, z, mean, inv_std, gamma, dbeta, dgamma, m):
+    """dz (N, H, W, C) in training, with the sums dbeta, dgamma and the count m of the whole batch."""
+    dv = _dv_reference(dy, argmax, y, z.shape)
+    return (gamma * inv_std / m) * (m * dv - dbeta - (z - mean) * inv_std * dgamma)
+
+
+def batchnorm_inference_gradient_reference(dy, argmax, y, z_shape, gamma, inv_std):
+    """dz (N, H, W, C) when the statistics are constants (the moving averages)."""
+    return _dv_reference(dy, argmax, y, z_shape) * (gamma * inv_std)
+
+
+# ---------------------------------------------------------------------------------------------
+# Numba kernels
+# ---------------------------------------------------------------------------------------------
+
+@jit()
+def _squared_deviations_numba(z2, mean):
+    m, c = z2.shape
+    sq = np.zeros(c, dtype=np.float64)          # float64: M can reach 10^5 and more
+    for i in range(m):
+        for ch in range(c):
+            d = z2[i, ch] - mean[ch]
+            sq[ch] += d * d
+    return sq.astype(z2.dtype)
+
+
+@jit()
+def _batchnorm_relu_maxpool_forward_numba(z, mean, inv_std, gamma, beta, ph, pw, sh, sw, pt, pl, oh, ow):
+    n, h, w, c = z.shape
+    y = np.empty((n, oh, ow, c), dtype=z.dtype)
+    argmax = np.empty((n, oh, ow, c), dtype=np.int32)
+    for b in range(n):
+        for yo in range(oh):
+            for xo in range(ow):
+                best, where = y[b, yo, xo], argmax[b, yo, xo]    # this window's C outputs
+                first = True
+                for i in range(ph):
+                    hi = yo * sh + i - pt
+                    if hi < 0 or hi >= h:
+                        continue
+                    for j in range(pw):
+                        wi = xo * sw + j - pl
+                        if wi < 0 or wi >= w:
+                            continue
+                        for ch in range(c):
+                            v = gamma[ch] * ((z[b, hi, wi, ch] - mean[ch]) * inv_std[ch]) + beta[ch]
+                            larger = first or (v > best[ch]) or ((v != v) and (best[ch] == best[ch]))
+                            best[ch] = v if larger else best[ch]
+                            where[ch] = hi * w + wi if larger else where[ch]
+                        first = False
+                for ch in range(c):
+                    best[ch] = 0 if best[ch] <= 0 else best[ch]     # ReLU; NaN stays NaN
+    return y, argmax
+
+
+@jit()
+def _batchnorm_gradient_sums_numba(dy, argmax, y, z, mean, inv_std):
+    n, oh, ow, c = dy.shape                     # z is (N, H*W, C): pixels numbered as argmax is
+    dbeta = np.zeros(c, dtype=np.float64)
+    dgamma = np.zeros(c, dtype=np.float64)
+    for b in range(n):
+        for yo in range(oh):
+            for xo in range(ow):
+                for ch in range(c):         # dv = dy where y > 0: selects, not branches
+                    g = dy[b, yo, xo, ch] if y[b, yo, xo, ch] > 0 else 0.0
+                    dbeta[ch] += g
+                    dgamma[ch] += g * ((z[b, argmax[b, yo, xo, ch], ch] - mean[ch]) * inv_std[ch])
+    return dbeta.astype(dy.dtype), dgamma.astype(dy.dtype)
+
+
+@jit()
+def _batchnorm_input_gradient_numba(dy, argmax, y, z, mean, inv_std, gamma, dbeta, dgamma, m):
+    n, hw, c = z.shape                          # (N, H*W, C), as above
+    oh, ow = dy.shape[1], dy.shape[2]
+    k = gamma * inv_std / m                     # (C,)
+    dz = np.empty_like(z)
+    for b in range(n):                          # every pixel: the terms of the whole channel
+        for p in range(hw):
+            for ch in range(c):
+                dz[b, p, ch] = k[ch] * (-dbeta[ch] - (z[b, p, ch] - mean[ch]) * inv_std[ch] * dgamma[ch])
+    for b in range(n):                          # the argmax pixels: plus k * M * dv
+        for yo in range(oh):
+            for xo in range(ow):
+                for ch in range(c):
+                    g = dy[b, yo, xo, ch] if y[b, yo, xo, ch] > 0 else 0.0
+                    dz[b, argmax[b, yo, xo, ch], ch] += k[ch] * m * g
+    return dz
+
+
+@jit()
+def _batchnorm_inference_gradient_numba(dy, argmax, y, h, w, scale):
+    n, oh, ow, c = dy.shape
+    dz = np.zeros((n, h * w, c), dtype=dy.dtype)
+    for b in range(n):
+        for yo in range(oh):
+            for xo in range(ow):
+                for ch in range(c):
+                    if y[b, yo, xo, ch] > 0:
+                        dz[b, argmax[b, yo, xo, ch], ch] += dy[b, yo, xo, ch] * scale[ch]
+    return dz.reshape(n, h, w, c)
+
+
+# ---------------------------------------------------------------------------------------------
+# What the fused block calls (CPU only), with the references' contracts
+# ---------------------------------------------------------------------------------------------
+
+def _check_pooled(kernel, dy, argmax, y, z_shape):
+    expect_shape(kernel, "argmax", argmax, dy.shape)
+    expect_shape(kernel, "y", y, dy.shape)
+    if dy.shape[0] != z_shape[0] or dy.shape[3] != z_shape[3]:
+        raise ValueError(f"{kernel}: dy has shape {tuple(dy.shape)}, but z has {tuple(z_shape)}: "
+                         "they must agree on the batch and the channels.")
+
+
+def squared_deviations(z, mean):
+    """Same contract as :func:`squared_deviations_reference`."""
+    expect_shape("squared_deviations", "mean", mean, (z.shape[-1],))
+    return _squared_deviations_numba(np.ascontiguousarray(z).reshape(-1, z.shape[-1]), mean)
+
+
+def batchnorm_relu_maxpool_forward(z, mean, inv_std, gamma, beta, ph, pw, stride, pad):
+    """Same contract as :func:`batchnorm_relu_maxpool_forward_reference`."""
+    (sh, sw), (pt, pb, pl, pr) = stride, pad
+    n, h, w, c = z.shape
+    oh, ow = output_size(h, ph, sh, pt, pb), output_size(w, pw, sw, pl, pr)
+    for what, a in (("mean", mean), ("inv_std", inv_std), ("gamma", gamma), ("beta", beta)):
+        expect_shape("batchnorm_relu_maxpool_forward", what, a, (c,))
+    return _batchnorm_relu_maxpool_forward_numba(np.ascontiguousarray(z), mean, inv_std, gamma, beta,
+                                                 ph, pw, sh, sw, pt, pl, oh, ow)
+
+
+def batchnorm_gradient_sums(dy, argmax, y, z, mean, inv_std):
+    """Same contract as :func:`batchnorm_gradient_sums_reference`."""
+    _check_pooled("batchnorm_gradient_sums", dy, argmax, y, z.shape)
+    n, h, w, c = z.shape
+    return _batchnorm_gradient_sums_numba(np.ascontiguousarray(dy), argmax, y, np.ascontiguousarray(z).reshape(n, h * w, c),
+                                          mean, inv_std)
+
+
+def batchnorm_input_gradient(dy, argmax, y, z, mean, inv_std, gamma, dbeta, dgamma, m):
+    """Same contract as :func:`batchnorm_input_gradient_reference`."""
+    _check_pooled("batchnorm_input_gradient", dy, argmax, y, z.shape)
+    n, h, w, c = z.shape
+    dz = _batchnorm_input_gradient_numba(np.ascontiguousarray(dy), argmax, y, np.ascontiguousarray(z).reshape(n, h * w, c),
+                                         mean, inv_std, gamma, dbeta, dgamma, z.dtype.type(m))
+    return dz.reshape(z.shape)
+
+
+def batchnorm_inference_gradient(dy, argmax, y, z_shape, gamma, inv_std):
+    """Same contract as :func:`batchnorm_inference_gradient_reference`."""
+    _check_pooled("batchnorm_inference_gradient", dy, argmax, y, z_shape)
+    return _batchnorm_inference_gradient_numba(np.ascontiguousarray(dy), argmax, y, z_shape[1], z_shape[2],
+                                               gamma * inv_std)
