@@ -77,8 +77,6 @@ def test_a_saved_model_is_synced_before_its_rename(tmp_path, calls):
     assert any(call[:2] == ("fsync", inode) and call[3] == os.path.getsize(path) for call in calls[:at]), calls
 
 
-@pytest.mark.xfail(strict=True, reason="tinycnn/files.py does not fsync the directory after the rename "
-                                       "(reported; not this test file's to fix)")
 def test_the_directory_is_synced_after_the_rename(tmp_path, calls):
     path = tmp_path / "out.bin"
     files.atomic_write(path, lambda f: f.write(b"data"))

@@ -89,12 +89,26 @@ def atomic_write(path, write):
                 os.replace(tmp, path)          # write takes it for a dead one's and removes it
         if fcntl is None:                      # Windows cannot rename an open file
             os.replace(tmp, path)
+        _sync_directory(os.path.dirname(os.path.abspath(path)))
     except BaseException as err:
         if os.path.exists(tmp):
             os.remove(tmp)
         if isinstance(err, OSError) and err.errno and err.filename in (None, tmp, path):
             raise cannot_write(path, err) from None   # the chained error would name tmp
         raise                                  # Ctrl-C, or the writer's own error
+
+
+def _sync_directory(directory):
+    """fsync ``directory``, so that the new name a rename gave a file is on disk too: without it,
+    a power cut after the rename can leave the old file (or none) under that name. POSIX only:
+    Windows cannot open a directory to sync it, and NTFS journals renames itself."""
+    if os.name != "posix":
+        return
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def check_writable(path):
