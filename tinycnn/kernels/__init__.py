@@ -4,9 +4,11 @@
 - :mod:`.pooling` -- max-pooling forward (with argmax) and backward;
 - :mod:`.bias_relu_pool` -- what follows a convolution (bias, ReLU, max-pool) fused, both ways;
 - :mod:`.winograd` -- a 3×3 convolution with its bias, ReLU and 2×2 max-pool by Winograd's F(2×2, 3×3);
-- :mod:`.adam`    -- Adam's update in one pass, which can check before it writes;
+- :mod:`.adam`    -- Adam's update in one pass, which can check before it writes, and (for the GPU)
+  one update of every parameter at once, with a sticky flag that stops writing after a bad step;
 - :mod:`.affine`  -- warping images (rotation, shift) by bilinear interpolation, and its adjoint;
-- :mod:`.geometry` -- a sliding window's output size and "same" padding, for im2col, pooling and cuda;
+- :mod:`.geometry` -- a sliding window's output size and "same" padding, for im2col, pooling and
+  cuda, and the shape check every wrapper makes before a kernel indexes its arrays;
 - :mod:`.cuda`    -- the same kernels in CUDA C, for CuPy arrays;
 - :mod:`.jit`     -- how the Numba versions are compiled and cached.
 """
