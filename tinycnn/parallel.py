@@ -109,25 +109,33 @@ class SumsAcrossShares:
     many threads will meet and ``samples``, the batch's N. ``abort`` releases every thread
     waiting (with ``threading.BrokenBarrierError``): a share that fails, or that stops before its
     backward pass, must not leave the others waiting for it.
+
+    The parts of successive calls go to two lists in turn. A thread writes a list again two calls
+    later, after the meeting of the call between, which no thread reaches before it has read that
+    list: so one meeting per call is enough.
     """
 
     def __init__(self):
-        self.barrier, self.parts, self.samples = None, [], None
+        self.barrier, self.parts, self.calls, self.samples = None, [[], []], [], None
 
     def begin(self, shares, samples):
         if self.barrier is None or self.barrier.parties != shares or self.barrier.broken:
-            self.barrier, self.parts = threading.Barrier(shares), [None] * shares
-        self.samples = samples
+            self.barrier = threading.Barrier(shares)
+            self.parts = [[None] * shares, [None] * shares]
+        self.calls, self.samples = [0] * shares, samples       # each thread's count of its calls
 
     def total(self, k, part):
-        if len(self.parts) == 1:
+        """Σ of every share's ``part`` (thread k's is ``part``). Every thread of a batch must make
+        the same calls, in the same order."""
+        if len(self.calls) == 1:
             return part
-        self.parts[k] = part
+        parts = self.parts[self.calls[k] % 2]
+        self.calls[k] += 1
+        parts[k] = part
         self.barrier.wait()             # every share's part is in
-        total = self.parts[0]
-        for other in self.parts[1:]:
+        total = parts[0]
+        for other in parts[1:]:
             total = total + other
-        self.barrier.wait()             # every thread has read them: a part may be written again
         return total
 
     def abort(self):
