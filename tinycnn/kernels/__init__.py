@@ -3,6 +3,8 @@
 - :mod:`.im2col`  -- im2col / col2im, which turn a convolution into a matrix product;
 - :mod:`.pooling` -- max-pooling forward (with argmax) and backward;
 - :mod:`.bias_relu_pool` -- what follows a convolution (bias, ReLU, max-pool) fused, both ways;
+- :mod:`.batchnorm_relu_pool` -- the same when BatchNormalization comes between the convolution
+  and its ReLU: its statistics, then normalisation, ReLU and max-pool in one pass, both ways;
 - :mod:`.winograd` -- a 3×3 convolution with its bias, ReLU and 2×2 max-pool by Winograd's F(2×2, 3×3);
 - :mod:`.adam`    -- Adam's update in one pass, which can check before it writes, and (for the GPU)
   one update of every parameter at once, with a sticky flag that stops writing after a bad step;
