@@ -49,6 +49,14 @@ class BatchNormalization(Layer):
     Σ dxhat*xhat = gamma dL/dgamma:
         dL/dx = gamma / (M s) * (M dout - dL/dbeta - xhat * dL/dgamma)
     In inference mean and var are constants, and dL/dx = dout * gamma / s.
+
+    What ``fit`` runs. With ``compile(fast=False)`` this code runs as written, in one thread. By
+    default a batch is split over the CPU cores, and each thread runs a
+    :class:`BatchNormAcrossShares` (below) in this layer's place, which normalises its share with
+    the whole batch's statistics (``tests/test_split_regularization.py`` proves it equal to this
+    code on the whole batch); and a Conv2D → BatchNormalization → ReLU → MaxPool2D runs as one
+    fused block (``layers/fused.py``: ``ConvBatchNormReLUMaxPool``,
+    ``tests/test_fused_batchnorm.py``).
     """
 
     def __init__(self, momentum=0.99, epsilon=1e-3, name=None):
