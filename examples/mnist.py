@@ -258,16 +258,18 @@ def build_model(arch, augment, seed):
             Dense(10, activation="softmax"),
         ]
     else:
-        # BatchNormalization with PyTorch's defaults (momentum 0.1 there is 0.9 here, eps 1e-5),
-        # as in the PyTorch version this network comes from; Keras's are 0.99 and 1e-3.
+        # The network starts as its source, the PyTorch version, starts it: PyTorch's default
+        # initialisation of Conv2d and Linear ("torch_default"), and BatchNormalization with
+        # PyTorch's defaults (momentum 0.1 there is 0.9 here, eps 1e-5); Keras's are 0.99 and 1e-3.
+        torch = dict(kernel_initializer="torch_default", bias_initializer="torch_default")
         layers += [
-            Conv2D(32, 3), BatchNormalization(momentum=0.9, epsilon=1e-5), ReLU(), MaxPool2D(2),
-            Conv2D(64, 3), BatchNormalization(momentum=0.9, epsilon=1e-5), ReLU(), MaxPool2D(2),
+            Conv2D(32, 3, **torch), BatchNormalization(momentum=0.9, epsilon=1e-5), ReLU(), MaxPool2D(2),
+            Conv2D(64, 3, **torch), BatchNormalization(momentum=0.9, epsilon=1e-5), ReLU(), MaxPool2D(2),
             Dropout(0.25),
             Flatten(),
-            Dense(128), ReLU(),
+            Dense(128, **torch), ReLU(),
             Dropout(0.5),
-            Dense(10, activation="softmax"),
+            Dense(10, activation="softmax", **torch),
         ]
     return Sequential(layers, input_shape=(28, 28, 1), seed=seed)
 

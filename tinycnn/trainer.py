@@ -234,8 +234,10 @@ class Trainer:
 
         ``threads``: how many CPU cores share each batch (``tinycnn/parallel.py``); None uses
         every core this process may use, 1 trains in one thread. A model on the GPU, in the
-        reference mode (``compile(fast=False)``), or with layers that mix the samples of a batch
-        (BatchNormalization, Dropout: fit then says which) uses one.
+        reference mode (``compile(fast=False)``), or with a layer of your own that is not
+        ``per_sample`` (fit then says which) uses one. BatchNormalization and Dropout are split
+        too: BatchNormalization sums its statistics across the threads, and Dropout draws each
+        sample's mask from a stream of its own (``parallel.py``, ``layers/dropout.py``).
 
         Divergence: a step whose loss, gradients or new weights are not finite is never applied.
         ``fit`` raises ``FloatingPointError`` naming the epoch, the batch and what was not finite;

@@ -74,8 +74,9 @@ class Layer:
 
     #: True when ``forward(x, training=True)`` treats every sample of x on its own, the same way
     #: every time. ``fit`` may then split a batch over the CPU cores (``tinycnn/parallel.py``).
-    #: False for BatchNormalization (batch statistics), Dropout (random masks) and, to be safe,
-    #: for a layer of your own until you set it (``fit`` says when a layer keeps it on one thread).
+    #: False for BatchNormalization (batch statistics: ``parallel.py`` runs a twin that sums them
+    #: across the threads instead) and, to be safe, for a layer of your own until you set it
+    #: (``fit`` says when a layer keeps it on one thread).
     per_sample = False
 
     def __init_subclass__(cls, **kwargs):

@@ -43,6 +43,9 @@ class Conv2D(Layer):
     CPU, a Conv2D followed by ReLU and MaxPool2D runs as one fused block instead
     (``layers/fused.py``: im2col or Winograd, then bias, ReLU and pooling in one pass);
     ``tests/test_fast_paths.py::test_fused_block_equals_the_three_layers`` proves the two equal.
+    Followed by BatchNormalization, ReLU and MaxPool2D, it runs as ``ConvBatchNormReLUMaxPool``
+    (``tests/test_fused_batchnorm.py``); as the first step with parameters and fused with
+    nothing, as ``Conv2DWithoutDx``, which skips dL/dx.
     The im2col and col2im below are Numba kernels beside their NumPy references
     (``kernels/im2col.py``).
     """
