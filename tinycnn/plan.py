@@ -22,8 +22,8 @@ share of n samples out of a batch of N, with scale = n / N, so that the shares' 
 to the whole batch's.
 
 Two modes. ``fast=False``, the reference mode (``model.compile(..., fast=False)``), runs exactly
-the layers' own ``forward`` and ``backward``. ``fast=True``, the default, differs in one way on the
-CPU: each Conv2D → ReLU → MaxPool2D (``activation="relu"`` on the Conv2D, or a ``ReLU()`` layer
+the layers' own ``forward`` and ``backward``. ``fast=True``, the default, differs on the CPU only
+where a fast twin stands in for layers: each Conv2D → ReLU → MaxPool2D (``activation="relu"`` on the Conv2D, or a ``ReLU()`` layer
 between them) runs as one :class:`~tinycnn.layers.fused.ConvReLUMaxPool` block, and each Conv2D →
 BatchNormalization → ReLU → MaxPool2D as one
 :class:`~tinycnn.layers.fused.ConvBatchNormReLUMaxPool` block, which compute the same numbers in
