@@ -78,12 +78,12 @@ def torch_network(arch="keras"):
         nn.Flatten(), nn.Linear(1600, 128), nn.ReLU(), nn.Dropout(0.5), nn.Linear(128, 10))
 
 
-def torch_keras_model(seed=0, device="cpu"):
-    """The Keras MNIST CNN in PyTorch, with Keras's Adam epsilon."""
+def torch_model(arch="keras", seed=0, device="cpu"):
+    """One of the example's networks in PyTorch (``torch_network``), with Keras's Adam epsilon."""
     import torch
 
     torch.manual_seed(seed)
-    model = torch_network("keras").to(device)
+    model = torch_network(arch).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, eps=1e-7)
     return model, optimizer
 

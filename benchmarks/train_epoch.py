@@ -1,6 +1,7 @@
 """Seconds per epoch of the Keras MNIST CNN (examples/mnist.py's default network), tinycnn against PyTorch.
 
     python benchmarks/train_epoch.py                       # batch 32 and 128, CPU
+    python benchmarks/train_epoch.py --arch bn-dropout     # the example's stronger network, both sides
     python benchmarks/train_epoch.py --epochs 3 --json results.json
     python benchmarks/train_epoch.py --scaling             # also batch 16 ... 256 on 12,000 images
     python benchmarks/train_epoch.py --device gpu          # batch 32, 128, 512 on an NVIDIA GPU
@@ -34,6 +35,7 @@ import tempfile
 import time
 
 import common
+from examples.mnist import ARCHS, arch_name
 import numpy as np
 
 
@@ -41,10 +43,10 @@ def tinycnn_epoch(model, x, y, batch_size, seed):
     model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, seed=seed)
 
 
-def steady_state(x, y, batch_sizes, epochs, device, use_torch):
+def steady_state(x, y, batch_sizes, epochs, device, use_torch, arch="keras"):
     rows = []
     for bs in batch_sizes:
-        model = common.tinycnn_model()
+        model = common.tinycnn_model(arch)
         if device == "gpu":
             model.to("gpu")
         tinycnn_epoch(model, x[:20 * bs], y[:20 * bs], bs, 0)         # warm-up: compile, caches
@@ -52,7 +54,7 @@ def steady_state(x, y, batch_sizes, epochs, device, use_torch):
         if use_torch:
             import torch
             tdev = "cuda" if device == "gpu" else "cpu"
-            tmodel, topt = common.torch_keras_model(device=tdev)
+            tmodel, topt = common.torch_model(arch, device=tdev)
             tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))   # NCHW
             ty = torch.from_numpy(y)
             common.torch_epoch(tmodel, topt, tx[:20 * bs], ty[:20 * bs], bs, 0, tdev)
@@ -92,7 +94,7 @@ def worker_memory(framework, batch_size, images):
         tinycnn_epoch(model, x, y, batch_size, 0)
     else:
         import torch
-        model, opt = common.torch_keras_model()
+        model, opt = common.torch_model()
         common.torch_epoch(model, opt, torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))),
                            torch.from_numpy(y), batch_size, 0)
     return {"peak_rss_mb": common.peak_rss_mb()}
@@ -130,6 +132,9 @@ def jit_overhead(rounds, checkouts):
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--arch", type=arch_name, choices=ARCHS, default="keras",
+                   help="the network timed (in both frameworks) for the steady state; memory and JIT "
+                        "use the Keras CNN")
     p.add_argument("--batch-sizes", type=int, nargs="+")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per framework and batch size")
     p.add_argument("--images", type=int, default=60000)
@@ -171,9 +176,9 @@ def main():
     results = {"machine": info, "data": source, "images": len(x), "device": args.device}
 
     if not args.jit_only:
-        rows = steady_state(x, y, batch_sizes, args.epochs, args.device, use_torch)
+        rows = steady_state(x, y, batch_sizes, args.epochs, args.device, use_torch, args.arch)
         results["epochs"] = rows
-        print(f"\nSeconds per epoch, median of {args.epochs} (device {args.device}):")
+        print(f"\nSeconds per epoch of the {args.arch} network, median of {args.epochs} (device {args.device}):")
         common.print_table(rows, [("batch", "batch", "{}"), ("tinycnn_s", "tinycnn s/epoch", "{:.1f}"),
                                   ("tinycnn_img_s", "images/s", "{:,.0f}"), ("torch_s", "PyTorch s/epoch", "{:.1f}"),
                                   ("torch_img_s", "images/s", "{:,.0f}"), ("ratio", "tinycnn/PyTorch", "{:.2f}")])
@@ -181,7 +186,7 @@ def main():
     if args.scaling and not args.jit_only:
         n = min(12000, len(x))
         print(f"\nScaling: batch 16 to 256 on {n} images", flush=True)
-        scaling = steady_state(x[:n], y[:n], [16, 32, 64, 128, 256], args.epochs, args.device, use_torch)
+        scaling = steady_state(x[:n], y[:n], [16, 32, 64, 128, 256], args.epochs, args.device, use_torch, args.arch)
         results["scaling"] = scaling
         print(f"\nSeconds per epoch of {n} images, median of {args.epochs} (device {args.device}):")
         common.print_table(scaling, [("batch", "batch", "{}"), ("tinycnn_s", "tinycnn s/epoch", "{:.2f}"),
