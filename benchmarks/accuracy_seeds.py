@@ -3,6 +3,7 @@
     python benchmarks/accuracy_seeds.py --seeds 0 1 2                  # the example as it runs
     python benchmarks/accuracy_seeds.py --seeds 0 1 2 3 4 5 6 7 --im2col --torch --jobs 8
     python benchmarks/accuracy_seeds.py --seeds 0 1 2 3 --baseline /tmp/before   # against another checkout
+    python benchmarks/accuracy_seeds.py --seeds 0 1 2 --arch bn-dropout --torch  # the stronger network
 
 One run of ``examples/mnist.py`` (real Fashion-MNIST from Debian's dataset-fashion-mnist, the
 Keras MNIST CNN, 5 epochs, batch 32) gives one test accuracy, and the seed moves it by about half a
@@ -31,6 +32,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import common
+from examples.mnist import ARCHS, arch_name
 
 EXAMPLE = os.path.join(common.ROOT, "examples", "mnist.py")
 TORCH = os.path.join(common.ROOT, "benchmarks", "accuracy_torch.py")
@@ -40,20 +42,22 @@ WITHOUT_WINOGRAD = ("import sys, runpy; from tinycnn.kernels import winograd; "
                     "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
-def command(variant, seed, epochs, out, baseline):
+def command(variant, seed, epochs, out, baseline, arch="keras"):
     data = ["--dataset", "fashion-mnist", "--data", common.FASHION_DIR, "--epochs", str(epochs),
             "--seed", str(seed), "--out", out]
+    if arch != "keras":         # the default, which a checkout from before --arch keras also runs
+        data += ["--arch", arch]
     if variant == "winograd":
         return [sys.executable, EXAMPLE, *data]
     if variant == "baseline":
         return [sys.executable, os.path.join(baseline, "examples", "mnist.py"), *data]
     if variant == "im2col":
         return [sys.executable, "-c", WITHOUT_WINOGRAD, EXAMPLE, *data]
-    return [sys.executable, TORCH, "--arch", "keras", "--epochs", str(epochs), "--seed", str(seed)]
+    return [sys.executable, TORCH, "--arch", arch, "--epochs", str(epochs), "--seed", str(seed)]
 
 
-def run(variant, seed, epochs, out, cores, baseline=None):
-    cmd = command(variant, seed, epochs, os.path.join(out, f"{variant}-seed{seed}"), baseline)
+def run(variant, seed, epochs, out, cores, baseline=None, arch="keras"):
+    cmd = command(variant, seed, epochs, os.path.join(out, f"{variant}-seed{seed}"), baseline, arch)
     if cores:
         cmd = ["taskset", "-c", ",".join(map(str, cores))] + cmd
     env = {**os.environ, "PYTHONPATH": baseline if variant == "baseline" else common.ROOT}
@@ -70,6 +74,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--arch", type=arch_name, choices=ARCHS, default="keras",
+                   help="the example's network, in tinycnn and (with --torch) in PyTorch")
     p.add_argument("--im2col", action="store_true", help="also run with Winograd switched off")
     p.add_argument("--torch", action="store_true", help="also run the same network in PyTorch")
     p.add_argument("--baseline", metavar="DIR", type=common.checkout,
@@ -90,7 +96,7 @@ def main():
     def work(job):
         cores = free.get()
         try:
-            return run(*job, args.epochs, args.out, cores, args.baseline)
+            return run(*job, args.epochs, args.out, cores, args.baseline, args.arch)
         finally:
             free.put(cores)
 
