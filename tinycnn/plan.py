@@ -82,18 +82,25 @@ class Plan:
                 check_backward(self.steps[i], d, self._input_shapes.get(i))
         return d
 
-    def loss_and_gradients(self, x, y, scale=1.0, start=0):
+    def loss_and_gradients(self, x, y, scale=1.0, start=0, read=True):
         """Forward from ``steps[start]`` to the logits, the loss, and backward to the first step with
         parameters, with dL/dlogits multiplied by ``scale``; every step's ``grads`` is filled.
         Returns (logits, mean loss over x). A loss that is not finite is returned before any
-        backward pass."""
+        backward pass.
+
+        ``read=False`` (``fit``'s deferred mode, on the GPU): the loss stays an array where it was
+        computed, unread, and the backward pass runs whatever it holds; the optimizer's sticky
+        flag then refuses the update of a loss that is not finite."""
         logits = self.forward(x, training=True, start=start)
-        loss = float(self.loss.forward(logits, y))
-        if math.isfinite(loss):
-            d = self.loss.backward()
-            if scale != 1.0:
-                d *= scale
-            self.backward(d, stop=max(start, self.first))
+        loss = self.loss.forward(logits, y)
+        if read:
+            loss = float(loss)
+            if not math.isfinite(loss):
+                return logits, loss
+        d = self.loss.backward()
+        if scale != 1.0:
+            d *= scale
+        self.backward(d, stop=max(start, self.first))
         return logits, loss
 
     def predict(self, x):

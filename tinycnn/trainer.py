@@ -156,7 +156,7 @@ class Trainer:
     def _trainable_layers(self):
         return [layer for layer in self.layers if layer.params]
 
-    def _train_step(self, xb, yb, check=False):
+    def _train_step(self, xb, yb, check=False, flag=None, batch=0):
         """One step of gradient descent on one batch; returns (loss, number correct).
 
         The whole of learning, in one thread (``Plan.loss_and_gradients``):
@@ -173,39 +173,28 @@ class Trainer:
 
         A loss that is not finite stops here, before the weights are touched; the optimizer
         refuses an update that would make any weight not finite (``NonFiniteUpdate``).
+
+        With the epoch's sticky ``flag`` (the deferred mode, on the GPU; the module docstring),
+        nothing is read back: the loss and the number correct are returned as arrays where they
+        were computed, and the optimizer checks the loss and every new weight there
+        (``step_unless_flagged``), writing nothing for this ``batch`` or any later one once one
+        was not finite.
         """
+        deferred = flag is not None
         if self._parallel is not None:
             logits, loss = self._parallel.train_step(xb, yb, check)
         else:
             plan = self.plan()
             plan.check = check or not self.fast
-            logits, loss = plan.loss_and_gradients(xb, yb)
-        if not math.isfinite(loss):
+            logits, loss = plan.loss_and_gradients(xb, yb, read=not deferred)
+        if deferred:
+            self.optimizer.step_unless_flagged(self._trainable_layers(), loss, flag, batch, fast=self.fast)
+        elif not math.isfinite(loss):
             raise NonFiniteUpdate(None, f"the loss is {loss}")
-        self.optimizer.step(self._trainable_layers(), fast=self.fast)
-        correct = (logits.argmax(axis=1) == self.loss.classes(yb)).sum()
-        return loss, int(correct)
-
-    def _deferred_step(self, xb, yb, flag, batch, check=False):
-        """:meth:`_train_step` in the deferred mode: nothing is read back from the device.
-
-        The loss and the number correct are returned as arrays where they were computed. The
-        optimizer checks the loss and every new weight there (``step_unless_flagged``) and writes
-        nothing when one is not finite, or when the sticky ``flag`` says that an earlier batch of
-        the epoch was not. Nobody looks at the loss before the backward pass, so it runs even
-        when the loss is not finite; the update then writes nothing.
-        """
-        if self._parallel is not None:
-            logits, loss = self._parallel.train_step(xb, yb, check)
         else:
-            plan = self.plan()
-            plan.check = check or not self.fast
-            logits = plan.forward(xb, training=True)
-            loss = plan.loss.forward(logits, yb)
-            plan.backward(plan.loss.backward(), stop=plan.first)
-        self.optimizer.step_unless_flagged(self._trainable_layers(), loss, flag, batch, fast=self.fast)
+            self.optimizer.step(self._trainable_layers(), fast=self.fast)
         correct = (logits.argmax(axis=1) == self.loss.classes(yb)).sum()
-        return loss, correct
+        return loss, (correct if deferred else int(correct))
 
     # -- checking what users pass in -----------------------------------------------------------
     def _check_x(self, x, what="x"):
@@ -339,10 +328,8 @@ class Trainer:
             sizes.append(len(yb))
             iterations.append(self.optimizer.iterations)
             try:
-                if deferred:
-                    loss, correct = self._deferred_step(xb, yb, totals.flag, step, check=epoch == 0 and step == 0)
-                else:
-                    loss, correct = self._train_step(xb, yb, check=epoch == 0 and step == 0)
+                loss, correct = self._train_step(xb, yb, check=epoch == 0 and step == 0,
+                                                 flag=totals.flag if deferred else None, batch=step)
                 totals.add(loss, correct, len(yb), step)
                 seen += len(yb)
                 unread += 1
@@ -665,7 +652,6 @@ def _partial_epoch(history, steps):
         return f"; epoch {history.current_epoch + 1} had not started its first batch"
     return (f"; epoch {history.current_epoch + 1} stopped after batch {history.batches_done} of {steps}, "
             "whose updates the weights include but the history does not")
-
 
 
 def _accuracy_name(metrics):

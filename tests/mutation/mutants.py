@@ -299,8 +299,8 @@ MUTANTS = [
            [T + "test_training_loop.py"],
            "validation_split holds out the first samples, not the last (Keras)"),
     Mutant("plan-forgets-the-share-scale", "tinycnn/plan.py",
-           "                d *= scale\n",
-           "                d *= 1.0\n",
+           "            d *= scale\n",
+           "            d *= 1.0\n",
            [T + "test_fast_paths.py"],
            "each thread's gradient is its share's mean, not its part of the batch's"),
 
