@@ -88,8 +88,54 @@ def torch_model(arch="keras", seed=0, device="cpu"):
     return model, optimizer
 
 
-def torch_epoch(model, optimizer, x, y, batch_size, seed, device="cpu"):
-    """One epoch of plain PyTorch training: shuffled index batches of pre-made tensors."""
+def torch_augment_theta(angles, dy, dx, h, w):
+    """``affine_grid``'s theta (N, 2, 3) for tinycnn's RandomRotation by ``angles`` (radians,
+    counter-clockwise as displayed, about the centre ((H-1)/2, (W-1)/2)) followed by its
+    RandomTranslation by ``dy`` rows down and ``dx`` columns right, composed into one map.
+
+    In pixels, output (r, c) reads the input at centre + R(θ) (c - dx - cx, r - dy - cy), as the
+    two layers' transforms do one after the other (``layers/augmentation.py``); divided by
+    (cx, cy), that is affine_grid's coordinates with align_corners=True (-1 and 1 are the centres
+    of the first and last pixels). Images of at least 2x2 pixels."""
+    import torch
+
+    cy, cx = (h - 1) / 2, (w - 1) / 2
+    cos, sin = torch.cos(angles), torch.sin(angles)
+    return torch.stack([
+        torch.stack([cos, -sin * (cy / cx), (sin * dy - cos * dx) / cx], dim=1),
+        torch.stack([sin * (cx / cy), cos, -(sin * dx + cos * dy) / cy], dim=1)], dim=1)
+
+
+def torch_augment(x, rotation=0.02, height=0.05, width=0.05):
+    """The example's augmentation (``RandomRotation(0.02), RandomTranslation(0.05, 0.05)``) on a
+    batch x (N, C, H, W) in PyTorch, as a PyTorch user would write it without torchvision: one
+    random transform per image, drawn on x's device, and one ``affine_grid`` + ``grid_sample``.
+
+    What matches tinycnn's layers: the ranges and their uniform draws (an angle in
+    [-rotation, rotation) of a full turn, shifts in [-height*H, height*H) rows and
+    [-width*W, width*W) columns, not rounded), the rotation's centre and direction, the order
+    (rotate, then shift), bilinear interpolation, and the fill: a neighbour outside the image
+    reads 0 (padding_mode="zeros", one neighbour at a time, as tinycnn's fill_value=0.0).
+    What does not: the random streams (torch's generator, not NumPy's); the arithmetic (float32
+    here, float64 transforms there); and tinycnn warps twice, one layer after the other, each
+    interpolating, where this composes both maps and interpolates once, so its images are a
+    little less blurred and it does one warp's work, not two. On a GPU this runs there, where
+    tinycnn's layers warp CuPy batches on the CPU and copy them back (``kernels/affine.py``)."""
+    import math
+
+    import torch
+    import torch.nn.functional as F
+
+    n, _, h, w = x.shape
+    u = torch.rand(3, n, device=x.device, dtype=x.dtype) * 2 - 1         # uniform in [-1, 1)
+    theta = torch_augment_theta(u[0] * (rotation * 2 * math.pi), u[1] * (height * h), u[2] * (width * w), h, w)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=True)
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+
+
+def torch_epoch(model, optimizer, x, y, batch_size, seed, device="cpu", augment=False):
+    """One epoch of plain PyTorch training: shuffled index batches of pre-made tensors; with
+    ``augment``, each batch goes through ``torch_augment`` first (on the device)."""
     import torch
     from torch import nn
 
@@ -102,6 +148,8 @@ def torch_epoch(model, optimizer, x, y, batch_size, seed, device="cpu"):
         xb, yb = x[idx], y[idx]
         if device != "cpu":
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+        if augment:
+            xb = torch_augment(xb)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(xb), yb)
         loss.backward()

@@ -2,6 +2,7 @@
 
     python benchmarks/train_epoch.py                       # batch 32 and 128, CPU
     python benchmarks/train_epoch.py --arch bn-dropout     # the example's stronger network, both sides
+    python benchmarks/train_epoch.py --arch bn-dropout --augment   # with the example's augmentation, both sides
     python benchmarks/train_epoch.py --epochs 3 --json results.json
     python benchmarks/train_epoch.py --scaling             # also batch 16 ... 256 on 12,000 images
     python benchmarks/train_epoch.py --device gpu          # batch 32, 128, 512 on an NVIDIA GPU
@@ -12,7 +13,10 @@ is installed, else synthetic):
 - steady-state seconds per epoch and images per second, for each batch size. When PyTorch is
   installed (pip install torch==2.13.0), the same network in PyTorch is timed in the same run, on
   the same data, batch and thread count, alternating epochs (tinycnn, PyTorch, tinycnn, ...) so
-  that drift on a shared machine hits both; the table gives the median and the ratio;
+  that drift on a shared machine hits both; the table gives the median and the ratio. With
+  --augment, the example's RandomRotation and RandomTranslation run in front of the network in
+  tinycnn, and their PyTorch counterpart (``common.torch_augment``: one affine_grid + grid_sample
+  per batch, the same ranges; its docstring says what differs) in PyTorch;
 - peak resident memory of a process that loads the data and trains one epoch (each framework
   in its own subprocess, so neither inflates the other);
 - Numba's JIT overhead on the first epoch, in a subprocess with an empty cache (cold) and again
@@ -43,10 +47,10 @@ def tinycnn_epoch(model, x, y, batch_size, seed):
     model.fit(x, y, epochs=1, batch_size=batch_size, verbose=0, seed=seed)
 
 
-def steady_state(x, y, batch_sizes, epochs, device, use_torch, arch="keras"):
+def steady_state(x, y, batch_sizes, epochs, device, use_torch, arch="keras", augment=False):
     rows = []
     for bs in batch_sizes:
-        model = common.tinycnn_model(arch)
+        model = common.tinycnn_model(arch, augment)
         if device == "gpu":
             model.to("gpu")
         tinycnn_epoch(model, x[:20 * bs], y[:20 * bs], bs, 0)         # warm-up: compile, caches
@@ -57,11 +61,11 @@ def steady_state(x, y, batch_sizes, epochs, device, use_torch, arch="keras"):
             tmodel, topt = common.torch_model(arch, device=tdev)
             tx = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))   # NCHW
             ty = torch.from_numpy(y)
-            common.torch_epoch(tmodel, topt, tx[:20 * bs], ty[:20 * bs], bs, 0, tdev)
+            common.torch_epoch(tmodel, topt, tx[:20 * bs], ty[:20 * bs], bs, 0, tdev, augment)
         for epoch in range(epochs):
             t_times.append(common.timed(tinycnn_epoch, model, x, y, bs, epoch))
             if use_torch:
-                p_times.append(common.timed(common.torch_epoch, tmodel, topt, tx, ty, bs, epoch, tdev))
+                p_times.append(common.timed(common.torch_epoch, tmodel, topt, tx, ty, bs, epoch, tdev, augment))
             print(f"  batch {bs}, epoch {epoch + 1}: tinycnn {t_times[-1]:.1f} s"
                   + (f", PyTorch {p_times[-1]:.1f} s" if p_times else ""), flush=True)
         t = common.median(t_times)
@@ -135,6 +139,9 @@ def main():
     p.add_argument("--arch", type=arch_name, choices=ARCHS, default="keras",
                    help="the network timed (in both frameworks) for the steady state; memory and JIT "
                         "use the Keras CNN")
+    p.add_argument("--augment", action="store_true",
+                   help="the steady state with the example's augmentation in front of the network, in "
+                        "tinycnn and (common.torch_augment) in PyTorch; memory and JIT run without it")
     p.add_argument("--batch-sizes", type=int, nargs="+")
     p.add_argument("--epochs", type=int, default=3, help="timed epochs per framework and batch size")
     p.add_argument("--images", type=int, default=60000)
@@ -173,12 +180,15 @@ def main():
     print(f"BLAS: {common.blas_info()}")
     print(f"data: {source}, {len(x)} images; device {args.device}; "
           f"{'PyTorch in the same run' if use_torch else 'PyTorch not installed or --no-torch'}")
-    results = {"machine": info, "data": source, "images": len(x), "device": args.device}
+    network = f"{args.arch} network{' with --augment' if args.augment else ''}"
+    print(f"steady state: the {network}")
+    results = {"machine": info, "data": source, "images": len(x), "device": args.device,
+               "arch": args.arch, "augment": args.augment}
 
     if not args.jit_only:
-        rows = steady_state(x, y, batch_sizes, args.epochs, args.device, use_torch, args.arch)
+        rows = steady_state(x, y, batch_sizes, args.epochs, args.device, use_torch, args.arch, args.augment)
         results["epochs"] = rows
-        print(f"\nSeconds per epoch of the {args.arch} network, median of {args.epochs} (device {args.device}):")
+        print(f"\nSeconds per epoch of the {network}, median of {args.epochs} (device {args.device}):")
         common.print_table(rows, [("batch", "batch", "{}"), ("tinycnn_s", "tinycnn s/epoch", "{:.1f}"),
                                   ("tinycnn_img_s", "images/s", "{:,.0f}"), ("torch_s", "PyTorch s/epoch", "{:.1f}"),
                                   ("torch_img_s", "images/s", "{:,.0f}"), ("ratio", "tinycnn/PyTorch", "{:.2f}")])
@@ -186,9 +196,10 @@ def main():
     if args.scaling and not args.jit_only:
         n = min(12000, len(x))
         print(f"\nScaling: batch 16 to 256 on {n} images", flush=True)
-        scaling = steady_state(x[:n], y[:n], [16, 32, 64, 128, 256], args.epochs, args.device, use_torch, args.arch)
+        scaling = steady_state(x[:n], y[:n], [16, 32, 64, 128, 256], args.epochs, args.device, use_torch,
+                               args.arch, args.augment)
         results["scaling"] = scaling
-        print(f"\nSeconds per epoch of {n} images, median of {args.epochs} (device {args.device}):")
+        print(f"\nSeconds per epoch of {n} images, the {network}, median of {args.epochs} (device {args.device}):")
         common.print_table(scaling, [("batch", "batch", "{}"), ("tinycnn_s", "tinycnn s/epoch", "{:.2f}"),
                                      ("torch_s", "PyTorch s/epoch", "{:.2f}"), ("ratio", "tinycnn/PyTorch", "{:.2f}")])
 
