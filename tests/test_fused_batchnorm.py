@@ -103,11 +103,14 @@ def model(dtype, channels=2, strides=1, padding="valid", pool=2, seed=0):
 
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("channels, strides, padding, pool", [(1, 1, "valid", 2), (2, 1, "same", 2),
-                                                              (3, 2, "same", 2), (2, 1, "same", 3)])
+@pytest.mark.parametrize("channels, strides, padding, pool", [
+    (1, 1, "valid", 2), (8, 1, "valid", 2), (9, 1, "same", 3), (1, 1, "same", 3),     # Winograd
+    (2, 1, "same", 2), (3, 2, "same", 2), (2, 1, "same", 3)])                        # im2col
 def test_the_block_equals_the_four_layers(rng, dtype, training, channels, strides, padding, pool):
     """The fast plan (the block) against the reference plan (the four layers' own forward and
-    backward), on the same layers: the output, dL/dx, every gradient, the moving averages."""
+    backward), on the same layers: the output, dL/dx, every gradient, the moving averages. The
+    block's convolution is Winograd's (kernels/winograd_conv.py) for 3×3 stride-1 convolutions
+    with one input channel or at least winograd.MIN_CHANNELS, im2col's otherwise."""
     m = model(dtype, channels, strides, padding, pool)
     x = rng.standard_normal((4, 9, 8, channels)).astype(dtype)
     labels = np.array([0, 1, 2, 1])
@@ -120,6 +123,8 @@ def test_the_block_equals_the_four_layers(rng, dtype, training, channels, stride
         p = Plan(m.layers, SoftmaxCrossEntropy(), fast=fast, input_grad=True)
         assert isinstance(p.steps[0], ConvBatchNormReLUMaxPool) == fast
         logits = p.forward(x, training=training)
+        if fast:
+            assert p.steps[0].winograd == (strides == 1 and channels in (1, 8, 9))
         p.loss.forward(logits, labels)
         dx = p.backward(p.loss.backward())
         grads = {(layer.name, k): g.copy() for layer in m.layers[:2] for k, g in layer.grads.items()}
@@ -140,10 +145,11 @@ def test_the_block_equals_the_four_layers(rng, dtype, training, channels, stride
             np.testing.assert_array_equal(moving[k], state[k])      # inference leaves them alone
 
 
+@pytest.mark.parametrize("channels", [2, 8])         # im2col, Winograd
 @pytest.mark.parametrize("threads", [2, 3])
-def test_the_block_split_over_threads_equals_the_layers_on_the_whole_batch(rng, threads):
-    m = model(np.float64)
-    x, labels = rng.standard_normal((11, 9, 8, 2)), rng.integers(0, 3, 11)
+def test_the_block_split_over_threads_equals_the_layers_on_the_whole_batch(rng, threads, channels):
+    m = model(np.float64, channels)
+    x, labels = rng.standard_normal((11, 9, 8, channels)), rng.integers(0, 3, 11)
     start = {k: v.copy() for k, v in m.layers[1].state.items()}
     logits_ref, loss_ref = Plan(m.layers, SoftmaxCrossEntropy(), fast=False).loss_and_gradients(x, labels)
     grads_ref = {(layer.name, k): g.copy() for layer in m.layers for k, g in layer.grads.items()}
@@ -162,14 +168,23 @@ def test_the_block_split_over_threads_equals_the_layers_on_the_whole_batch(rng, 
         np.testing.assert_allclose(v, moving_ref[k], rtol=1e-12)
 
 
-@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("channels", [1, 3, 8])      # Winograd, im2col, Winograd with dx
 def test_a_model_with_the_block_passes_a_gradient_check(rng, channels):
     """All but the convolution's bias, whose true gradient is 0 (BatchNormalization subtracts
     the mean right after it): there both gradients are rounding noise, and their relative error
     means nothing, for the four layers as for the block. Its gradient must be 0, up to rounding."""
     m = model("float64", channels)
     assert isinstance(m.plan().steps[0], ConvBatchNormReLUMaxPool)
-    errors = check_model(m, rng.standard_normal((3, 9, 8, channels)), np.array([0, 2, 1]))
+    x, y = rng.standard_normal((3, 9, 8, channels)), np.array([0, 2, 1])
+    errors = check_model(m, x, y)
+    if channels == 8:
+        # With eight channels, the worst element of dL/dx is one near 0, where a step of 1e-5
+        # measures the loss's float64 rounding more than the gradient: its error grows as the step
+        # shrinks (7e-5 at 1e-5, 7e-4 at 1e-6; im2col's path 1e-5 and 2e-4). At 1e-3 it is 1.4e-6
+        # (im2col's 8.5e-7). A wrong dx gives errors near 1; the block's dx equals the layers'
+        # to 1e-11 in test_the_block_equals_the_four_layers.
+        assert check_model(m, x, y, h=1e-3)["x"] < 1e-5
+        del errors["x"]
     del errors["conv2d/bias"]
     assert max(errors.values()) < 1e-6, errors
     assert np.abs(m.layers[0].grads["bias"]).max() < 1e-14

@@ -128,6 +128,23 @@ def test_forward_and_backward_equal_the_layers(rng, shape, filters, pad, dtype, 
         assert dx is None
 
 
+@pytest.mark.parametrize("rows", [7, 25, 10 ** 6])
+def test_products_in_blocks_of_rows_equal_the_layers(rng, monkeypatch, rows):
+    """The matrix products run ROWS tiles at a time (blocks of equal size); any ROWS gives the
+    layers' numbers."""
+    monkeypatch.setattr(winograd, "ROWS", rows)
+    assert len(winograd._blocks(50)) == {7: 8, 25: 2, 10 ** 6: 1}[rows]
+    assert sum(b.stop - b.start for b in winograd._blocks(50)) == 50
+    x, kernel, bias = random_case(rng, (2, 13, 13, 8), 6, np.float64)
+    y_ref, argmax_ref, z_hw = conv_relu_pool_reference(x, kernel, bias, (0, 0, 0, 0))
+    y, argmax, v, u = winograd.forward(x, kernel, bias, (0, 0, 0, 0), z_hw)      # 50 tiles
+    np.testing.assert_allclose(y, y_ref, **tol(np.float64))
+    dy = rng.standard_normal(y.shape)
+    ref = conv_relu_maxpool_backward_reference(dy, argmax, y, x, kernel, z_hw, (1, 1), (0, 0, 0, 0))
+    for a, b in zip(winograd.backward(dy, argmax, y, v, u, x.shape, (0, 0, 0, 0), z_hw), ref):
+        np.testing.assert_allclose(a, b, **tol(np.float64))
+
+
 def test_applies_only_where_tiles_are_pool_windows():
     ok = dict(kernel_size=(3, 3), conv_strides=(1, 1), pool_size=(2, 2), pool_strides=(2, 2), pool_pad=(0, 0, 0, 0))
     assert winograd.applies(1, **ok) and winograd.applies(32, **ok)

@@ -6,6 +6,8 @@
 - :mod:`.batchnorm_relu_pool` -- the same when BatchNormalization comes between the convolution
   and its ReLU: its statistics, then normalisation, ReLU and max-pool in one pass, both ways;
 - :mod:`.winograd` -- a 3×3 convolution with its bias, ReLU and 2×2 max-pool by Winograd's F(2×2, 3×3);
+- :mod:`.winograd_conv` -- the same tiles computing the whole convolution (z written), for the
+  BatchNormalization block;
 - :mod:`.adam`    -- Adam's update in one pass, which can check before it writes, and (for the GPU)
   one update of every parameter at once, with a sticky flag that stops writing after a bad step;
 - :mod:`.affine`  -- warping images (rotation, shift) by bilinear interpolation, and its adjoint;

@@ -466,11 +466,38 @@ def _tile_major(a):
     return np.ascontiguousarray(a.transpose(1, 0, 2))
 
 
+#: The products below take at most this many tiles (rows) at a time, in blocks of equal size.
+#: OpenBLAS (its SkylakeX kernel) runs a product with 512 rows or more about a quarter slower per
+#: row than one with fewer, and one written tile-major (rows 16 L apart) slower again; a sum over
+#: many tiles (dU) is faster as a few shorter sums added (docs/performance.md has the figures).
+ROWS = 320
+
+
+def _blocks(t):
+    """slices of range(t), of equal size (but for rounding), each at most ROWS long."""
+    parts = -(-t // ROWS)
+    bounds = [t * k // parts for k in range(parts + 1)]
+    return [slice(bounds[k], bounds[k + 1]) for k in range(parts)]
+
+
 def _matmul_tile_major(a, b):
-    """a @ b for (16, T, K) @ (16, K, L), written tile-major: a (16, T, L) view of (T, 16, L)."""
-    out = np.empty((a.shape[1], 16, b.shape[2]), dtype=a.dtype)
-    np.matmul(a, b, out=out.transpose(1, 0, 2))
-    return out.transpose(1, 0, 2)
+    """a @ b for (16, T, K) @ (16, K, L), written tile-major: a (16, T, L) view of (T, 16, L).
+    b is made contiguous first: OpenBLAS reads a transposed view of U a third slower."""
+    out = np.empty((a.shape[1], 16, b.shape[2]), dtype=a.dtype).transpose(1, 0, 2)
+    b = np.ascontiguousarray(b)
+    for rows in _blocks(a.shape[1]):
+        np.matmul(a[:, rows], b, out=out[:, rows])
+    return out
+
+
+def _matmul_over_tiles(a, b):
+    """a.transpose(0, 2, 1) @ b for a (16, T, K), b (16, T, L): (16, K, L), summed over the tiles
+    a block of them at a time (dU = Vᵀ dM)."""
+    blocks = _blocks(a.shape[1])
+    total = np.matmul(a[:, blocks[0]].transpose(0, 2, 1), b[:, blocks[0]])
+    for rows in blocks[1:]:
+        total += np.matmul(a[:, rows].transpose(0, 2, 1), b[:, rows])
+    return total
 
 
 def forward(x, kernel, bias, pad, z_hw):
@@ -507,7 +534,7 @@ def backward(dy, argmax, y, v, u, x_shape, pad, z_hw, input_grad=True):
                                                 *_dm_constants(dy.dtype), dbias, np.empty((3, f), dtype=dy.dtype))
         return kernel_transform_backward(du[:, None]), dbias, None
     dm, dbias = maxpool_relu_backward_m(dy, argmax, y, z_hw[1])
-    dkernel = kernel_transform_backward(np.matmul(v.transpose(0, 2, 1), dm))
+    dkernel = kernel_transform_backward(_matmul_over_tiles(v, dm))
     if not input_grad:
         return dkernel, dbias, None
     dx = input_transform_backward(_matmul_tile_major(dm, u.transpose(0, 2, 1)), x_shape, pad[0], pad[2], th, tw)

@@ -36,7 +36,7 @@ the layers, forward and backward, for both paths.
 import numpy as np
 
 from ..backend import get_array_module
-from ..kernels import winograd
+from ..kernels import winograd, winograd_conv
 from ..kernels.batchnorm_relu_pool import (batchnorm_gradient_sums, batchnorm_inference_gradient,
                                            batchnorm_input_gradient, batchnorm_relu_maxpool_forward,
                                            squared_deviations)
@@ -132,7 +132,7 @@ class ConvBatchNormReLUMaxPool:
     which computes what they compute one after another, in fewer passes over the convolution's
     output z (``kernels/batchnorm_relu_pool.py`` derives each kernel):
 
-        forward   z = im2col(x) @ kernel + bias               Conv2D's own lines
+        forward   z = im2col(x) @ kernel + bias               Conv2D's own lines (or Winograd's, below)
                   mean = Σ z / M,  var = Σ (z - mean)² / M     in training: the batch's, and the
                                                               moving averages follow them
                   y, argmax = maxpool(relu(gamma * (z - mean) / sqrt(var + eps) + beta))   one pass
@@ -141,13 +141,17 @@ class ConvBatchNormReLUMaxPool:
                   dkernel = cols.T @ dz, dbias = Σ dz, dx = col2im(dz @ kernel.T)   Conv2D's own
 
     (dv being dL/d(BatchNormalization's output): dy at each window's argmax where y > 0, else 0.)
+    A 3×3 stride-1 convolution with one input channel or at least winograd.MIN_CHANNELS (both
+    of bn-dropout's) computes z, and dkernel, dbias and dx from dz, by Winograd's F(2×2, 3×3)
+    instead (``kernels/winograd_conv.py``): the same numbers but for float rounding, with 16
+    multiplications per 2×2 output tile instead of 36.
     In inference the statistics are the moving averages. Split over threads
     (``tinycnn/parallel.py``), each thread's block adds its share's sums to the others' through
     ``sums`` (``parallel.SumsAcrossShares``), as ``BatchNormAcrossShares`` does, so that every
     share normalises with the whole batch's statistics; ``sums=None`` is one thread, the whole
     batch. The parameters, gradients and moving averages stay the layers': the block only borrows
     them. CPU only. ``tests/test_fused_batchnorm.py::test_the_block_equals_the_four_layers`` proves
-    the block equal to the layers, in training and inference, whole and split.
+    the block equal to the layers, in training and inference, whole and split, on both paths.
     """
 
     def __init__(self, conv, norm, pool, input_grad=True, sums=None, k=0):
@@ -176,10 +180,14 @@ class ConvBatchNormReLUMaxPool:
         conv._prepare(x)
         kernel = conv.params["kernel"]
         self.x_shape = x.shape
-        self.cols = im2col(x, *conv.kernel_size, conv.strides, conv.pad)
-        z = self.cols @ kernel.reshape(-1, conv.filters)
-        z += conv.params["bias"]
-        z = z.reshape(x.shape[0], *conv.out_hw, conv.filters)
+        self.winograd = winograd_conv.applies(x.shape[3], conv.kernel_size, conv.strides)
+        if self.winograd:
+            z, self.v, self.u = winograd_conv.forward(x, kernel, conv.params["bias"], conv.pad, conv.out_hw)
+        else:
+            self.cols = im2col(x, *conv.kernel_size, conv.strides, conv.pad)
+            z = self.cols @ kernel.reshape(-1, conv.filters)
+            z += conv.params["bias"]
+            z = z.reshape(x.shape[0], *conv.out_hw, conv.filters)
         norm._prepare(z)
         self.training = bool(training)
         if training:
@@ -210,6 +218,10 @@ class ConvBatchNormReLUMaxPool:
                                           dbeta, dgamma, self.m)
         else:
             dz = batchnorm_inference_gradient(dy, self.argmax, self.y, self.z.shape, gamma, self.inv_std)
+        if self.winograd:
+            conv.grads["kernel"], conv.grads["bias"], dx = winograd_conv.backward(dz, self.v, self.u, self.x_shape,
+                                                                                 conv.pad, self.input_grad)
+            return dx
         dz = dz.reshape(-1, conv.filters)
         conv.grads["kernel"] = (self.cols.T @ dz).reshape(kernel.shape)
         conv.grads["bias"] = np.ones(dz.shape[0], dtype=dz.dtype) @ dz

@@ -1,0 +1,153 @@
+"""Winograd's F(2×2, 3×3) as a whole convolution (tinycnn/kernels/winograd_conv.py) computes what
+im2col computes.
+
+- a case worked out by hand: a 5×5 image, a kernel of ones (an odd z: tiles half outside it);
+- each Numba kernel equals its NumPy reference, on random shapes, paddings and both dtypes;
+- the output transform's backward is its adjoint: <Aᵀ M A, dz> = <M, A dz Aᵀ>;
+- forward and backward equal im2col's convolution and its backward (dkernel, dbias, dx);
+- applies() picks it for 3×3 stride-1 convolutions with one channel or winograd.MIN_CHANNELS.
+The block that runs it inside a model (Conv2D → BatchNormalization → ReLU → MaxPool2D) is tested
+against the four layers in test_fused_batchnorm.py.
+"""
+
+import numpy as np
+import pytest
+
+from tinycnn.kernels import winograd, winograd_conv
+from tinycnn.kernels.im2col import col2im_reference, im2col_reference
+
+CASES = [
+    # x shape (N, H, W, C), filters, padding (PT, PB, PL, PR)
+    ((2, 13, 13, 8), 6, (0, 0, 0, 0)),        # bn-dropout's second convolution, smaller: z 11×11, odd
+    ((2, 9, 8, 9), 5, (1, 1, 1, 1)),          # "same": z 9×8, odd one way only
+    ((1, 6, 8, 8), 3, (0, 1, 1, 0)),          # padding on one side only
+    ((3, 10, 10, 1), 7, (0, 0, 0, 0)),        # one input channel: its own kernels; z 8×8, even
+    ((2, 7, 9, 1), 4, (1, 1, 1, 1)),          # one channel, odd z
+]
+
+
+def tol(dtype):
+    return dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+
+
+def random_case(rng, shape, filters, pad, dtype):
+    x = rng.standard_normal(shape).astype(dtype)
+    kernel = (rng.standard_normal((3, 3, shape[3], filters)) * 0.3).astype(dtype)
+    bias = rng.standard_normal(filters).astype(dtype)
+    z_hw = (shape[1] + pad[0] + pad[1] - 2, shape[2] + pad[2] + pad[3] - 2)
+    return x, kernel, bias, z_hw
+
+
+def im2col_conv(x, kernel, bias, pad, z_hw):
+    """The layers' own convolution: (z, cols)."""
+    cols = im2col_reference(x, 3, 3, (1, 1), pad)
+    z = cols @ kernel.reshape(-1, kernel.shape[3]) + bias
+    return z.reshape(x.shape[0], *z_hw, -1), cols
+
+
+def test_winograd_conv_by_hand():
+    """x = 0..24 in a 5×5 image, a kernel of ones, bias 1: each 3×3 sum of a plane that grows by
+    5 a row and 1 a column is 9 times its centre, so z[i, j] = 9 * (5 (i + 1) + j + 1) + 1. z is
+    3×3: the tiles cover 4×4, and the tiles of the last row and column are half outside."""
+    x = np.arange(25, dtype=np.float64).reshape(1, 5, 5, 1)
+    z, v, u = winograd_conv.forward(x, np.ones((3, 3, 1, 1)), np.array([1.0]), (0, 0, 0, 0), (3, 3))
+    np.testing.assert_allclose(z[0, :, :, 0], [[55, 64, 73], [100, 109, 118], [145, 154, 163]])
+    # Backward: dz = 1 at z's last pixel (2, 2) only, in the tile that is mostly outside z.
+    # dkernel[a, b] = x[2 + a, 2 + b], dbias = 1, dx = the kernel (ones) where it read: x[2:, 2:]
+    dz = np.zeros_like(z)
+    dz[0, 2, 2, 0] = 1.0
+    for input_grad in (True, False):        # the general kernels, and the one-channel dU kernel
+        dkernel, dbias, dx = winograd_conv.backward(dz, v, u, x.shape, (0, 0, 0, 0), input_grad)
+        np.testing.assert_allclose(dkernel[:, :, 0, 0], [[12, 13, 14], [17, 18, 19], [22, 23, 24]])
+        np.testing.assert_allclose(dbias, [1.0])
+    expected = np.zeros((5, 5))
+    expected[2:, 2:] = 1
+    np.testing.assert_allclose(winograd_conv.backward(dz, v, u, x.shape, (0, 0, 0, 0))[2][0, :, :, 0], expected,
+                               atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, filters, pad", CASES)
+def test_kernels_match_their_references(rng, shape, filters, pad, dtype):
+    x, kernel, bias, z_hw = random_case(rng, shape, filters, pad, dtype)
+    th, tw = winograd_conv.tiles(z_hw)
+    v = winograd.input_transform_reference(x, pad[0], pad[2], th, tw)
+    m = np.matmul(v, winograd.kernel_transform(kernel))
+    z = winograd_conv.output_transform(m, bias, shape[0], *z_hw)
+    assert z.dtype == dtype and z.shape == (shape[0], *z_hw, filters)
+    np.testing.assert_allclose(z, winograd_conv.output_transform_reference(m, bias, shape[0], *z_hw), **tol(dtype))
+    dz = rng.standard_normal(z.shape).astype(dtype)
+    dm, dbias = winograd_conv.output_transform_backward(dz)
+    dm_ref, dbias_ref = winograd_conv.output_transform_backward_reference(dz)
+    assert dm.shape == dm_ref.shape == (16, shape[0] * th * tw, filters)
+    np.testing.assert_allclose(dm, dm_ref, **tol(dtype))
+    np.testing.assert_allclose(dbias, dbias_ref, **tol(dtype))
+
+
+@pytest.mark.parametrize("shape, filters, pad", CASES[:2])
+def test_the_output_transforms_backward_is_its_adjoint(rng, shape, filters, pad):
+    """<Aᵀ M A cropped, dz> = <M, A dz Aᵀ> for any M and dz (the bias set to 0)."""
+    _, _, _, z_hw = random_case(rng, shape, filters, pad, np.float64)
+    th, tw = winograd_conv.tiles(z_hw)
+    m = rng.standard_normal((16, shape[0] * th * tw, filters))
+    dz = rng.standard_normal((shape[0], *z_hw, filters))
+    z = winograd_conv.output_transform(m, np.zeros(filters), shape[0], *z_hw)
+    dm, _ = winograd_conv.output_transform_backward(dz)
+    assert np.vdot(z, dz) == pytest.approx(np.vdot(m, dm), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, filters, pad", CASES)
+def test_forward_and_backward_equal_im2col(rng, shape, filters, pad, dtype):
+    x, kernel, bias, z_hw = random_case(rng, shape, filters, pad, dtype)
+    z_ref, cols = im2col_conv(x, kernel, bias, pad, z_hw)
+    z, v, u = winograd_conv.forward(x, kernel, bias, pad, z_hw)
+    assert z.dtype == dtype
+    np.testing.assert_allclose(z, z_ref, **tol(dtype))
+
+    dz = rng.standard_normal(z.shape).astype(dtype)
+    dkernel_ref = (cols.T @ dz.reshape(-1, filters)).reshape(kernel.shape)
+    dx_ref = col2im_reference(dz.reshape(-1, filters) @ kernel.reshape(-1, filters).T, x.shape, 3, 3, (1, 1), pad)
+    for input_grad in (True, False):
+        dkernel, dbias, dx = winograd_conv.backward(dz, v, u, x.shape, pad, input_grad)
+        np.testing.assert_allclose(dkernel, dkernel_ref, **tol(dtype))
+        np.testing.assert_allclose(dbias, dz.sum(axis=(0, 1, 2)), **tol(dtype))
+        if input_grad:
+            np.testing.assert_allclose(dx, dx_ref, **tol(dtype))
+        else:
+            assert dx is None
+
+
+@pytest.mark.parametrize("group_tiles", [1, 72, 10 ** 6])      # one image at a time, two, all three
+def test_any_grouping_of_the_images_gives_the_same_numbers(rng, monkeypatch, group_tiles):
+    """forward and backward work through the batch GROUP_TILES tiles (whole images) at a time;
+    the numbers do not depend on it but for the order of dU's additions."""
+    x, kernel, bias, z_hw = random_case(rng, (3, 13, 13, 8), 4, (0, 0, 0, 0), np.float64)
+    z_ref, cols = im2col_conv(x, kernel, bias, (0, 0, 0, 0), z_hw)
+    dz = rng.standard_normal(z_ref.shape)
+    monkeypatch.setattr(winograd_conv, "GROUP_TILES", group_tiles)
+    assert len(winograd_conv._groups(3, 36)) == {1: 3, 72: 2, 10 ** 6: 1}[group_tiles]
+    z, v, u = winograd_conv.forward(x, kernel, bias, (0, 0, 0, 0), z_hw)
+    np.testing.assert_allclose(z, z_ref, rtol=1e-12, atol=1e-12)
+    dkernel, dbias, dx = winograd_conv.backward(dz, v, u, x.shape, (0, 0, 0, 0))
+    np.testing.assert_allclose(dkernel, (cols.T @ dz.reshape(-1, 4)).reshape(kernel.shape), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, col2im_reference(dz.reshape(-1, 4) @ kernel.reshape(-1, 4).T, x.shape, 3, 3,
+                                                    (1, 1), (0, 0, 0, 0)), rtol=1e-12, atol=1e-12)
+
+
+def test_backward_refuses_arrays_of_other_shapes(rng):
+    x, kernel, bias, z_hw = random_case(rng, (2, 9, 9, 8), 3, (0, 0, 0, 0), np.float32)
+    z, v, u = winograd_conv.forward(x, kernel, bias, (0, 0, 0, 0), z_hw)
+    with pytest.raises(ValueError, match="V"):
+        winograd_conv.backward(z[:1], v, u, x.shape, (0, 0, 0, 0))
+    with pytest.raises(ValueError, match="kernel"):
+        winograd_conv.forward(x, kernel[..., :2], bias, (0, 0, 0, 0), z_hw)
+
+
+@pytest.mark.parametrize("channels, kernel, strides, expected", [
+    (1, (3, 3), (1, 1), True), (winograd.MIN_CHANNELS, (3, 3), (1, 1), True), (64, (3, 3), (1, 1), True),
+    (winograd.MIN_CHANNELS - 1, (3, 3), (1, 1), False),       # im2col's one product is faster
+    (8, (3, 3), (2, 2), False), (8, (5, 5), (1, 1), False), (8, (3, 1), (1, 1), False),
+])
+def test_applies_to_3x3_stride_1_convolutions(channels, kernel, strides, expected):
+    assert winograd_conv.applies(channels, kernel, strides) is expected
