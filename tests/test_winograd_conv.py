@@ -1,10 +1,12 @@
-"""Winograd's F(2×2, 3×3) as a whole convolution (tinycnn/kernels/winograd_conv.py) computes what
-im2col computes.
+"""A 3×3 convolution by Winograd's algorithm, z written whole (tinycnn/kernels/winograd_conv.py),
+computes what im2col computes.
 
-- a case worked out by hand: a 5×5 image, a kernel of ones (an odd z: tiles half outside it);
+- a case worked out by hand: a 5×5 image, a kernel of ones (z 3×3: tiles partly outside it), on
+  both paths (F(4×4, 3×3), and the one-channel F(2×2, 3×3) kernels);
 - each Numba kernel equals its NumPy reference, on random shapes, paddings and both dtypes;
-- the output transform's backward is its adjoint: <Aᵀ M A, dz> = <M, A dz Aᵀ>;
-- forward and backward equal im2col's convolution and its backward (dkernel, dbias, dx);
+- each backward transform is its forward transform's adjoint: <T a, b> = <a, Tᵀ b>;
+- forward and backward equal im2col's convolution and its backward (dkernel, dbias, dx), on both
+  paths, whatever the grouping of the images;
 - applies() picks it for 3×3 stride-1 convolutions with one channel or winograd.MIN_CHANNELS.
 The block that runs it inside a model (Conv2D → BatchNormalization → ReLU → MaxPool2D) is tested
 against the four layers in test_fused_batchnorm.py.
@@ -26,8 +28,11 @@ CASES = [
 ]
 
 
-def tol(dtype):
-    return dict(rtol=2e-5, atol=2e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
+def close(actual, desired, dtype):
+    """Equal to rounding: F(4×4, 3×3)'s transforms multiply by up to 8 and 1/24, so its float32
+    errors scale with the largest number of the array, a few units in its fifth digit."""
+    r = 3e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(actual, desired, rtol=r, atol=r * np.abs(desired).max())
 
 
 def random_case(rng, shape, filters, pad, dtype):
@@ -45,55 +50,73 @@ def im2col_conv(x, kernel, bias, pad, z_hw):
     return z.reshape(x.shape[0], *z_hw, -1), cols
 
 
-def test_winograd_conv_by_hand():
+@pytest.mark.parametrize("input_grad", [True, False])    # F(4×4, 3×3); the one-channel F(2×2, 3×3)
+def test_winograd_conv_by_hand(input_grad):
     """x = 0..24 in a 5×5 image, a kernel of ones, bias 1: each 3×3 sum of a plane that grows by
     5 a row and 1 a column is 9 times its centre, so z[i, j] = 9 * (5 (i + 1) + j + 1) + 1. z is
-    3×3: the tiles cover 4×4, and the tiles of the last row and column are half outside."""
+    3×3: one 4×4 tile, or four 2×2 tiles, reach beyond it."""
     x = np.arange(25, dtype=np.float64).reshape(1, 5, 5, 1)
-    z, v, u = winograd_conv.forward(x, np.ones((3, 3, 1, 1)), np.array([1.0]), (0, 0, 0, 0), (3, 3))
+    z, v, u = winograd_conv.forward(x, np.ones((3, 3, 1, 1)), np.array([1.0]), (0, 0, 0, 0), (3, 3), input_grad)
+    assert v.shape[0] == (36 if input_grad else 16)
     np.testing.assert_allclose(z[0, :, :, 0], [[55, 64, 73], [100, 109, 118], [145, 154, 163]])
-    # Backward: dz = 1 at z's last pixel (2, 2) only, in the tile that is mostly outside z.
-    # dkernel[a, b] = x[2 + a, 2 + b], dbias = 1, dx = the kernel (ones) where it read: x[2:, 2:]
+    # Backward: dz = 1 at z's last pixel (2, 2) only. dkernel[a, b] = x[2 + a, 2 + b], dbias = 1,
+    # dx = the kernel (ones) where it read: x[2:, 2:]
     dz = np.zeros_like(z)
     dz[0, 2, 2, 0] = 1.0
-    for input_grad in (True, False):        # the general kernels, and the one-channel dU kernel
-        dkernel, dbias, dx = winograd_conv.backward(dz, v, u, x.shape, (0, 0, 0, 0), input_grad)
-        np.testing.assert_allclose(dkernel[:, :, 0, 0], [[12, 13, 14], [17, 18, 19], [22, 23, 24]])
-        np.testing.assert_allclose(dbias, [1.0])
-    expected = np.zeros((5, 5))
-    expected[2:, 2:] = 1
-    np.testing.assert_allclose(winograd_conv.backward(dz, v, u, x.shape, (0, 0, 0, 0))[2][0, :, :, 0], expected,
-                               atol=1e-15)
+    dkernel, dbias, dx = winograd_conv.backward(dz, v, u, x.shape, (0, 0, 0, 0), input_grad)
+    np.testing.assert_allclose(dkernel[:, :, 0, 0], [[12, 13, 14], [17, 18, 19], [22, 23, 24]])
+    np.testing.assert_allclose(dbias, [1.0])
+    if input_grad:
+        expected = np.zeros((5, 5))
+        expected[2:, 2:] = 1
+        np.testing.assert_allclose(dx[0, :, :, 0], expected, atol=1e-14)
+    else:
+        assert dx is None
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, filters, pad", CASES)
 def test_kernels_match_their_references(rng, shape, filters, pad, dtype):
     x, kernel, bias, z_hw = random_case(rng, shape, filters, pad, dtype)
+    n, c = shape[0], shape[3]
     th, tw = winograd_conv.tiles(z_hw)
-    v = winograd.input_transform_reference(x, pad[0], pad[2], th, tw)
-    m = np.matmul(v, winograd.kernel_transform(kernel))
-    z = winograd_conv.output_transform(m, bias, shape[0], *z_hw)
-    assert z.dtype == dtype and z.shape == (shape[0], *z_hw, filters)
-    np.testing.assert_allclose(z, winograd_conv.output_transform_reference(m, bias, shape[0], *z_hw), **tol(dtype))
+    v = winograd_conv.input_transform(x, pad, th, tw)
+    close(v, winograd_conv.input_transform_reference(x, pad, th, tw), dtype)
+    m = np.matmul(v, winograd_conv.kernel_transform(kernel))
+    z = winograd_conv.output_transform(m, bias, n, *z_hw)
+    assert z.dtype == dtype and z.shape == (n, *z_hw, filters)
+    close(z, winograd_conv.output_transform_reference(m, bias, n, *z_hw), dtype)
     dz = rng.standard_normal(z.shape).astype(dtype)
     dm, dbias = winograd_conv.output_transform_backward(dz)
     dm_ref, dbias_ref = winograd_conv.output_transform_backward_reference(dz)
-    assert dm.shape == dm_ref.shape == (16, shape[0] * th * tw, filters)
-    np.testing.assert_allclose(dm, dm_ref, **tol(dtype))
-    np.testing.assert_allclose(dbias, dbias_ref, **tol(dtype))
+    assert dm.shape == dm_ref.shape == (36, n * th * tw, filters)
+    close(dm, dm_ref, dtype)
+    close(dbias, dbias_ref, dtype)
+    dv = rng.standard_normal(v.shape).astype(dtype)
+    close(winograd_conv.input_transform_backward(dv, shape, pad, th, tw),
+                               winograd_conv.input_transform_backward_reference(dv, shape, pad, th, tw), dtype)
+    if c == 1:                                          # the one-channel kernels, without dx
+        z1, v1, u1 = winograd_conv.forward(x, kernel, bias, pad, z_hw, input_grad=False)
+        close(z1, winograd_conv.one_channel_forward_reference(x, kernel, bias, pad, z_hw), dtype)
+        dkernel, dbias1, _ = winograd_conv.backward(dz, v1, u1, shape, pad, input_grad=False)
+        for a, b in zip((dkernel, dbias1), winograd_conv.one_channel_kernel_backward_reference(dz, x, pad)):
+            close(a, b, dtype)
 
 
-@pytest.mark.parametrize("shape, filters, pad", CASES[:2])
-def test_the_output_transforms_backward_is_its_adjoint(rng, shape, filters, pad):
-    """<Aᵀ M A cropped, dz> = <M, A dz Aᵀ> for any M and dz (the bias set to 0)."""
-    _, _, _, z_hw = random_case(rng, shape, filters, pad, np.float64)
+@pytest.mark.parametrize("shape, filters, pad", CASES[:3])
+def test_backward_transforms_are_the_adjoints(rng, shape, filters, pad):
+    """<Aᵀ M A cropped, dz> = <M, A dz Aᵀ> and <Bᵀ d B, dV> = <x, B dV Bᵀ> for any arguments."""
+    x, _, _, z_hw = random_case(rng, shape, filters, pad, np.float64)
     th, tw = winograd_conv.tiles(z_hw)
-    m = rng.standard_normal((16, shape[0] * th * tw, filters))
+    m = rng.standard_normal((36, shape[0] * th * tw, filters))
     dz = rng.standard_normal((shape[0], *z_hw, filters))
     z = winograd_conv.output_transform(m, np.zeros(filters), shape[0], *z_hw)
     dm, _ = winograd_conv.output_transform_backward(dz)
     assert np.vdot(z, dz) == pytest.approx(np.vdot(m, dm), rel=1e-12)
+    v = winograd_conv.input_transform(x, pad, th, tw)
+    dv = rng.standard_normal(v.shape)
+    assert np.vdot(v, dv) == pytest.approx(np.vdot(x, winograd_conv.input_transform_backward(dv, shape, pad, th, tw)),
+                                           rel=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -101,32 +124,31 @@ def test_the_output_transforms_backward_is_its_adjoint(rng, shape, filters, pad)
 def test_forward_and_backward_equal_im2col(rng, shape, filters, pad, dtype):
     x, kernel, bias, z_hw = random_case(rng, shape, filters, pad, dtype)
     z_ref, cols = im2col_conv(x, kernel, bias, pad, z_hw)
-    z, v, u = winograd_conv.forward(x, kernel, bias, pad, z_hw)
-    assert z.dtype == dtype
-    np.testing.assert_allclose(z, z_ref, **tol(dtype))
-
-    dz = rng.standard_normal(z.shape).astype(dtype)
+    dz = rng.standard_normal(z_ref.shape).astype(dtype)
     dkernel_ref = (cols.T @ dz.reshape(-1, filters)).reshape(kernel.shape)
     dx_ref = col2im_reference(dz.reshape(-1, filters) @ kernel.reshape(-1, filters).T, x.shape, 3, 3, (1, 1), pad)
     for input_grad in (True, False):
+        z, v, u = winograd_conv.forward(x, kernel, bias, pad, z_hw, input_grad)
+        assert z.dtype == dtype
+        close(z, z_ref, dtype)
         dkernel, dbias, dx = winograd_conv.backward(dz, v, u, x.shape, pad, input_grad)
-        np.testing.assert_allclose(dkernel, dkernel_ref, **tol(dtype))
-        np.testing.assert_allclose(dbias, dz.sum(axis=(0, 1, 2)), **tol(dtype))
+        close(dkernel, dkernel_ref, dtype)
+        close(dbias, dz.sum(axis=(0, 1, 2)), dtype)
         if input_grad:
-            np.testing.assert_allclose(dx, dx_ref, **tol(dtype))
+            close(dx, dx_ref, dtype)
         else:
             assert dx is None
 
 
-@pytest.mark.parametrize("group_tiles", [1, 72, 10 ** 6])      # one image at a time, two, all three
+@pytest.mark.parametrize("group_tiles", [1, 18, 10 ** 6])      # one image at a time, two, all three
 def test_any_grouping_of_the_images_gives_the_same_numbers(rng, monkeypatch, group_tiles):
     """forward and backward work through the batch GROUP_TILES tiles (whole images) at a time;
     the numbers do not depend on it but for the order of dU's additions."""
-    x, kernel, bias, z_hw = random_case(rng, (3, 13, 13, 8), 4, (0, 0, 0, 0), np.float64)
+    x, kernel, bias, z_hw = random_case(rng, (3, 13, 13, 8), 4, (0, 0, 0, 0), np.float64)    # 9 tiles an image
     z_ref, cols = im2col_conv(x, kernel, bias, (0, 0, 0, 0), z_hw)
     dz = rng.standard_normal(z_ref.shape)
     monkeypatch.setattr(winograd_conv, "GROUP_TILES", group_tiles)
-    assert len(winograd_conv._groups(3, 36)) == {1: 3, 72: 2, 10 ** 6: 1}[group_tiles]
+    assert len(winograd_conv._groups(3, 9)) == {1: 3, 18: 2, 10 ** 6: 1}[group_tiles]
     z, v, u = winograd_conv.forward(x, kernel, bias, (0, 0, 0, 0), z_hw)
     np.testing.assert_allclose(z, z_ref, rtol=1e-12, atol=1e-12)
     dkernel, dbias, dx = winograd_conv.backward(dz, v, u, x.shape, (0, 0, 0, 0))
@@ -142,6 +164,10 @@ def test_backward_refuses_arrays_of_other_shapes(rng):
         winograd_conv.backward(z[:1], v, u, x.shape, (0, 0, 0, 0))
     with pytest.raises(ValueError, match="kernel"):
         winograd_conv.forward(x, kernel[..., :2], bias, (0, 0, 0, 0), z_hw)
+    x1, kernel1, bias1, z_hw1 = random_case(rng, (2, 9, 9, 1), 3, (0, 0, 0, 0), np.float32)
+    z1, v1, u1 = winograd_conv.forward(x1, kernel1, bias1, (0, 0, 0, 0), z_hw1, input_grad=False)
+    with pytest.raises(ValueError, match="input_grad=True"):                # the one-channel path has no dx
+        winograd_conv.backward(z1, v1, u1, x1.shape, (0, 0, 0, 0), input_grad=True)
 
 
 @pytest.mark.parametrize("channels, kernel, strides, expected", [

@@ -14,8 +14,14 @@ mean, inv_std = 1 / sqrt(var + eps), gamma and beta are (C,).
 Forward, given the statistics (the batch's in training, the moving averages in inference)
     v         = gamma * ((z - mean) * inv_std) + beta         BatchNormalization, as it computes it
     y, argmax = maxpool(relu(v))                              one pass, as bias_relu_pool's kernel
-The batch's variance needs its own pass over z once the mean is known:
-    sq        = Σ (z - mean)²  per channel                    (squared_deviations)
+The batch's statistics come from one pass over z, both sums in float64:
+    s1, s2    = Σ z, Σ z²  per channel                        (channel_moments)
+    mean      = s1 / M,  var = s2 / M - mean²
+The layer (layers/normalization.py) takes the variance in a second pass, Σ (z - mean)², which
+never subtracts two large numbers; here the float64 sums keep the subtraction exact to float32's
+precision unless |mean| exceeds about 10⁴ standard deviations, and a batch split over threads
+meets once to add both sums instead of twice. A float64 model loses as many digits as mean² / var
+has.
 
 Backward, given dL/dy (N, OH, OW, C). Write dv = dL/dv: zero except at each window's argmax where
 y > 0, where it is dy (ReLU and max-pool's backward, as in bias_relu_pool). BatchNormalization's
@@ -42,10 +48,10 @@ from .pooling import maxpool_backward_reference, maxpool_forward_reference
 # NumPy references: the layers' own operations, one after another.
 # ---------------------------------------------------------------------------------------------
 
-def squared_deviations_reference(z, mean):
-    """z (N, H, W, C), mean (C,) -> Σ (z - mean)² over N, H, W: (C,)."""
-    centred = z - mean
-    return (centred * centred).sum(axis=(0, 1, 2))
+def channel_moments_reference(z):
+    """z (N, H, W, C) -> (2, C) float64: Σ z and Σ z² over N, H, W."""
+    z64 = z.astype(np.float64)
+    return np.stack([z64.sum(axis=(0, 1, 2)), (z64 * z64).sum(axis=(0, 1, 2))])
 
 
 def batchnorm_relu_maxpool_forward_reference(z, mean, inv_std, gamma, beta, ph, pw, stride, pad):
@@ -80,14 +86,14 @@ def batchnorm_inference_gradient_reference(dy, argmax, y, z_shape, gamma, inv_st
 # ---------------------------------------------------------------------------------------------
 
 @jit()
-def _squared_deviations_numba(z2, mean):
+def _channel_moments_numba(z2, out):
     m, c = z2.shape
-    sq = np.zeros(c, dtype=np.float64)          # float64: M can reach 10^5 and more
+    s1, s2 = out[0], out[1]
     for i in range(m):
         for ch in range(c):
-            d = z2[i, ch] - mean[ch]
-            sq[ch] += d * d
-    return sq.astype(z2.dtype)
+            v = np.float64(z2[i, ch])
+            s1[ch] += v
+            s2[ch] += v * v
 
 
 @jit()
@@ -178,10 +184,11 @@ def _check_pooled(kernel, dy, argmax, y, z_shape):
                          "they must agree on the batch and the channels.")
 
 
-def squared_deviations(z, mean):
-    """Same contract as :func:`squared_deviations_reference`."""
-    expect_shape("squared_deviations", "mean", mean, (z.shape[-1],))
-    return _squared_deviations_numba(np.ascontiguousarray(z).reshape(-1, z.shape[-1]), mean)
+def channel_moments(z):
+    """Same contract as :func:`channel_moments_reference`."""
+    out = np.zeros((2, z.shape[-1]), dtype=np.float64)
+    _channel_moments_numba(np.ascontiguousarray(z).reshape(-1, z.shape[-1]), out)
+    return out
 
 
 def batchnorm_relu_maxpool_forward(z, mean, inv_std, gamma, beta, ph, pw, stride, pad):

@@ -1,51 +1,79 @@
-"""Winograd's F(2×2, 3×3) as a plain 3×3 convolution: z written whole, for a BatchNormalization.
+"""A 3×3 convolution by Winograd's algorithm, z written whole: the BatchNormalization block's.
 
 :mod:`.winograd` computes a 3×3 convolution tile by tile, 2×2 output pixels from each 4×4 input
-tile with 16 multiplications instead of 36, and fuses the last step with the max-pool that
-follows, so that z is never stored. That needs each tile to be a pool window. When a
-BatchNormalization sits between the convolution and its ReLU (``--arch bn-dropout``), the batch's
-mean and variance are needed before anything can be pooled, and they are taken over *every* pixel
-of z, the last row and column included when the size is odd. So here the same tiles compute z
-itself, all of it: ceil(OH/2) × ceil(OW/2) tiles, the input padded with zeros under the last
-ones, and a tile's pixels beyond z (the odd row or column) dropped.
+tile, and fuses the last step with the max-pool that follows, so that z is never stored. That
+needs each tile to be a pool window. When a BatchNormalization sits between the convolution and
+its ReLU (``--arch bn-dropout``), the batch's mean and variance are needed before anything can be
+pooled, and they are taken over *every* pixel of z, the last row and column included when the
+size does not divide. So here the tiles compute z itself, all of it: the input is padded with
+zeros under the last tiles, and their pixels beyond z are dropped.
 
-The steps are :mod:`.winograd`'s (its docstring derives them), with a different last step:
+Larger tiles: F(4×4, 3×3)
+-------------------------
+With z stored anyway, nothing ties a tile to a pool window, and a larger tile saves more: F(m×m,
+3×3) makes an m×m block of outputs from the (m + 2)×(m + 2) input tile under it with (m + 2)²
+multiplications, against 9 m² the direct way. For m = 4 that is 36 for 16 outputs, 2.25 each,
+against 4 each for F(2×2, 3×3) and 9 for im2col (Lavin & Gray 2015, whose matrices these are,
+from the interpolation points 0, 1, -1, 2, -2 and ∞):
 
-    V[ξν] = Bᵀ d B        every tile and channel         winograd.input_transform    (16, T, C)
-    U[ξν] = G g Gᵀ        every channel and filter       winograd.kernel_transform   (16, C, F)
-    M[ξν] = V[ξν] @ U[ξν]                                16 matrix products          (16, T, F)
-    z     = Aᵀ M A + bias, cropped to (OH, OW)           output_transform (here)     (N, OH, OW, F)
+    Bᵀ = [[4,  0, -5,  0, 1, 0],    G = [[ 1/4,     0,    0],    Aᵀ = [[1, 1,  1, 1,  1, 0],
+          [0, -4, -4,  1, 1, 0],         [-1/6,  -1/6, -1/6],          [0, 1, -1, 2, -2, 0],
+          [0,  4, -4, -1, 1, 0],         [-1/6,   1/6, -1/6],          [0, 1,  1, 4,  4, 0],
+          [0, -2, -1,  2, 1, 0],         [1/24,  1/12,  1/6],          [0, 1, -1, 8, -8, 1]]
+          [0,  2, -1, -2, 1, 0],         [1/24, -1/12,  1/6],
+          [0,  4,  0, -5, 0, 1]]         [   0,     0,    1]]
+
+The steps are :mod:`.winograd`'s (its docstring derives them), with 36 positions instead of 16:
+
+    V[ξν] = Bᵀ d B        every 6×6 input tile d and channel              (36, T, C)
+    U[ξν] = G g Gᵀ        every channel and filter                        (36, C, F)
+    M[ξν] = V[ξν] @ U[ξν]                                36 matrix products (36, T, F)
+    z     = Aᵀ M A + bias, each tile's 4×4, cropped to (OH, OW)           (N, OH, OW, F)
 
 Backward, given dz (N, OH, OW, F), dense (BatchNormalization's backward gives every pixel a
-gradient):
+gradient), by the chain rule through the same linear steps:
 
-    dM[ξν]  = A dz_tile Aᵀ      dz_tile zero beyond z     output_transform_backward (here), and
-    dbias   = Σ dz                                       in the same pass
-    dU[ξν]  = V[ξν]ᵀ @ dM[ξν],  dkernel = Gᵀ dU G        winograd.kernel_transform_backward
-    dV[ξν]  = dM[ξν] @ U[ξν]ᵀ,  dx = B dV Bᵀ per tile    winograd.input_transform_backward
+    dM[ξν]  = A dz_tile Aᵀ       dz_tile zero beyond z;   dbias = Σ dz
+    dU[ξν]  = V[ξν]ᵀ @ dM[ξν],   dkernel = Gᵀ dU G
+    dV[ξν]  = dM[ξν] @ U[ξν]ᵀ,   dx = B dV Bᵀ per tile, added where the tile was read (they overlap by 2)
 
-A has two rows, (1, 1, 1, 0) and (0, 1, -1, -1) as columns of Aᵀ; so for a 2×2 dz_tile
-(g00 g01 / g10 g11), row ξ of dM is (a, a + c, a - c, -c) with a = S[ξ] g00 + T[ξ] g10,
-c = S[ξ] g01 + T[ξ] g11, where S = (1, 1, 1, 0) and T = (0, 1, -1, -1) are Aᵀ's two rows.
+The larger constants round a little more than F(2×2, 3×3)'s: in float32 a few units in the fifth
+digit, against im2col (the tests' tolerances). The transforms are loops over a small matrix's
+non-zero entries, the channels innermost; the products go to BLAS. The batch is worked through a
+few images at a time (``GROUP_TILES``), so that a group's M or dM is still in the cache when the
+next step reads it.
 
+One input channel: F(2×2, 3×3) in one loop
+-------------------------------------------
 With one input channel (grey images, the first convolution) every M[ξν] is an outer product,
-which BLAS does poorly: two kernels do a tile at a time in one loop over the filters instead, as
-:mod:`.winograd`'s one-channel kernels do.
+which BLAS does poorly, and there is no product to save. In training, where the first
+convolution needs no dx, two kernels do a tile of F(2×2, 3×3) at a time in one loop over the
+filters instead, as :mod:`.winograd`'s one-channel kernels do: Bᵀ d B, the 16 products, Aᵀ M A
+and the bias forward; dM = A dz_tile Aᵀ and dU += V ⊙ dM backward. A has two rows, (1, 1, 1, 0)
+and (0, 1, -1, -1) as columns of Aᵀ; so for a 2×2 dz_tile (g00 g01 / g10 g11), row ξ of dM is
+(a, a + c, a - c, -c) with a = S[ξ] g00 + T[ξ] g10, c = S[ξ] g01 + T[ξ] g11, where S and T are
+the two rows of :mod:`.winograd`'s Aᵀ.
 
 Each kernel has a NumPy ``*_reference``; tests/test_winograd_conv.py checks every kernel against
-it, and ``forward`` and ``backward`` against im2col's convolution and its backward.
+it, and ``forward`` and ``backward`` (both paths) against im2col's convolution and its backward.
 """
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
+from . import winograd
 from .geometry import expect_shape
 from .jit import jit
-from .winograd import (AT, MIN_CHANNELS, _input_transform_backward_numba, _input_transform_numba, _padded,
-                       _tile_at_m_a, _tile_bt_d_b, _tile_major, _unpadded, kernel_transform,
-                       kernel_transform_backward)
+from .winograd import MIN_CHANNELS, _padded, _tile_at_m_a, _tile_bt_d_b, _unpadded
 
-S = np.array([1, 1, 1, 0])       # Aᵀ's first row
-T = np.array([0, 1, -1, -1])     # Aᵀ's second row
+BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+               [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64)
+G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+              [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]], dtype=np.float64)
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+              dtype=np.float64)
+
+S, T = winograd.AT[0], winograd.AT[1]       # F(2×2, 3×3)'s Aᵀ, the one-channel kernels' dM
 
 
 def applies(channels, kernel_size, strides):
@@ -55,36 +83,263 @@ def applies(channels, kernel_size, strides):
             and tuple(strides) == (1, 1))
 
 
-def tiles(z_hw):
-    """(TH, TW): the tiles that cover z, the last row or column of them half outside when odd."""
-    return -(-z_hw[0] // 2), -(-z_hw[1] // 2)
+def tiles(z_hw, m=4):
+    """(TH, TW): the m×m tiles that cover z, the last ones partly outside it."""
+    return -(-z_hw[0] // m), -(-z_hw[1] // m)
 
 
 # ---------------------------------------------------------------------------------------------
-# NumPy references
+# F(4×4, 3×3): the kernel's transform (small: NumPy is enough, and it is its own reference)
 # ---------------------------------------------------------------------------------------------
+
+def kernel_transform(kernel):
+    """kernel (3, 3, C, F) -> U (36, C, F), U[6ξ+ν] = (G g Gᵀ)[ξ, ν] for every channel and filter."""
+    g = G.astype(kernel.dtype)
+    gk = np.matmul(g, kernel.reshape(3, -1)).reshape(6, 3, -1)        # G g             (6, 3, C*F)
+    return np.matmul(g, gk).reshape(36, *kernel.shape[2:])            # (G g) Gᵀ, per row ξ
+
+
+def kernel_transform_backward(du):
+    """dU (36, C, F) -> dkernel (3, 3, C, F) = Gᵀ dU G, the transpose of kernel_transform."""
+    g = G.astype(du.dtype)
+    gd = np.matmul(g.T, du.reshape(6, -1)).reshape(3, 6, -1)          # Gᵀ dU           (3, 6, C*F)
+    return np.matmul(g.T, gd).reshape(3, 3, *du.shape[1:])            # (Gᵀ dU) G
+
+
+# ---------------------------------------------------------------------------------------------
+# F(4×4, 3×3): NumPy references
+# ---------------------------------------------------------------------------------------------
+
+def _padded_for(x, pad, th, tw):
+    """The (N, 4TH + 2, 4TW + 2, C) input the 6×6 tiles read: x shifted by the padding, zeros around."""
+    return _padded(x, pad[0], pad[2], 2 * th, 2 * tw)        # .winograd's, for 2×2 tiles twice as many
+
+
+def input_transform_reference(x, pad, th, tw):
+    """x (N, H, W, C) -> V (36, N*TH*TW, C): the 6×6 tile under every 4×4 output block, Bᵀ d B."""
+    windows = sliding_window_view(_padded_for(x, pad, th, tw), (6, 6), axis=(1, 2))[:, ::4, ::4]   # N,TH,TW,C,6,6
+    bt = BT.astype(x.dtype)
+    return np.einsum("ai,nhwcij,bj->abnhwc", bt, windows, bt).reshape(36, -1, x.shape[3])
+
+
+def input_transform_backward_reference(dv, x_shape, pad, th, tw):
+    """dV (36, T, C) -> dx (N, H, W, C): B dV Bᵀ per tile, added where the tile came from."""
+    n, c = x_shape[0], x_shape[3]
+    bt = BT.astype(dv.dtype)
+    dd = np.einsum("ai,abnhwc,bj->nhwijc", bt, dv.reshape(6, 6, n, th, tw, c), bt)
+    dpad = np.zeros((n, 4 * th + 2, 4 * tw + 2, c), dtype=dv.dtype)
+    for i in range(6):
+        for j in range(6):
+            dpad[:, i:i + 4 * th:4, j:j + 4 * tw:4] += dd[:, :, :, i, j]
+    return _unpadded(dpad, x_shape, pad[0], pad[2])
+
 
 def output_transform_reference(m, bias, n, oh, ow):
-    """M (16, T, F) -> z (N, OH, OW, F) = Aᵀ M A + bias per tile, cropped to (OH, OW)."""
+    """M (36, T, F) -> z (N, OH, OW, F) = Aᵀ M A + bias per tile, cropped to (OH, OW)."""
     th, tw = tiles((oh, ow))
     at = AT.astype(m.dtype)
-    z = np.einsum("ia,abnhwf,jb->nhiwjf", at, m.reshape(4, 4, n, th, tw, -1), at).reshape(n, 2 * th, 2 * tw, -1)
+    z = np.einsum("ia,abnhwf,jb->nhiwjf", at, m.reshape(6, 6, n, th, tw, -1), at).reshape(n, 4 * th, 4 * tw, -1)
     return z[:, :oh, :ow] + bias
 
 
 def output_transform_backward_reference(dz):
-    """dz (N, OH, OW, F) -> (dM (16, T, F) = A dz_tile Aᵀ per tile, dz zero beyond z; dbias = Σ dz)."""
+    """dz (N, OH, OW, F) -> (dM (36, T, F) = A dz_tile Aᵀ per tile, dz zero beyond z; dbias = Σ dz)."""
     n, oh, ow, f = dz.shape
     th, tw = tiles((oh, ow))
-    padded = np.zeros((n, 2 * th, 2 * tw, f), dtype=dz.dtype)
+    padded = np.zeros((n, 4 * th, 4 * tw, f), dtype=dz.dtype)
     padded[:, :oh, :ow] = dz
     at = AT.astype(dz.dtype)
-    dm = np.einsum("ia,nhiwjf,jb->abnhwf", at, padded.reshape(n, th, 2, tw, 2, f), at)
-    return dm.reshape(16, -1, f), dz.sum(axis=(0, 1, 2))
+    dm = np.einsum("ia,nhiwjf,jb->abnhwf", at, padded.reshape(n, th, 4, tw, 4, f), at)
+    return dm.reshape(36, -1, f), dz.sum(axis=(0, 1, 2))
+
+
+def one_channel_forward_reference(x, kernel, bias, pad, z_hw):
+    """x (N, H, W, 1) -> z by F(2×2, 3×3), its steps one after another with .winograd's references."""
+    th, tw = tiles(z_hw, 2)
+    v = winograd.input_transform_reference(x, pad[0], pad[2], th, tw)
+    m = np.matmul(v, winograd.kernel_transform(kernel))
+    at = winograd.AT.astype(x.dtype)
+    n = x.shape[0]
+    z = np.einsum("ia,abnhwf,jb->nhiwjf", at, m.reshape(4, 4, n, th, tw, -1), at).reshape(n, 2 * th, 2 * tw, -1)
+    return z[:, :z_hw[0], :z_hw[1]] + bias
+
+
+def one_channel_kernel_backward_reference(dz, x, pad):
+    """dz (N, OH, OW, F), x (N, H, W, 1) -> (dkernel, dbias) by F(2×2, 3×3): dM = A dz_tile Aᵀ,
+    dU = Vᵀ dM, dkernel = Gᵀ dU G."""
+    n, oh, ow, f = dz.shape
+    th, tw = tiles((oh, ow), 2)
+    padded = np.zeros((n, 2 * th, 2 * tw, f), dtype=dz.dtype)
+    padded[:, :oh, :ow] = dz
+    at = winograd.AT.astype(dz.dtype)
+    dm = np.einsum("ia,nhiwjf,jb->abnhwf", at, padded.reshape(n, th, 2, tw, 2, f), at).reshape(16, -1, f)
+    v = winograd.input_transform_reference(x, pad[0], pad[2], th, tw)
+    return winograd.kernel_transform_backward(np.matmul(v.transpose(0, 2, 1), dm)), dz.sum(axis=(0, 1, 2))
 
 
 # ---------------------------------------------------------------------------------------------
-# Numba kernels (tile-major (T, 16, K) storage, as in .winograd, for the same reason)
+# F(4×4, 3×3): Numba kernels, a tile at a time, the channels or filters innermost (vectorised)
+# ---------------------------------------------------------------------------------------------
+#
+# Storage is tile-major, (T, 36, K), as in .winograd and for the same reason: the matrix products
+# read it as (36, T, K) through a transposed view. Each transform applies its small matrix to a
+# tile's columns, into a scratch tile ``e``, then to the rows of ``e``; the matrices are written
+# out below as arithmetic on six (or four) numbers, so that each loop over the channels is plain
+# arithmetic on scalars, which the compiler vectorises. A tile whose pixels reach beyond z writes
+# those into (or reads them as zeros from) a spare row, as the one-channel kernels below do.
+
+# The multiples are written as sums (_twice, _four_times): a Python int times a float32 is a
+# float64 in Numba, and the loops would convert every number both ways.
+
+@jit(helper=True)
+def _twice(a):
+    return a + a
+
+
+@jit(helper=True)
+def _four_times(a):
+    return _twice(a + a)
+
+
+@jit(helper=True)
+def _bt6(a0, a1, a2, a3, a4, a5):
+    """Bᵀ (a0, ..., a5)."""
+    return (_four_times(a0 - a2) - a2 + a4, a3 + a4 - _four_times(a1 + a2), _four_times(a1 - a2) + a4 - a3,
+            _twice(a3 - a1) + a4 - a2, a4 - a2 - _twice(a3 - a1), _four_times(a1 - a3) - a3 + a5)
+
+
+@jit(helper=True)
+def _b6(a0, a1, a2, a3, a4, a5):
+    """B (a0, ..., a5), the transpose of _bt6."""
+    return (_four_times(a0), _four_times(a2 - a1 + a5) + _twice(a4 - a3), -(_four_times(a0 + a1 + a2) + a0 + a3 + a4),
+            a1 - a2 + _twice(a3 - a4) - _four_times(a5) - a5, a0 + a1 + a2 + a3 + a4, a5)
+
+
+@jit(helper=True)
+def _at6(a0, a1, a2, a3, a4, a5):
+    """Aᵀ (a0, ..., a5): 4 numbers."""
+    s1, d1, s2, d2 = a1 + a2, a1 - a2, a3 + a4, a3 - a4
+    return a0 + s1 + s2, d1 + _twice(d2), s1 + _four_times(s2), d1 + _four_times(_twice(d2)) + a5
+
+
+@jit(helper=True)
+def _a6(a0, a1, a2, a3):
+    """A (a0, ..., a3), the transpose of _at6: 6 numbers."""
+    s, d = a0 + a2, a1 + a3
+    p, q = a0 + _four_times(a2), _twice(a1 + _four_times(a3))
+    return a0, s + d, s - d, p + q, p - q, a3
+
+
+@jit(helper=True)
+def _row_of_four(a, b, y, x0, oh, ow, spare):
+    """The (F,) rows of pixels (y, x0) ... (y, x0 + 3) of a (N, OH, OW, F); one outside z gets a
+    row of ``spare`` (4, F) instead."""
+    inside = y < oh
+    r0 = a[b, y, x0] if inside else spare[0]
+    r1 = a[b, y, x0 + 1] if inside and x0 + 1 < ow else spare[1]
+    r2 = a[b, y, x0 + 2] if inside and x0 + 2 < ow else spare[2]
+    r3 = a[b, y, x0 + 3] if inside and x0 + 3 < ow else spare[3]
+    return r0, r1, r2, r3
+
+
+@jit()
+def _input_transform_numba(p, th, tw, v, e):
+    """p: the padded input (N, 4TH + 2, 4TW + 2, C) -> v, V tile-major (T, 36, C). e (6, 6, C)."""
+    n, c = p.shape[0], p.shape[3]
+    for b in range(n):
+        for ty in range(th):
+            d0, d1, d2 = p[b, 4 * ty], p[b, 4 * ty + 1], p[b, 4 * ty + 2]        # the tile's rows
+            d3, d4, d5 = p[b, 4 * ty + 3], p[b, 4 * ty + 4], p[b, 4 * ty + 5]
+            for tx in range(tw):
+                t, x0 = (b * th + ty) * tw + tx, 4 * tx
+                for j in range(6):                  # column j of e = Bᵀ (column j of d)
+                    x = x0 + j
+                    e0, e1, e2, e3, e4, e5 = e[0, j], e[1, j], e[2, j], e[3, j], e[4, j], e[5, j]
+                    for ch in range(c):
+                        e0[ch], e1[ch], e2[ch], e3[ch], e4[ch], e5[ch] = _bt6(
+                            d0[x, ch], d1[x, ch], d2[x, ch], d3[x, ch], d4[x, ch], d5[x, ch])
+                for i in range(6):                  # row i of V = Bᵀ (row i of e)
+                    ei, vt, k = e[i], v[t], 6 * i
+                    o0, o1, o2, o3, o4, o5 = vt[k], vt[k + 1], vt[k + 2], vt[k + 3], vt[k + 4], vt[k + 5]
+                    for ch in range(c):
+                        o0[ch], o1[ch], o2[ch], o3[ch], o4[ch], o5[ch] = _bt6(
+                            ei[0, ch], ei[1, ch], ei[2, ch], ei[3, ch], ei[4, ch], ei[5, ch])
+
+
+@jit()
+def _input_transform_backward_numba(dv, th, tw, dp, e):
+    """dV tile-major (T, 36, C) -> dp (zeros on entry), the gradient of the padded input:
+    dd = B dV Bᵀ for every tile, added where the tile was read. e (6, 6, C)."""
+    n, c = dp.shape[0], dv.shape[2]
+    for b in range(n):
+        for ty in range(th):
+            for tx in range(tw):
+                t, x0 = (b * th + ty) * tw + tx, 4 * tx
+                g = dv[t]
+                for j in range(6):                  # column j of e = B (column j of dV)
+                    e0, e1, e2, e3, e4, e5 = e[0, j], e[1, j], e[2, j], e[3, j], e[4, j], e[5, j]
+                    for ch in range(c):
+                        e0[ch], e1[ch], e2[ch], e3[ch], e4[ch], e5[ch] = _b6(
+                            g[j, ch], g[6 + j, ch], g[12 + j, ch], g[18 + j, ch], g[24 + j, ch], g[30 + j, ch])
+                for i in range(6):                  # row i of dd = B (row i of e), added in
+                    row, ei = dp[b, 4 * ty + i], e[i]
+                    for ch in range(c):
+                        dd = _b6(ei[0, ch], ei[1, ch], ei[2, ch], ei[3, ch], ei[4, ch], ei[5, ch])
+                        row[x0, ch] += dd[0]
+                        row[x0 + 1, ch] += dd[1]
+                        row[x0 + 2, ch] += dd[2]
+                        row[x0 + 3, ch] += dd[3]
+                        row[x0 + 4, ch] += dd[4]
+                        row[x0 + 5, ch] += dd[5]
+
+
+@jit()
+def _output_transform_numba(m, bias, z, e, sink):
+    """M tile-major (T, 36, F) -> z (N, OH, OW, F) = Aᵀ M A + bias. e (4, 6, F); sink (4, F)."""
+    n, oh, ow, f = z.shape
+    th, tw = (oh + 3) // 4, (ow + 3) // 4
+    for b in range(n):
+        for ty in range(th):
+            for tx in range(tw):
+                mt = m[(b * th + ty) * tw + tx]
+                for k in range(6):                  # column k of e = Aᵀ (column k of M)
+                    e0, e1, e2, e3 = e[0, k], e[1, k], e[2, k], e[3, k]
+                    for ff in range(f):
+                        e0[ff], e1[ff], e2[ff], e3[ff] = _at6(mt[k, ff], mt[6 + k, ff], mt[12 + k, ff],
+                                                              mt[18 + k, ff], mt[24 + k, ff], mt[30 + k, ff])
+                for i in range(4):                  # row i of z = Aᵀ (row i of e) + bias
+                    r0, r1, r2, r3 = _row_of_four(z, b, 4 * ty + i, 4 * tx, oh, ow, sink)
+                    ei = e[i]
+                    for ff in range(f):
+                        o = _at6(ei[0, ff], ei[1, ff], ei[2, ff], ei[3, ff], ei[4, ff], ei[5, ff])
+                        r0[ff], r1[ff], r2[ff], r3[ff] = o[0] + bias[ff], o[1] + bias[ff], o[2] + bias[ff], o[3] + bias[ff]
+
+
+@jit()
+def _output_transform_backward_numba(dz, dm, dbias, e, zeros):
+    """dz (N, OH, OW, F) -> dm, dM tile-major (T, 36, F) = A dz_tile Aᵀ (dz zero beyond z);
+    dbias (zeros on entry) += Σ dz. e (6, 4, F); zeros (4, F), read for pixels outside z."""
+    n, oh, ow, f = dz.shape
+    th, tw = (oh + 3) // 4, (ow + 3) // 4
+    for b in range(n):
+        for ty in range(th):
+            for tx in range(tw):
+                t = (b * th + ty) * tw + tx
+                for i in range(4):                  # e[k, i] = A (row i of dz_tile), entry k
+                    g0, g1, g2, g3 = _row_of_four(dz, b, 4 * ty + i, 4 * tx, oh, ow, zeros)
+                    e0, e1, e2, e3, e4, e5 = e[0, i], e[1, i], e[2, i], e[3, i], e[4, i], e[5, i]
+                    for ff in range(f):
+                        dbias[ff] += (g0[ff] + g1[ff]) + (g2[ff] + g3[ff])
+                        e0[ff], e1[ff], e2[ff], e3[ff], e4[ff], e5[ff] = _a6(g0[ff], g1[ff], g2[ff], g3[ff])
+                for k in range(6):                  # column k of dM = A (e[k, 0], ..., e[k, 3])
+                    ea, dt = e[k], dm[t]
+                    o0, o1, o2, o3, o4, o5 = dt[k], dt[6 + k], dt[12 + k], dt[18 + k], dt[24 + k], dt[30 + k]
+                    for ff in range(f):
+                        o0[ff], o1[ff], o2[ff], o3[ff], o4[ff], o5[ff] = _a6(ea[0, ff], ea[1, ff], ea[2, ff], ea[3, ff])
+
+
+# ---------------------------------------------------------------------------------------------
+# One input channel: F(2×2, 3×3) in one loop over the filters (see the module docstring)
 # ---------------------------------------------------------------------------------------------
 #
 # A tile on the last row or column of an odd z has pixels outside z. Rather than test every
@@ -103,50 +358,12 @@ def _tile_rows(a, b, y0, x0, oh, ow, spare):
     return r00, r01, r10, r11
 
 
-@jit()
-def _output_transform_numba(m, bias, z, sink):
-    """M tile-major (T, 16, F) -> z (N, OH, OW, F) = Aᵀ M A + bias; sink (3, F): scratch."""
-    n, oh, ow, f = z.shape
-    th, tw = (oh + 1) // 2, (ow + 1) // 2
-    for b in range(n):
-        for ty in range(th):
-            for tx in range(tw):
-                mt = m[(b * th + ty) * tw + tx]
-                r00, r01, r10, r11 = _tile_rows(z, b, 2 * ty, 2 * tx, oh, ow, sink)
-                for ff in range(f):
-                    z4 = _tile_at_m_a(mt[0, ff], mt[1, ff], mt[2, ff], mt[3, ff], mt[4, ff], mt[5, ff],
-                                      mt[6, ff], mt[7, ff], mt[8, ff], mt[9, ff], mt[10, ff], mt[11, ff],
-                                      mt[12, ff], mt[13, ff], mt[14, ff], mt[15, ff])
-                    r00[ff], r01[ff], r10[ff], r11[ff] = (z4[0] + bias[ff], z4[1] + bias[ff], z4[2] + bias[ff],
-                                                          z4[3] + bias[ff])
-
-
 @jit(helper=True)
 def _dm_row(g00, g01, g10, g11, s, t):
     """Row ξ of A dz_tile Aᵀ (s = S[ξ], t = T[ξ]): 4 numbers."""
     a = s * g00 + t * g10
     c = s * g01 + t * g11
     return a, a + c, a - c, -c
-
-
-@jit()
-def _output_transform_backward_numba(dz, zeros, s, t, dm, dbias):
-    """dz (N, OH, OW, F) -> dm, dM tile-major (T, 16, F); dbias (zeros on entry) += Σ dz.
-    zeros (3, F): the rows read for pixels outside z."""
-    n, oh, ow, f = dz.shape
-    th, tw = (oh + 1) // 2, (ow + 1) // 2
-    for b in range(n):
-        for ty in range(th):
-            for tx in range(tw):
-                k = (b * th + ty) * tw + tx
-                g00, g01, g10, g11 = _tile_rows(dz, b, 2 * ty, 2 * tx, oh, ow, zeros)
-                for ff in range(f):
-                    dbias[ff] += (g00[ff] + g01[ff]) + (g10[ff] + g11[ff])
-                for xi in range(4):             # four rows of dM at a time (see .winograd)
-                    s_xi, t_xi = s[xi], t[xi]
-                    row0, row1, row2, row3 = dm[k, 4 * xi], dm[k, 4 * xi + 1], dm[k, 4 * xi + 2], dm[k, 4 * xi + 3]
-                    for ff in range(f):
-                        row0[ff], row1[ff], row2[ff], row3[ff] = _dm_row(g00[ff], g01[ff], g10[ff], g11[ff], s_xi, t_xi)
 
 
 @jit()
@@ -203,37 +420,56 @@ def _one_channel_kernel_backward_numba(dz, v, zeros, s, t, dbias):
     return du
 
 
+
 # ---------------------------------------------------------------------------------------------
-# What the fused block calls (same contracts as the references)
+# What the fused block calls (the same contracts as the references)
 # ---------------------------------------------------------------------------------------------
+
+def _scratch(shape, dtype):
+    return np.empty(shape, dtype=dtype)
+
+
+def input_transform(x, pad, th, tw):
+    """Same contract as the reference: V (36, T, C), a view of a tile-major array."""
+    n, c = x.shape[0], x.shape[3]
+    v = np.empty((n * th * tw, 36, c), dtype=x.dtype)
+    _input_transform_numba(_padded_for(x, pad, th, tw), th, tw, v, _scratch((6, 6, c), x.dtype))
+    return v.transpose(1, 0, 2)
+
+
+def input_transform_backward(dv, x_shape, pad, th, tw):
+    """Same contract as the reference."""
+    n, c = x_shape[0], x_shape[3]
+    expect_shape("input_transform_backward", "dV", dv, (36, n * th * tw, c))
+    dp = np.zeros((n, 4 * th + 2, 4 * tw + 2, c), dtype=dv.dtype)
+    _input_transform_backward_numba(np.ascontiguousarray(dv.transpose(1, 0, 2)), th, tw, dp, _scratch((6, 6, c), dv.dtype))
+    return _unpadded(dp, x_shape, pad[0], pad[2])
+
 
 def output_transform(m, bias, n, oh, ow):
     """Same contract as the reference."""
     th, tw = tiles((oh, ow))
     f = bias.shape[0]
-    expect_shape("output_transform", "M", m, (16, n * th * tw, f))
+    expect_shape("output_transform", "M", m, (36, n * th * tw, f))
     z = np.empty((n, oh, ow, f), dtype=m.dtype)
-    _output_transform_numba(_tile_major(m), bias, z, np.empty((3, f), dtype=m.dtype))
+    _output_transform_numba(np.ascontiguousarray(m.transpose(1, 0, 2)), bias, z, _scratch((4, 6, f), m.dtype),
+                            _scratch((4, f), m.dtype))
     return z
 
 
 def output_transform_backward(dz):
-    """Same contract as the reference: (dM (16, T, F), a view of a tile-major array; dbias)."""
+    """Same contract as the reference: (dM (36, T, F), a view of a tile-major array; dbias)."""
     n, oh, ow, f = dz.shape
     th, tw = tiles((oh, ow))
-    dm = np.empty((n * th * tw, 16, f), dtype=dz.dtype)
+    dm = np.empty((n * th * tw, 36, f), dtype=dz.dtype)
     dbias = np.zeros(f, dtype=dz.dtype)
-    _output_transform_backward_numba(np.ascontiguousarray(dz), np.zeros((3, f), dtype=dz.dtype), *_st(dz.dtype),
-                                     dm, dbias)
+    _output_transform_backward_numba(np.ascontiguousarray(dz), dm, dbias, _scratch((6, 4, f), dz.dtype),
+                                     np.zeros((4, f), dtype=dz.dtype))
     return dm.transpose(1, 0, 2), dbias
 
 
-def _st(dtype):
-    return S.astype(dtype), T.astype(dtype)
-
-
-#: The general path works through the batch a few images at a time, each group's tiles at most
-#: this many, so that its M or dM (16 numbers per tile and filter) stays in the core's cache
+#: forward and backward work through the batch a few images at a time, each group's tiles at most
+#: this many, so that its M or dM (36 numbers per tile and filter) stays in the core's cache
 #: between the kernel that writes it and the products that read it.
 GROUP_TILES = 128
 
@@ -245,60 +481,72 @@ def _groups(n, tiles_per_image):
             for b in range(0, n, g)]
 
 
-def forward(x, kernel, bias, pad, z_hw):
+def forward(x, kernel, bias, pad, z_hw, input_grad=True):
     """x (N, H, W, C) -> (z, V, U): z (N, OH, OW, F) = conv(x, kernel) + bias, a 3×3 stride-1
     convolution with padding ``pad`` (PT, PB, PL, PR) whose output is z_hw = (OH, OW); V and U are
-    the transformed input and kernel, which backward reuses."""
-    th, tw = tiles(z_hw)
+    the transformed input and kernel, which backward reuses. One input channel without
+    ``input_grad`` (the first convolution in training) takes the one-channel F(2×2, 3×3) kernels
+    (V then has 16 rows); everything else F(4×4, 3×3) (36 rows)."""
     n, c, f = x.shape[0], x.shape[3], bias.shape[0]
     expect_shape("winograd_conv.forward", "kernel", kernel, (3, 3, c, f))
-    u = kernel_transform(kernel)
-    p = _padded(x, pad[0], pad[2], th, tw)
     z = np.empty((n, *z_hw, f), dtype=x.dtype)
-    sink = np.empty((3, f), dtype=x.dtype)
-    if c == 1:
+    if c == 1 and not input_grad:
+        th, tw = tiles(z_hw, 2)
+        u = winograd.kernel_transform(kernel)
         v = np.empty((n * th * tw, 16), dtype=x.dtype)
-        _one_channel_forward_numba(p[..., 0], np.ascontiguousarray(u[:, 0]), bias, v, z, sink)
+        _one_channel_forward_numba(_padded(x, pad[0], pad[2], th, tw)[..., 0], np.ascontiguousarray(u[:, 0]), bias,
+                                   v, z, _scratch((3, f), x.dtype))
         return z, v[:, :, None].transpose(1, 0, 2), u
-    v = np.empty((n * th * tw, 16, c), dtype=x.dtype)              # V, tile-major
-    m = np.empty((min(n * th * tw, max(th * tw, GROUP_TILES)), 16, f), dtype=x.dtype)   # one group's M
-    e = np.empty((4, 4, c), dtype=x.dtype)
-    for images, group in _groups(n, th * tw):
+    th, tw = tiles(z_hw)
+    u = kernel_transform(kernel)
+    p = _padded_for(x, pad, th, tw)
+    v = np.empty((n * th * tw, 36, c), dtype=x.dtype)              # V, tile-major
+    groups = _groups(n, th * tw)
+    m = np.empty((groups[0][1].stop, 36, f), dtype=x.dtype)        # one group's M, tile-major
+    e_in, e_out, sink = _scratch((6, 6, c), x.dtype), _scratch((4, 6, f), x.dtype), _scratch((4, f), x.dtype)
+    for images, group in groups:
         vg, mg = v[group], m[:group.stop - group.start]
-        _input_transform_numba(p[images], th, tw, vg, e)
+        _input_transform_numba(p[images], th, tw, vg, e_in)
         np.matmul(vg.transpose(1, 0, 2), u, out=mg.transpose(1, 0, 2))
-        _output_transform_numba(mg, bias, z[images], sink)
+        _output_transform_numba(mg, bias, z[images], e_out, sink)
     return z, v.transpose(1, 0, 2), u
 
 
 def backward(dz, v, u, x_shape, pad, input_grad=True):
-    """(dkernel, dbias, dx) from dz (N, OH, OW, F); dx is None without ``input_grad``. One input
-    channel without dx (the first convolution in training) takes the one-channel dU kernel."""
+    """(dkernel, dbias, dx) from dz (N, OH, OW, F), with forward's V and U; dx is None without
+    ``input_grad``."""
     n, oh, ow, f = dz.shape
-    th, tw = tiles((oh, ow))
     c = x_shape[3]
-    expect_shape("winograd_conv.backward", "V", v, (16, n * th * tw, c))
-    expect_shape("winograd_conv.backward", "U", u, (16, c, f))
     dz = np.ascontiguousarray(dz)
-    dbias, zeros = np.zeros(f, dtype=dz.dtype), np.zeros((3, f), dtype=dz.dtype)
-    if c == 1 and not input_grad:
-        du = _one_channel_kernel_backward_numba(dz, v[:, :, 0].T, zeros, *_st(dz.dtype), dbias)
-        return kernel_transform_backward(du[:, None]), dbias, None
-    rows = min(n * th * tw, max(th * tw, GROUP_TILES))
-    dm = np.empty((rows, 16, f), dtype=dz.dtype)                   # one group's dM, tile-major
-    du, part = np.zeros((16, c, f), dtype=dz.dtype), np.empty((16, c, f), dtype=dz.dtype)
+    dbias = np.zeros(f, dtype=dz.dtype)
+    if v.shape[0] == 16:                                             # the one-channel kernels
+        th, tw = tiles((oh, ow), 2)
+        expect_shape("winograd_conv.backward", "V", v, (16, n * th * tw, 1))
+        if input_grad:
+            raise ValueError("winograd_conv.backward: forward ran the one-channel kernels, which compute no dx; "
+                             "call forward with input_grad=True to get one.")
+        du = _one_channel_kernel_backward_numba(dz, v[:, :, 0].T, np.zeros((3, f), dz.dtype), S.astype(dz.dtype),
+                                                T.astype(dz.dtype), dbias)
+        return winograd.kernel_transform_backward(du[:, None]), dbias, None
+    th, tw = tiles((oh, ow))
+    expect_shape("winograd_conv.backward", "V", v, (36, n * th * tw, c))
+    expect_shape("winograd_conv.backward", "U", u, (36, c, f))
+    groups = _groups(n, th * tw)
+    dm = np.empty((groups[0][1].stop, 36, f), dtype=dz.dtype)      # one group's dM, tile-major
+    du, part = np.zeros((36, c, f), dtype=dz.dtype), np.empty((36, c, f), dtype=dz.dtype)
+    e_out, zeros = _scratch((6, 4, f), dz.dtype), np.zeros((4, f), dtype=dz.dtype)
     if input_grad:
-        dp = np.zeros((n, 2 * th + 2, 2 * tw + 2, c), dtype=dz.dtype)
-        dv, ut, e = np.empty((rows, 16, c), dtype=dz.dtype), np.ascontiguousarray(u.transpose(0, 2, 1)), \
-            np.empty((4, 4, c), dtype=dz.dtype)
-    for images, group in _groups(n, th * tw):
+        dp = np.zeros((n, 4 * th + 2, 4 * tw + 2, c), dtype=dz.dtype)
+        dv = np.empty((len(dm), 36, c), dtype=dz.dtype)                  # one group's dV
+        ut, e_in = np.ascontiguousarray(u.transpose(0, 2, 1)), _scratch((6, 6, c), dz.dtype)
+    for images, group in groups:
         k = group.stop - group.start
         dmg = dm[:k]
-        _output_transform_backward_numba(dz[images], zeros, *_st(dz.dtype), dmg, dbias)
+        _output_transform_backward_numba(dz[images], dmg, dbias, e_out, zeros)
         np.matmul(v[:, group].transpose(0, 2, 1), dmg.transpose(1, 0, 2), out=part)     # dU += Vᵀ dM
         du += part
         if input_grad:
             np.matmul(dmg.transpose(1, 0, 2), ut, out=dv[:k].transpose(1, 0, 2))          # dV = dM Uᵀ
-            _input_transform_backward_numba(dv[:k], th, tw, dp[images], e)
+            _input_transform_backward_numba(dv[:k], th, tw, dp[images], e_in)
     dkernel = kernel_transform_backward(du)
     return dkernel, dbias, (_unpadded(dp, x_shape, pad[0], pad[2]) if input_grad else None)

@@ -39,10 +39,9 @@ from ..backend import get_array_module
 from ..kernels import winograd, winograd_conv
 from ..kernels.batchnorm_relu_pool import (batchnorm_gradient_sums, batchnorm_inference_gradient,
                                            batchnorm_input_gradient, batchnorm_relu_maxpool_forward,
-                                           squared_deviations)
+                                           channel_moments)
 from ..kernels.bias_relu_pool import bias_relu_maxpool_forward, maxpool_relu_backward
 from ..kernels.im2col import col2im, im2col
-from .normalization import channel_sums
 
 
 class ConvReLUMaxPool:
@@ -133,7 +132,8 @@ class ConvBatchNormReLUMaxPool:
     output z (``kernels/batchnorm_relu_pool.py`` derives each kernel):
 
         forward   z = im2col(x) @ kernel + bias               Conv2D's own lines (or Winograd's, below)
-                  mean = Σ z / M,  var = Σ (z - mean)² / M     in training: the batch's, and the
+                  mean = Σ z / M,  var = Σ z² / M - mean²      in training: the batch's (both sums
+                                                              in float64, in one pass), and the
                                                               moving averages follow them
                   y, argmax = maxpool(relu(gamma * (z - mean) / sqrt(var + eps) + beta))   one pass
         backward  dbeta, dgamma = Σ dv, Σ dv * x̂               over the pooled outputs only
@@ -182,7 +182,8 @@ class ConvBatchNormReLUMaxPool:
         self.x_shape = x.shape
         self.winograd = winograd_conv.applies(x.shape[3], conv.kernel_size, conv.strides)
         if self.winograd:
-            z, self.v, self.u = winograd_conv.forward(x, kernel, conv.params["bias"], conv.pad, conv.out_hw)
+            z, self.v, self.u = winograd_conv.forward(x, kernel, conv.params["bias"], conv.pad, conv.out_hw,
+                                                        self.input_grad)
         else:
             self.cols = im2col(x, *conv.kernel_size, conv.strides, conv.pad)
             z = self.cols @ kernel.reshape(-1, conv.filters)
@@ -193,8 +194,8 @@ class ConvBatchNormReLUMaxPool:
         if training:
             samples = len(x) if self.sums is None else self.sums.samples
             self.m = samples * conv.out_hw[0] * conv.out_hw[1]        # M values per channel
-            mean = self._total(channel_sums(z)) / self.m
-            var = self._total(squared_deviations(z, mean)) / self.m
+            s1, s2 = self._total(channel_moments(z)) / self.m        # float64, one meeting
+            mean, var = s1.astype(z.dtype), np.maximum(s2 - s1 * s1, 0).astype(z.dtype)
             if self.k == 0:                                           # once per batch
                 moving_mean, moving_var = norm.state["moving_mean"], norm.state["moving_variance"]
                 moving_mean[...] = norm.momentum * moving_mean + (1.0 - norm.momentum) * mean
