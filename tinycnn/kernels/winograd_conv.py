@@ -475,10 +475,11 @@ GROUP_TILES = 128
 
 
 def _groups(n, tiles_per_image):
-    """(image slice, tile slice) for each group of images, in order."""
-    g = max(1, GROUP_TILES // tiles_per_image)
-    return [(slice(b, min(n, b + g)), slice(b * tiles_per_image, min(n, b + g) * tiles_per_image))
-            for b in range(0, n, g)]
+    """(image slice, tile slice) for each group of images, in order: as few groups as keep each
+    within GROUP_TILES tiles (or one image), of equal sizes but for rounding."""
+    parts = min(n, -(-n * tiles_per_image // GROUP_TILES))
+    bounds = [n * k // parts for k in range(parts + 1)]
+    return [(slice(a, b), slice(a * tiles_per_image, b * tiles_per_image)) for a, b in zip(bounds, bounds[1:])]
 
 
 def forward(x, kernel, bias, pad, z_hw, input_grad=True):
@@ -502,7 +503,7 @@ def forward(x, kernel, bias, pad, z_hw, input_grad=True):
     p = _padded_for(x, pad, th, tw)
     v = np.empty((n * th * tw, 36, c), dtype=x.dtype)              # V, tile-major
     groups = _groups(n, th * tw)
-    m = np.empty((groups[0][1].stop, 36, f), dtype=x.dtype)        # one group's M, tile-major
+    m = np.empty((max(g.stop - g.start for _, g in groups), 36, f), dtype=x.dtype)   # one group's M, tile-major
     e_in, e_out, sink = _scratch((6, 6, c), x.dtype), _scratch((4, 6, f), x.dtype), _scratch((4, f), x.dtype)
     for images, group in groups:
         vg, mg = v[group], m[:group.stop - group.start]
@@ -532,7 +533,7 @@ def backward(dz, v, u, x_shape, pad, input_grad=True):
     expect_shape("winograd_conv.backward", "V", v, (36, n * th * tw, c))
     expect_shape("winograd_conv.backward", "U", u, (36, c, f))
     groups = _groups(n, th * tw)
-    dm = np.empty((groups[0][1].stop, 36, f), dtype=dz.dtype)      # one group's dM, tile-major
+    dm = np.empty((max(g.stop - g.start for _, g in groups), 36, f), dtype=dz.dtype)  # one group's dM, tile-major
     du, part = np.zeros((36, c, f), dtype=dz.dtype), np.empty((36, c, f), dtype=dz.dtype)
     e_out, zeros = _scratch((6, 4, f), dz.dtype), np.zeros((4, f), dtype=dz.dtype)
     if input_grad:
