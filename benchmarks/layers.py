@@ -18,11 +18,16 @@
 2. times those matrix products alone, at the same shapes, one thread: the floor of an im2col
    design that calls BLAS for all of them, and the machine's single-core SGEMM rate for scale;
 3. times whole training steps as ``fit`` runs them (``model._train_step``), on all the cores and
-   on one, and the cost of the check that refuses a non-finite update.
+   on one, and the cost of the check that refuses a non-finite update;
+4. times one thread's share (forward, loss and backward, no update) alone, and then in as many
+   threads as ``fit`` uses at once, each on its own copy of the model, meeting nowhere: what the
+   threads cost each other (turns at Python's GIL between kernels, shared caches), apart from
+   waiting for each other inside a step.
 The OpenBLAS build and kernel in use are printed first (threadpoolctl).
 """
 
 import argparse
+import threading
 import time
 
 import common
@@ -32,6 +37,7 @@ from threadpoolctl import threadpool_limits
 
 from tinycnn.layers.fused import Conv2DWithoutDx, ConvReLUMaxPool
 from tinycnn.parallel import CHUNK, can_split, cpu_count
+from tinycnn.plan import Plan
 
 
 def median_ms(fn, repeat):
@@ -128,6 +134,35 @@ def floor_ms(shapes, dtype, repeat):
     return total, flop
 
 
+def shares_at_once_ms(args, x, y, share, threads):
+    """Median ms of one share's forward, loss and backward, alone and in ``threads`` threads at
+    once (each its own model and plan, BLAS on one thread): (alone, [one per thread])."""
+    plans = []
+    for _ in range(threads):
+        model = common.tinycnn_model(args.arch, args.augment)
+        plans.append(Plan(model.layers, type(model.loss)(), fast=True))
+
+    def run(plan, out):
+        times = []
+        for k in range(args.steps + 20):
+            start = time.perf_counter()
+            plan.loss_and_gradients(x[:share], y[:share], start=plan.first)
+            if k >= 20:
+                times.append(time.perf_counter() - start)
+        out.append(common.median(times) * 1e3)
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        alone = []
+        run(plans[0], alone)
+        together = []
+        workers = [threading.Thread(target=run, args=(plan, together)) for plan in plans]
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+    return alone[0], together
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--batch", type=int, default=32)
@@ -189,7 +224,15 @@ def main():
     for n, ms in whole.items():
         how = "BLAS on all cores" if n == 1 else "BLAS on one thread each"
         print(f"  {n} thread(s) ({how}): {ms:.2f} ms -> {ms * 60000 / args.batch / 1000:.1f} s per 60,000-image epoch")
+    if threads > 1:
+        alone, together = shares_at_once_ms(args, x, y, share, threads)
+        print(f"\none share ({share} images: forward, loss, backward; no update), median of {args.steps}:")
+        print(f"  alone: {alone:.2f} ms; {threads} at once, each on its own model: "
+              + ", ".join(f"{ms:.2f}" for ms in together) + " ms")
+    else:
+        alone, together = None, []
     common.write_json(args.json, {"batch": args.batch, "threads": threads, "rows": rows, "share_ms": total,
+                                  "share_alone_ms": alone, "shares_at_once_ms": together,
                                   "floor_ms": floor, "check_ms": check, "sgemm_gflops": sgemm,
                                   "step_ms": {str(k): v for k, v in whole.items()}})
 
