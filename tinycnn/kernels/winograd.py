@@ -481,9 +481,9 @@ def _blocks(t):
 
 
 def _matmul_tile_major(a, b):
-    """a @ b for (16, T, K) @ (16, K, L), written tile-major: a (16, T, L) view of (T, 16, L).
-    b is made contiguous first: OpenBLAS reads a transposed view of U a third slower."""
-    out = np.empty((a.shape[1], 16, b.shape[2]), dtype=a.dtype).transpose(1, 0, 2)
+    """a @ b for (P, T, K) @ (P, K, L), written tile-major: a (P, T, L) view of (T, P, L); P is 16
+    here. b is made contiguous first: OpenBLAS reads a transposed view of U a third slower."""
+    out = np.empty((a.shape[1], a.shape[0], b.shape[2]), dtype=a.dtype).transpose(1, 0, 2)
     b = np.ascontiguousarray(b)
     for rows in _blocks(a.shape[1]):
         np.matmul(a[:, rows], b, out=out[:, rows])
@@ -491,7 +491,7 @@ def _matmul_tile_major(a, b):
 
 
 def _matmul_over_tiles(a, b):
-    """a.transpose(0, 2, 1) @ b for a (16, T, K), b (16, T, L): (16, K, L), summed over the tiles
+    """a.transpose(0, 2, 1) @ b for a (P, T, K), b (P, T, L): (P, K, L), summed over the tiles
     a block of them at a time (dU = Vᵀ dM)."""
     blocks = _blocks(a.shape[1])
     total = np.matmul(a[:, blocks[0]].transpose(0, 2, 1), b[:, blocks[0]])
