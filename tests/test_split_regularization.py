@@ -255,6 +255,39 @@ def test_bn_dropout_trained_split_ends_with_the_reference_modes_weights(fused):
     assert fast.evaluate(x, y) == pytest.approx(reference.evaluate(x, y), rel=1e-10)
 
 
+def test_bn_dropout_in_float32_ends_the_same_on_one_thread_and_on_two():
+    """The example's float32 network, fast mode, one batch of 32: one thread against two (the
+    shares' statistics and gradients added, Winograd's convolutions in both). The same masks and
+    the same arithmetic in another order of addition: the step each weight took agrees to float32
+    rounding. (Over many steps the two runs part further: a value that rounds to the other side of
+    a ReLU's kink or a max-pool's comparison sends its gradient elsewhere; the float64 test above
+    shows that to be rounding, not arithmetic.)"""
+    rng = np.random.default_rng(2)
+    x, y = rng.random((32, 14, 14, 1), dtype=np.float32), rng.integers(0, 10, 32)
+
+    def arrays(model):
+        return {(layer.name, k): a.copy() for layer in model.layers for k, a in {**layer.params, **layer.state}.items()}
+    start = arrays(bn_dropout_model(seed=4))
+    steps = {}
+    for threads in (1, 2):
+        model = bn_dropout_model(seed=4)
+        model.compile(SGD(0.1))
+        model.fit(x, y, epochs=1, batch_size=32, verbose=0, seed=0, threads=threads)
+        plan = model.plan()
+        plan.forward(x[:2])
+        assert [step.winograd for step in plan.steps if isinstance(step, ConvBatchNormReLUMaxPool)] == [True, True]
+        steps[threads] = {key: a - start[key] for key, a in arrays(model).items()}
+    for key, one in steps[1].items():
+        two = steps[2][key]
+        if key[0].startswith("conv2d") and key[1] == "bias":
+            # BatchNormalization subtracts the mean right after: the true gradient is 0, and
+            # both steps are rounding noise, far below the kernels' steps
+            assert max(np.abs(one).max(), np.abs(two).max()) < 1e-5 * np.abs(steps[1][(key[0], "kernel")]).max()
+            continue
+        assert np.abs(one).max() > 0, key                                  # it stepped
+        np.testing.assert_allclose(two, one, rtol=1e-3, atol=1e-4 * np.abs(one).max(), err_msg=str(key))
+
+
 def test_the_same_seeded_fit_gives_the_same_weights_bit_for_bit():
     rng = np.random.default_rng(1)
     x, y = rng.random((96, 14, 14, 1), dtype=np.float32), rng.integers(0, 10, 96)

@@ -142,9 +142,10 @@ class ConvBatchNormReLUMaxPool:
 
     (dv being dL/d(BatchNormalization's output): dy at each window's argmax where y > 0, else 0.)
     A 3×3 stride-1 convolution with one input channel or at least winograd.MIN_CHANNELS (both
-    of bn-dropout's) computes z, and dkernel, dbias and dx from dz, by Winograd's F(2×2, 3×3)
-    instead (``kernels/winograd_conv.py``): the same numbers but for float rounding, with 16
-    multiplications per 2×2 output tile instead of 36.
+    of bn-dropout's) computes z, and dkernel, dbias and dx from dz, by Winograd's algorithm
+    instead (``kernels/winograd_conv.py``): F(4×4, 3×3), 36 multiplications per 4×4 output tile
+    instead of 144, or, for one input channel without dx, F(2×2, 3×3) in one loop over the
+    filters. The same numbers but for float rounding.
     In inference the statistics are the moving averages. Split over threads
     (``tinycnn/parallel.py``), each thread's block adds its share's sums to the others' through
     ``sums`` (``parallel.SumsAcrossShares``), as ``BatchNormAcrossShares`` does, so that every
