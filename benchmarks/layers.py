@@ -7,7 +7,8 @@
 ``fit`` splits each batch over the cores (``tinycnn/parallel.py``): every core runs the steps of
 ``tinycnn/plan.py`` on its share of the batch, with single-threaded BLAS. So this script
 1. profiles those steps on what one thread works on at a time -- its share of the batch (batch /
-   threads images), in chunks of at most parallel.CHUNK -- in one thread, BLAS on one thread:
+   threads images), in chunks of at most parallel.CHUNK (whole, in a model with BatchNormalization,
+   which needs the whole share's statistics) -- in one thread, BLAS on one thread:
    each step's median forward and backward time, with the GFLOP/s and GB/s it achieves. GFLOP/s
    counts the operations of the im2col matrix products (a block that runs Winograd's F(2×2, 3×3)
    does fewer, so its figure is the rate im2col's matrix products would need to keep up: above
@@ -19,10 +20,11 @@
    design that calls BLAS for all of them, and the machine's single-core SGEMM rate for scale;
 3. times whole training steps as ``fit`` runs them (``model._train_step``), on all the cores and
    on one, and the cost of the check that refuses a non-finite update;
-4. times one thread's share (forward, loss and backward, no update) alone, and then in as many
-   threads as ``fit`` uses at once, each on its own copy of the model, meeting nowhere: what the
-   threads cost each other (turns at Python's GIL between kernels, shared caches), apart from
-   waiting for each other inside a step.
+4. times one thread's share (forward, loss and backward, no update) alone, beside a thread that
+   runs a Numba loop without the GIL (what sharing the caches and the memory costs it), and in as
+   many threads as ``fit`` uses at once, each on its own copy of the model, meeting nowhere: what
+   the threads cost each other, apart from waiting for each other inside a step. The difference
+   between the last two is their turns at Python's GIL between kernels.
 The OpenBLAS build and kernel in use are printed first (threadpoolctl).
 """
 
@@ -31,12 +33,13 @@ import threading
 import time
 
 import common
+import numba
 import numpy as np
 from examples.mnist import ARCHS, arch_name
 from threadpoolctl import threadpool_limits
 
 from tinycnn.layers.fused import Conv2DWithoutDx, ConvReLUMaxPool
-from tinycnn.parallel import CHUNK, can_split, cpu_count
+from tinycnn.parallel import ACROSS_SHARES, CHUNK, can_split, cpu_count
 from tinycnn.plan import Plan
 
 
@@ -134,9 +137,19 @@ def floor_ms(shapes, dtype, repeat):
     return total, flop
 
 
+@numba.njit(nogil=True)
+def _busy(n):
+    """Arithmetic that never touches the GIL: a core kept busy beside a share."""
+    s = 0.0
+    for i in range(n):
+        s += np.sqrt(i)
+    return s
+
+
 def shares_at_once_ms(args, x, y, share, threads):
-    """Median ms of one share's forward, loss and backward, alone and in ``threads`` threads at
-    once (each its own model and plan, BLAS on one thread): (alone, [one per thread])."""
+    """Median ms of one share's forward, loss and backward, alone, beside a Numba loop, and in
+    ``threads`` threads at once (each its own model and plan, BLAS on one thread):
+    (alone, beside, [one per thread])."""
     plans = []
     for _ in range(threads):
         model = common.tinycnn_model(args.arch, args.augment)
@@ -154,13 +167,20 @@ def shares_at_once_ms(args, x, y, share, threads):
     with threadpool_limits(limits=1, user_api="blas"):
         alone = []
         run(plans[0], alone)
+        beside, stop = [], threading.Event()
+        _busy(10)
+        spinner = threading.Thread(target=lambda: [_busy(200000) for _ in iter(stop.is_set, True)])
+        spinner.start()
+        run(plans[0], beside)
+        stop.set()
+        spinner.join()
         together = []
         workers = [threading.Thread(target=run, args=(plan, together)) for plan in plans]
         for w in workers:
             w.start()
         for w in workers:
             w.join()
-    return alone[0], together
+    return alone[0], beside[0], together
 
 
 def main():
@@ -179,7 +199,8 @@ def main():
     model = common.tinycnn_model(args.arch, args.augment)
     x, y, _ = common.load_images(args.batch * 20)
     threads = args.threads if can_split(model.layers) else 1
-    share = min(-(-args.batch // threads), CHUNK)     # what one thread runs at a time
+    whole = any(type(step) in ACROSS_SHARES for step in model.plan().steps)     # parallel.DataParallel.chunk
+    share = -(-args.batch // threads) if whole else min(-(-args.batch // threads), CHUNK)   # one thread at a time
     with threadpool_limits(limits=1, user_api="blas"):
         rows, shapes = profile(model, x[:share], y[:share], args.steps)
         opt_layers = model._trainable_layers()
@@ -197,8 +218,9 @@ def main():
         r["share"] = 100 * ((r.get("forward_ms") or 0) + (r.get("backward_ms") or 0)) / total
 
     print(f"\n{args.arch} model{' with augmentation' if args.augment else ''}: {share} images, what one "
-          f"thread works on at a time (batch {args.batch} over {threads} thread(s), chunks of at most "
-          f"{CHUNK}), BLAS on one thread; median of {args.steps} runs")
+          f"thread works on at a time (batch {args.batch} over {threads} thread(s), "
+          + ("each share whole" if whole else f"chunks of at most {CHUNK}") + f"), BLAS on one thread; median of "
+          f"{args.steps} runs")
     common.print_table(rows, [("step", "step", "{}"), ("forward_ms", "forward ms", "{:.3f}"),
                               ("backward_ms", "backward ms", "{:.3f}"), ("gflops", "GFLOP/s", "{:.1f}"),
                               ("gbs", "GB/s", "{:.1f}"), ("share", "share", "{:.1f}%")])
@@ -225,14 +247,15 @@ def main():
         how = "BLAS on all cores" if n == 1 else "BLAS on one thread each"
         print(f"  {n} thread(s) ({how}): {ms:.2f} ms -> {ms * 60000 / args.batch / 1000:.1f} s per 60,000-image epoch")
     if threads > 1:
-        alone, together = shares_at_once_ms(args, x, y, share, threads)
+        alone, beside, together = shares_at_once_ms(args, x, y, share, threads)
         print(f"\none share ({share} images: forward, loss, backward; no update), median of {args.steps}:")
-        print(f"  alone: {alone:.2f} ms; {threads} at once, each on its own model: "
-              + ", ".join(f"{ms:.2f}" for ms in together) + " ms")
+        print(f"  alone: {alone:.2f} ms; beside a Numba loop (no GIL): {beside:.2f} ms; {threads} at once, "
+              "each on its own model: " + ", ".join(f"{ms:.2f}" for ms in together) + " ms")
     else:
-        alone, together = None, []
+        alone, beside, together = None, None, []
     common.write_json(args.json, {"batch": args.batch, "threads": threads, "rows": rows, "share_ms": total,
-                                  "share_alone_ms": alone, "shares_at_once_ms": together,
+                                  "share_alone_ms": alone, "share_beside_numba_ms": beside,
+                                  "shares_at_once_ms": together,
                                   "floor_ms": floor, "check_ms": check, "sgemm_gflops": sgemm,
                                   "step_ms": {str(k): v for k, v in whole.items()}})
 
