@@ -149,6 +149,36 @@ def test_the_block_equals_the_four_layers(rng, dtype, training, channels, stride
             np.testing.assert_array_equal(moving[k], state[k])      # inference leaves them alone
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("pool", [2, 3])
+def test_the_first_block_in_training_equals_the_four_layers(rng, dtype, pool):
+    """The block as the first step with parameters in training (no dx): one input channel, so
+    Winograd's one-channel kernels; with a 2×2 pool, whose windows are their tiles, the kernel
+    that never writes dz. Every gradient and the moving averages against the layers'."""
+    m = model(dtype, 1, pool=pool)
+    x, labels = rng.standard_normal((4, 9, 8, 1)).astype(dtype), np.array([0, 1, 2, 1])
+    tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
+    state = {k: v.copy() for k, v in m.layers[1].state.items()}
+    results = []
+    for fast in (True, False):
+        for k, v in state.items():
+            m.layers[1].state[k][...] = v
+        p = Plan(m.layers, SoftmaxCrossEntropy(), fast=fast, input_grad=False)
+        p.loss_and_gradients(x, labels)
+        if fast:
+            assert p.steps[0].winograd and p.steps[0].v.shape[0] == 16 and p.steps[0]._pool_is_tiles() == (pool == 2)
+        results.append(({(layer.name, k): g.copy() for layer in m.layers for k, g in layer.grads.items()},
+                        {k: v.copy() for k, v in m.layers[1].state.items()}))
+    (grads, moving), (grads_ref, moving_ref) = results
+    assert grads.keys() == grads_ref.keys()
+    scale = np.abs(grads_ref[("conv2d", "kernel")]).max()
+    for key in grads:       # the convolution's bias gradient is 0 up to rounding: compared absolutely
+        atol = tol["atol"] + (tol["rtol"] * scale if key == ("conv2d", "bias") else 0)
+        np.testing.assert_allclose(grads[key], grads_ref[key], rtol=tol["rtol"], atol=atol, err_msg=str(key))
+    for k in moving:
+        np.testing.assert_allclose(moving[k], moving_ref[k], **tol)
+
+
 @pytest.mark.parametrize("channels", [2, 8])         # im2col, Winograd
 @pytest.mark.parametrize("threads", [2, 3])
 def test_the_block_split_over_threads_equals_the_layers_on_the_whole_batch(rng, threads, channels):

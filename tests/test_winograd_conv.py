@@ -157,6 +157,35 @@ def test_any_grouping_of_the_images_gives_the_same_numbers(rng, monkeypatch, gro
                                                     (1, 1), (0, 0, 0, 0)), rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, filters", [((3, 12, 10, 1), 5), ((2, 13, 11, 1), 4), ((3, 7, 7, 1), 3)])
+def test_the_one_channel_batchnorm_backward_equals_its_steps(rng, shape, filters, dtype):
+    """BatchNormalization's, ReLU's and a 2×2 max-pool's backward computed tile by tile inside the
+    one-channel dU kernel equals batchnorm_input_gradient then backward, and the reference; z even
+    and odd (the last tiles then have no pool window)."""
+    from tinycnn.kernels import batchnorm_relu_pool as bn
+    x, kernel, bias, z_hw = random_case(rng, shape, filters, (0, 0, 0, 0), dtype)
+    z, v, u = winograd_conv.forward(x, kernel, bias, (0, 0, 0, 0), z_hw, input_grad=False)
+    mean = z.mean(axis=(0, 1, 2)).astype(dtype)
+    inv_std = (1 / np.sqrt(z.var(axis=(0, 1, 2)) + 1e-3)).astype(dtype)
+    gamma, beta = rng.uniform(0.5, 1.5, filters).astype(dtype), rng.uniform(-0.3, 0.3, filters).astype(dtype)
+    gamma[0] = -0.7
+    y, argmax = bn.batchnorm_relu_maxpool_forward(z, mean, inv_std, gamma, beta, 2, 2, (2, 2), (0, 0, 0, 0))
+    assert 0 < (y > 0).mean() < 1
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dbeta, dgamma = bn.batchnorm_gradient_sums(dy, argmax, y, z, mean, inv_std)
+    m = 3 * z[..., 0].size                          # as if z were a third of the batch
+    fused = winograd_conv.one_channel_batchnorm_backward(dy, argmax, y, z, v, mean, inv_std, gamma, dbeta, dgamma, m)
+    dz = bn.batchnorm_input_gradient(dy, argmax, y, z, mean, inv_std, gamma, dbeta, dgamma, m)
+    steps = winograd_conv.backward(dz, v, u, x.shape, (0, 0, 0, 0), input_grad=False)[:2]
+    reference = winograd_conv.one_channel_batchnorm_backward_reference(dy, argmax, y, z, x, (0, 0, 0, 0), mean,
+                                                                       inv_std, gamma, dbeta, dgamma, m)
+    for a, b, r in zip(fused, steps, reference):
+        assert a.dtype == dtype
+        close(a, b, dtype)
+        close(a, r, dtype)
+
+
 def test_backward_refuses_arrays_of_other_shapes(rng):
     x, kernel, bias, z_hw = random_case(rng, (2, 9, 9, 8), 3, (0, 0, 0, 0), np.float32)
     z, v, u = winograd_conv.forward(x, kernel, bias, (0, 0, 0, 0), z_hw)

@@ -52,7 +52,10 @@ filters instead, as :mod:`.winograd`'s one-channel kernels do: Bᵀ d B, the 16 
 and the bias forward; dM = A dz_tile Aᵀ and dU += V ⊙ dM backward. A has two rows, (1, 1, 1, 0)
 and (0, 1, -1, -1) as columns of Aᵀ; so for a 2×2 dz_tile (g00 g01 / g10 g11), row ξ of dM is
 (a, a + c, a - c, -c) with a = S[ξ] g00 + T[ξ] g10, c = S[ξ] g01 + T[ξ] g11, where S and T are
-the two rows of :mod:`.winograd`'s Aᵀ.
+the two rows of :mod:`.winograd`'s Aᵀ. When a 2×2 max-pool of stride 2 follows, each such tile is
+one pool window, and a third kernel (``one_channel_batchnorm_backward``) computes the tile's dz
+from BatchNormalization's formula (``batchnorm_relu_pool``) on the way, instead of reading a dz
+that another pass wrote.
 
 Each kernel has a NumPy ``*_reference``; tests/test_winograd_conv.py checks every kernel against
 it, and ``forward`` and ``backward`` (both paths) against im2col's convolution and its backward.
@@ -175,6 +178,14 @@ def one_channel_kernel_backward_reference(dz, x, pad):
     dm = np.einsum("ia,nhiwjf,jb->abnhwf", at, padded.reshape(n, th, 2, tw, 2, f), at).reshape(16, -1, f)
     v = winograd.input_transform_reference(x, pad[0], pad[2], th, tw)
     return winograd.kernel_transform_backward(np.matmul(v.transpose(0, 2, 1), dm)), dz.sum(axis=(0, 1, 2))
+
+
+def one_channel_batchnorm_backward_reference(dy, argmax, y, z, x, pad, mean, inv_std, gamma, dbeta, dgamma, m):
+    """(dkernel, dbias): BatchNormalization's, ReLU's and the max-pool's backward
+    (batchnorm_relu_pool's reference), then the one-channel convolution's (above)."""
+    from .batchnorm_relu_pool import batchnorm_input_gradient_reference
+    dz = batchnorm_input_gradient_reference(dy, argmax, y, z, mean, inv_std, gamma, dbeta, dgamma, m)
+    return one_channel_kernel_backward_reference(dz, x, pad)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -392,6 +403,22 @@ def _one_channel_forward_numba(p, u, bias, v, z, sink):
                                                           z4[3] + bias[ff])
 
 
+@jit(helper=True)
+def _add_tile_du(du, vk, g00, g01, g10, g11, s, t):
+    """du (16, F) += V ⊙ dM for one tile: vk its 16 transformed inputs, g00 ... g11 the (F,)
+    rows of its 2×2 dz, dM = A dz Aᵀ a row of four at a time (_dm_row)."""
+    for xi in range(4):
+        s_xi, t_xi = s[xi], t[xi]
+        v0, v1, v2, v3 = vk[4 * xi], vk[4 * xi + 1], vk[4 * xi + 2], vk[4 * xi + 3]
+        row0, row1, row2, row3 = du[4 * xi], du[4 * xi + 1], du[4 * xi + 2], du[4 * xi + 3]
+        for ff in range(du.shape[1]):
+            d0, d1, d2, d3 = _dm_row(g00[ff], g01[ff], g10[ff], g11[ff], s_xi, t_xi)
+            row0[ff] += v0 * d0
+            row1[ff] += v1 * d1
+            row2[ff] += v2 * d2
+            row3[ff] += v3 * d3
+
+
 @jit()
 def _one_channel_kernel_backward_numba(dz, v, zeros, s, t, dbias):
     """dz (N, OH, OW, F), v (T, 16) -> dU (16, F) = Σ over tiles of V ⊙ dM, returned; dbias
@@ -407,18 +434,54 @@ def _one_channel_kernel_backward_numba(dz, v, zeros, s, t, dbias):
                 g00, g01, g10, g11 = _tile_rows(dz, b, 2 * ty, 2 * tx, oh, ow, zeros)
                 for ff in range(f):
                     dbias[ff] += (g00[ff] + g01[ff]) + (g10[ff] + g11[ff])
-                for xi in range(4):             # dU[4ξ + ν] += V[4ξ + ν] * dM[4ξ + ν]
-                    s_xi, t_xi = s[xi], t[xi]
-                    v0, v1, v2, v3 = v[k, 4 * xi], v[k, 4 * xi + 1], v[k, 4 * xi + 2], v[k, 4 * xi + 3]
-                    row0, row1, row2, row3 = du[4 * xi], du[4 * xi + 1], du[4 * xi + 2], du[4 * xi + 3]
-                    for ff in range(f):
-                        d0, d1, d2, d3 = _dm_row(g00[ff], g01[ff], g10[ff], g11[ff], s_xi, t_xi)
-                        row0[ff] += v0 * d0
-                        row1[ff] += v1 * d1
-                        row2[ff] += v2 * d2
-                        row3[ff] += v3 * d3
+                _add_tile_du(du, v[k], g00, g01, g10, g11, s, t)
     return du
 
+
+@jit()
+def _one_channel_batchnorm_backward_numba(dy, argmax, y, z, v, mean, c, e, km, s, t, nothing, no_argmax, g, dbias):
+    """The one-channel dU kernel above, with dz computed tile by tile instead of read: the
+    gradient of BatchNormalization, ReLU and a 2×2 max-pool of stride 2 whose windows are the
+    tiles (batchnorm_relu_pool.batchnorm_input_gradient's formula):
+        dz = c + e (z - mean)            every pixel of z (c = -k dbeta, e = -k inv_std dgamma)
+           + km dv                       at a window's argmax, dv = dy where y > 0 (km = k M)
+    dy, argmax, y (N, PH, PW, F): the pooled outputs; a tile with no window (the last row or
+    column of an odd z) reads ``nothing`` (F,) zeros and ``no_argmax`` (F,) -1. g (4, F): scratch for
+    the tile's dz; dbias (zeros on entry) += Σ dz. Returns dU (16, F)."""
+    n, oh, ow, f = z.shape
+    th, tw = (oh + 1) // 2, (ow + 1) // 2
+    ph, pw = dy.shape[1], dy.shape[2]
+    zero, one = z.dtype.type(0), z.dtype.type(1)
+    du = np.zeros((16, f), dtype=z.dtype)
+    g00, g01, g10, g11 = g[0], g[1], g[2], g[3]
+    for b in range(n):
+        for ty in range(th):
+            for tx in range(tw):
+                y0, x0 = 2 * ty, 2 * tx
+                z00 = z[b, y0, x0]                  # a pixel outside z reads z00, weighted 0
+                z01 = z[b, y0, x0 + 1] if x0 + 1 < ow else z00
+                z10 = z[b, y0 + 1, x0] if y0 + 1 < oh else z00
+                z11 = z[b, y0 + 1, x0 + 1] if x0 + 1 < ow and y0 + 1 < oh else z00
+                w01 = one if x0 + 1 < ow else zero
+                w10 = one if y0 + 1 < oh else zero
+                w11 = w01 * w10
+                window = ty < ph and tx < pw
+                dyt = dy[b, ty, tx] if window else nothing
+                yt = y[b, ty, tx] if window else nothing
+                at = argmax[b, ty, tx] if window else no_argmax
+                top = np.int32(y0 * ow + x0)
+                wide = np.int32(ow)
+                for ff in range(f):
+                    a = km[ff] * (dyt[ff] if yt[ff] > 0 else zero)
+                    off = at[ff] - top                  # 0, 1, OW or OW + 1 where a window's argmax is
+                    d00 = c[ff] + e[ff] * (z00[ff] - mean[ff]) + (a if off == 0 else zero)
+                    d01 = (c[ff] + e[ff] * (z01[ff] - mean[ff]) + (a if off == 1 else zero)) * w01
+                    d10 = (c[ff] + e[ff] * (z10[ff] - mean[ff]) + (a if off == wide else zero)) * w10
+                    d11 = (c[ff] + e[ff] * (z11[ff] - mean[ff]) + (a if off == wide + 1 else zero)) * w11
+                    g00[ff], g01[ff], g10[ff], g11[ff] = d00, d01, d10, d11
+                    dbias[ff] += (d00 + d01) + (d10 + d11)
+                _add_tile_du(du, v[(b * th + ty) * tw + tx], g00, g01, g10, g11, s, t)
+    return du
 
 
 # ---------------------------------------------------------------------------------------------
@@ -466,6 +529,28 @@ def output_transform_backward(dz):
     _output_transform_backward_numba(np.ascontiguousarray(dz), dm, dbias, _scratch((6, 4, f), dz.dtype),
                                      np.zeros((4, f), dtype=dz.dtype))
     return dm.transpose(1, 0, 2), dbias
+
+
+def one_channel_batchnorm_backward(dy, argmax, y, z, v, mean, inv_std, gamma, dbeta, dgamma, m):
+    """(dkernel, dbias) of the one-channel path (forward ran it: V has 16 rows) followed by
+    BatchNormalization (in training: the batch's mean and inv_std, the whole batch's sums dbeta,
+    dgamma and count m), ReLU and a 2×2 max-pool of stride 2 without padding, whose y and argmax
+    (flat in z) it takes with dy: batchnorm_relu_pool.batchnorm_input_gradient and then
+    ``backward`` in one pass, without writing dz. Same contract as the reference."""
+    n, oh, ow, f = z.shape
+    th, tw = tiles((oh, ow), 2)
+    expect_shape("one_channel_batchnorm_backward", "V", v, (16, n * th * tw, 1))
+    expect_shape("one_channel_batchnorm_backward", "dy", dy, (n, oh // 2, ow // 2, f))
+    for what, a in (("argmax", argmax), ("y", y)):
+        expect_shape("one_channel_batchnorm_backward", what, a, dy.shape)
+    k = gamma * inv_std / m
+    dbias = np.zeros(f, dtype=z.dtype)
+    du = _one_channel_batchnorm_backward_numba(np.ascontiguousarray(dy), argmax, y, np.ascontiguousarray(z),
+                                               v[:, :, 0].T, mean, -k * dbeta, -k * inv_std * dgamma,
+                                               (k * m).astype(z.dtype), S.astype(z.dtype), T.astype(z.dtype),
+                                               np.zeros(f, dtype=z.dtype), np.full(f, -1, dtype=np.int32),
+                                               np.empty((4, f), dtype=z.dtype), dbias)
+    return winograd.kernel_transform_backward(du[:, None]), dbias
 
 
 #: forward and backward work through the batch a few images at a time, each group's tiles at most

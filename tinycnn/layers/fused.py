@@ -145,7 +145,9 @@ class ConvBatchNormReLUMaxPool:
     of bn-dropout's) computes z, and dkernel, dbias and dx from dz, by Winograd's algorithm
     instead (``kernels/winograd_conv.py``): F(4×4, 3×3), 36 multiplications per 4×4 output tile
     instead of 144, or, for one input channel without dx, F(2×2, 3×3) in one loop over the
-    filters. The same numbers but for float rounding.
+    filters. The same numbers but for float rounding. In training, when that one-channel block's
+    2×2 tiles are its pool's windows (a 2×2 max-pool of stride 2), one kernel computes dz tile by
+    tile from the formula above and goes on to dkernel and dbias, never writing dz.
     In inference the statistics are the moving averages. Split over threads
     (``tinycnn/parallel.py``), each thread's block adds its share's sums to the others' through
     ``sums`` (``parallel.SumsAcrossShares``), as ``BatchNormAcrossShares`` does, so that every
@@ -171,6 +173,13 @@ class ConvBatchNormReLUMaxPool:
 
     def output_shape(self, input_shape):
         return self.pool.output_shape(self.conv.output_shape(input_shape))
+
+    def _pool_is_tiles(self):
+        """Whether each 2×2 tile of F(2×2, 3×3) is one pool window: a 2×2 max-pool of stride 2
+        without padding."""
+        pool = self.pool
+        return (tuple(pool.pool_size) == (2, 2) and tuple(pool.strides) == (2, 2)
+                and tuple(pool.pad) == (0, 0, 0, 0))
 
     def _total(self, part):
         """Σ over the whole batch of a per-channel sum over this block's input (see above)."""
@@ -216,6 +225,11 @@ class ConvBatchNormReLUMaxPool:
         norm.grads["beta"], norm.grads["gamma"] = dbeta, dgamma       # this share's, if split
         if self.training:
             dbeta, dgamma = self._total(np.stack([dbeta, dgamma]))
+            if self.winograd and self.v.shape[0] == 16 and self._pool_is_tiles():
+                # the first convolution (one channel, no dx): dz never written (winograd_conv)
+                conv.grads["kernel"], conv.grads["bias"] = winograd_conv.one_channel_batchnorm_backward(
+                    dy, self.argmax, self.y, self.z, self.v, self.mean, self.inv_std, gamma, dbeta, dgamma, self.m)
+                return None
             dz = batchnorm_input_gradient(dy, self.argmax, self.y, self.z, self.mean, self.inv_std, gamma,
                                           dbeta, dgamma, self.m)
         else:
