@@ -21,9 +21,8 @@ The layer (layers/normalization.py) takes the variance in a second pass, Σ (z -
 never subtracts two large numbers. Here a batch split over threads meets once to add both sums
 instead of twice, and the subtraction costs digits: a float64 sum of M numbers is good to about
 M · 10⁻¹⁶ of itself at worst, so with M up to 10⁵ the variance keeps float32's precision while
-mean² / var stays below about 10⁴ (the mean within a hundred standard deviations, which a
-convolution's output after a few steps of training is). A float64 model loses as many digits as
-mean² / var has.
+mean² / var stays below about 10⁴ (the mean within about a hundred standard deviations). A
+float64 model loses as many digits as mean² / var has.
 
 Backward, given dL/dy (N, OH, OW, C). Write dv = dL/dv: zero except at each window's argmax where
 y > 0, where it is dy (ReLU and max-pool's backward, as in bias_relu_pool). BatchNormalization's
