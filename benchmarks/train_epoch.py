@@ -206,7 +206,8 @@ def main():
     if not args.skip_memory and not args.jit_only and args.device == "cpu":
         mem = [{"framework": "tinycnn", **run_worker(["--worker", "memory-tinycnn", "--images", str(args.images)])}]
         if use_torch:
-            mem.append({"framework": "PyTorch", **run_worker(["--worker", "memory-torch", "--images", str(args.images)])})
+            mem.append({"framework": "PyTorch",
+                        **run_worker(["--worker", "memory-torch", "--images", str(args.images)])})
         results["memory"] = mem
         print(f"\nPeak resident memory, one process loading {args.images} images and training one epoch (batch 32):")
         common.print_table(mem, [("framework", "framework", "{}"), ("peak_rss_mb", "peak RSS MB", "{:.0f}")])

@@ -66,7 +66,8 @@ def main():
 
         t2 = args.images * (-(-args.size // 2)) ** 2
         t4 = args.images * (-(-args.size // 4)) ** 2
-        rows = [{"what": f"F(2×2, 3×3), {t2} tiles, as first written", "ms": products(16, t2, c, f, False, rng, args.repeat)},
+        rows = [{"what": f"F(2×2, 3×3), {t2} tiles, as first written",
+                 "ms": products(16, t2, c, f, False, rng, args.repeat)},
                 {"what": f"F(2×2, 3×3), {t2} tiles, in blocks (winograd.ROWS = {winograd.ROWS})",
                  "ms": products(16, t2, c, f, True, rng, args.repeat)},
                 {"what": f"F(4×4, 3×3), {t4} tiles, in blocks", "ms": products(36, t4, c, f, True, rng, args.repeat)}]

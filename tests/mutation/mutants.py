@@ -227,7 +227,8 @@ MUTANTS = [
            "a tile on z's right edge reads and writes a pixel past the row's end"),
     Mutant("winograd4-dm-transposed", "tinycnn/kernels/winograd_conv.py",
            "o0, o1, o2, o3, o4, o5 = dt[k], dt[6 + k], dt[12 + k], dt[18 + k], dt[24 + k], dt[30 + k]",
-           "o0, o1, o2, o3, o4, o5 = dt[6 * k], dt[6 * k + 1], dt[6 * k + 2], dt[6 * k + 3], dt[6 * k + 4], dt[6 * k + 5]",
+           "o0, o1, o2, o3, o4, o5 = dt[6 * k], dt[6 * k + 1], dt[6 * k + 2], dt[6 * k + 3], "
+           "dt[6 * k + 4], dt[6 * k + 5]",
            [T + "test_winograd_conv.py"],
            "dM = A dz Aᵀ written transposed (the bug this kernel had while it was written)"),
     Mutant("one-channel-conv-odd-edge", "tinycnn/kernels/winograd_conv.py",

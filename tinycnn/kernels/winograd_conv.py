@@ -323,7 +323,8 @@ def _output_transform_numba(m, bias, z, e, sink):
                     ei = e[i]
                     for ff in range(f):
                         o = _at6(ei[0, ff], ei[1, ff], ei[2, ff], ei[3, ff], ei[4, ff], ei[5, ff])
-                        r0[ff], r1[ff], r2[ff], r3[ff] = o[0] + bias[ff], o[1] + bias[ff], o[2] + bias[ff], o[3] + bias[ff]
+                        bf = bias[ff]
+                        r0[ff], r1[ff], r2[ff], r3[ff] = o[0] + bf, o[1] + bf, o[2] + bf, o[3] + bf
 
 
 @jit()
@@ -505,7 +506,8 @@ def input_transform_backward(dv, x_shape, pad, th, tw):
     n, c = x_shape[0], x_shape[3]
     expect_shape("input_transform_backward", "dV", dv, (36, n * th * tw, c))
     dp = np.zeros((n, 4 * th + 2, 4 * tw + 2, c), dtype=dv.dtype)
-    _input_transform_backward_numba(np.ascontiguousarray(dv.transpose(1, 0, 2)), th, tw, dp, _scratch((6, 6, c), dv.dtype))
+    _input_transform_backward_numba(np.ascontiguousarray(dv.transpose(1, 0, 2)), th, tw, dp,
+                                    _scratch((6, 6, c), dv.dtype))
     return _unpadded(dp, x_shape, pad[0], pad[2])
 
 
