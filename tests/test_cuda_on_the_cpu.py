@@ -31,7 +31,7 @@ import pytest
 from tinycnn.kernels import cuda
 from tinycnn.kernels import im2col as conv_kernels
 from tinycnn.kernels import pooling as pool_kernels
-from tinycnn.kernels.geometry import same_padding
+from tinycnn.layers._geometry import paddings
 
 COMPILER = shutil.which("c++") or shutil.which("g++")
 pytestmark = pytest.mark.skipif(COMPILER is None, reason="a C++ compiler (c++ or g++) is needed")
@@ -162,18 +162,12 @@ def random_cases(count, seed):
 ALL_CASES = CASES + list(random_cases(20, seed=5))
 
 
-def pad_for(shape, k, s, padding):
-    if padding == "valid":
-        return (0, 0, 0, 0)
-    return same_padding(shape[1], k[0], s[0]) + same_padding(shape[2], k[1], s[1])
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, k, s, padding", ALL_CASES)
 def test_im2col_and_col2im_equal_the_references(gpu, shape, k, s, padding, dtype):
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(dtype)
-    pad = pad_for(shape, k, s, padding)
+    pad = paddings(shape[1], shape[2], k, s, padding)
     cols = cuda.im2col(x, *k, s, pad)
     np.testing.assert_array_equal(cols, conv_kernels.im2col_reference(x, *k, s, pad))
     dcols = rng.standard_normal(cols.shape).astype(dtype)
@@ -191,7 +185,7 @@ def test_maxpool_forward_and_backward_equal_the_references(gpu, shape, k, s, pad
     x[0, 0, :, 0] = -5.0 - np.arange(shape[2])       # negative windows at the edge: padding never wins
     x[-1, -1, -1, -1] = np.nan                       # a NaN is its windows' maximum
     x[0, -1, 0, :] = x[0, -1, 1, :] if shape[2] > 1 else 0    # ties: the first in reading order
-    pad = pad_for(shape, k, s, padding)
+    pad = paddings(shape[1], shape[2], k, s, padding)
     y, argmax = cuda.maxpool_forward(x, *k, s, pad)
     y_ref, argmax_ref = pool_kernels.maxpool_forward_reference(x, *k, s, pad)
     np.testing.assert_array_equal(y, y_ref)

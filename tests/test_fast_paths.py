@@ -19,8 +19,8 @@ from tinycnn import Sequential, plan
 from tinycnn.gradcheck import check_model
 from tinycnn.kernels import adam as adam_kernels
 from tinycnn.kernels import bias_relu_pool as fused_kernels
-from tinycnn.kernels.geometry import same_padding
 from tinycnn.layers import BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from tinycnn.layers._geometry import paddings
 from tinycnn.layers.fused import Conv2DWithoutDx, ConvReLUMaxPool
 from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.optimizers import SGD, Adam, NonFiniteUpdate
@@ -37,10 +37,6 @@ POOLS = [
 ]
 
 
-def pool_pad(shape, p, s, padding):
-    return (0, 0, 0, 0) if padding == "valid" else same_padding(shape[1], p[0], s[0]) + same_padding(shape[2], p[1], s[1])
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, p, s, padding", POOLS)
 def test_bias_relu_maxpool_kernels_match_the_layers_references(rng, shape, p, s, padding, dtype):
@@ -48,7 +44,7 @@ def test_bias_relu_maxpool_kernels_match_the_layers_references(rng, shape, p, s,
     z[0, :, :, 0] -= 5                  # a channel that ReLU zeroes, and one that it passes
     z[-1, :, :, -1] += 5
     bias = rng.standard_normal(shape[-1]).astype(dtype)
-    pad = pool_pad(shape, p, s, padding)
+    pad = paddings(shape[1], shape[2], p, s, padding)
     y_ref, arg_ref = fused_kernels.bias_relu_maxpool_forward_reference(z, bias, *p, s, pad)
     y, arg = fused_kernels.bias_relu_maxpool_forward(z, bias, *p, s, pad)
     assert y.dtype == dtype and 0 < (y > 0).mean() < 1          # both ReLU branches are exercised

@@ -14,8 +14,8 @@ import pytest
 from tinycnn import Sequential, plan
 from tinycnn.gradcheck import check_model
 from tinycnn.kernels import batchnorm_relu_pool as kernels
-from tinycnn.kernels.geometry import same_padding
 from tinycnn.layers import BatchNormalization, Conv2D, Dense, Flatten, MaxPool2D, ReLU
+from tinycnn.layers._geometry import paddings
 from tinycnn.layers.fused import ConvBatchNormReLUMaxPool
 from tinycnn.losses import SoftmaxCrossEntropy
 from tinycnn.optimizers import SGD
@@ -29,10 +29,6 @@ POOLS = [
     ((2, 5, 7, 2), (3, 3), (2, 2), "same"),         # overlapping windows, -inf padding
     ((2, 6, 5, 2), (2, 3), (1, 2), "valid"),
 ]
-
-
-def pool_pad(shape, p, s, padding):
-    return (0, 0, 0, 0) if padding == "valid" else same_padding(shape[1], p[0], s[0]) + same_padding(shape[2], p[1], s[1])
 
 
 def statistics(rng, z):
@@ -49,7 +45,7 @@ def statistics(rng, z):
 def test_kernels_match_the_layers_references(rng, shape, p, s, padding, dtype):
     z = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
     mean, inv_std, gamma, beta = statistics(rng, z)
-    pad = pool_pad(shape, p, s, padding)
+    pad = paddings(shape[1], shape[2], p, s, padding)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-12)
 
     moments = kernels.channel_moments(z)
@@ -105,6 +101,34 @@ def model(dtype, channels=2, strides=1, padding="valid", pool=2, seed=0):
     return m
 
 
+TOLERANCE = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-13)}
+
+
+def fast_and_reference(m, run, input_grad, layers):
+    """run(plan, fast) in the fast plan (the block) and then in the reference plan (the four
+    layers' own code), each from the same moving averages. Returns (those moving averages,
+    [(what run returned, the gradients of ``layers``, the moving averages after)] fast first)."""
+    state = {k: v.copy() for k, v in m.layers[1].state.items()}
+    results = []
+    for fast in (True, False):
+        for k, v in state.items():
+            m.layers[1].state[k][...] = v
+        out = run(Plan(m.layers, SoftmaxCrossEntropy(), fast=fast, input_grad=input_grad), fast)
+        results.append((out, {(layer.name, k): g.copy() for layer in layers for k, g in layer.grads.items()},
+                        {k: v.copy() for k, v in m.layers[1].state.items()}))
+    return state, results
+
+
+def assert_gradients_close(grads, grads_ref, tol, bias_gradient_is_zero):
+    """Every gradient to ``tol``; in training the convolution's bias gradient is 0 up to rounding
+    (BatchNormalization subtracts the mean right after), so it is compared absolutely, against
+    the scale of the kernel's."""
+    scale = np.abs(grads_ref[("conv2d", "kernel")]).max() if bias_gradient_is_zero else 0
+    for key in grads:
+        atol = tol["atol"] + (tol["rtol"] * scale if key == ("conv2d", "bias") else 0)
+        np.testing.assert_allclose(grads[key], grads_ref[key], rtol=tol["rtol"], atol=atol, err_msg=str(key))
+
+
 @pytest.mark.parametrize("training", [True, False])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("channels, strides, padding, pool", [
@@ -118,30 +142,23 @@ def test_the_block_equals_the_four_layers(rng, dtype, training, channels, stride
     m = model(dtype, channels, strides, padding, pool)
     x = rng.standard_normal((4, 9, 8, channels)).astype(dtype)
     labels = np.array([0, 1, 2, 1])
-    tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
-    state = {k: v.copy() for k, v in m.layers[1].state.items()}
-    results = []
-    for fast in (True, False):
-        for k, v in state.items():
-            m.layers[1].state[k][...] = v
-        p = Plan(m.layers, SoftmaxCrossEntropy(), fast=fast, input_grad=True)
+    tol = TOLERANCE[dtype]
+
+    def run(p, fast):
         assert isinstance(p.steps[0], ConvBatchNormReLUMaxPool) == fast
         logits = p.forward(x, training=training)
         if fast:
             assert p.steps[0].winograd == (strides == 1 and channels in (1, 8, 9))
         p.loss.forward(logits, labels)
-        dx = p.backward(p.loss.backward())
-        grads = {(layer.name, k): g.copy() for layer in m.layers[:2] for k, g in layer.grads.items()}
-        results.append((logits, dx, grads, {k: v.copy() for k, v in m.layers[1].state.items()}))
-    (logits, dx, grads, moving), (logits_ref, dx_ref, grads_ref, moving_ref) = results
+        return logits, p.backward(p.loss.backward())
+
+    state, (((logits, dx), grads, moving), ((logits_ref, dx_ref), grads_ref, moving_ref)) = fast_and_reference(
+        m, run, input_grad=True, layers=m.layers[:2])
     np.testing.assert_allclose(logits, logits_ref, **tol)
     np.testing.assert_allclose(dx, dx_ref, **tol)
     assert grads.keys() == grads_ref.keys() == {("conv2d", "kernel"), ("conv2d", "bias"),
                                                 ("batch_normalization", "gamma"), ("batch_normalization", "beta")}
-    for key in grads:
-        # the convolution's bias gradient is 0 in training, up to rounding: compare it absolutely
-        scale = np.abs(grads_ref[("conv2d", "kernel")]).max() if key == ("conv2d", "bias") and training else 0
-        np.testing.assert_allclose(grads[key], grads_ref[key], rtol=tol["rtol"], atol=tol["atol"] + tol["rtol"] * scale)
+    assert_gradients_close(grads, grads_ref, tol, bias_gradient_is_zero=training)
     for k in moving:
         np.testing.assert_allclose(moving[k], moving_ref[k], **tol)
     if not training:
@@ -157,24 +174,17 @@ def test_the_first_block_in_training_equals_the_four_layers(rng, dtype, pool):
     that never writes dz. Every gradient and the moving averages against the layers'."""
     m = model(dtype, 1, pool=pool)
     x, labels = rng.standard_normal((4, 9, 8, 1)).astype(dtype), np.array([0, 1, 2, 1])
-    tol = dict(rtol=2e-5, atol=2e-6) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-13)
-    state = {k: v.copy() for k, v in m.layers[1].state.items()}
-    results = []
-    for fast in (True, False):
-        for k, v in state.items():
-            m.layers[1].state[k][...] = v
-        p = Plan(m.layers, SoftmaxCrossEntropy(), fast=fast, input_grad=False)
+    tol = TOLERANCE[dtype]
+
+    def run(p, fast):
         p.loss_and_gradients(x, labels)
         if fast:
             assert p.steps[0].winograd and p.steps[0].v.shape[0] == 16 and p.steps[0]._pool_is_tiles() == (pool == 2)
-        results.append(({(layer.name, k): g.copy() for layer in m.layers for k, g in layer.grads.items()},
-                        {k: v.copy() for k, v in m.layers[1].state.items()}))
-    (grads, moving), (grads_ref, moving_ref) = results
+
+    _, ((_, grads, moving), (_, grads_ref, moving_ref)) = fast_and_reference(m, run, input_grad=False,
+                                                                            layers=m.layers)
     assert grads.keys() == grads_ref.keys()
-    scale = np.abs(grads_ref[("conv2d", "kernel")]).max()
-    for key in grads:       # the convolution's bias gradient is 0 up to rounding: compared absolutely
-        atol = tol["atol"] + (tol["rtol"] * scale if key == ("conv2d", "bias") else 0)
-        np.testing.assert_allclose(grads[key], grads_ref[key], rtol=tol["rtol"], atol=atol, err_msg=str(key))
+    assert_gradients_close(grads, grads_ref, tol, bias_gradient_is_zero=True)
     for k in moving:
         np.testing.assert_allclose(moving[k], moving_ref[k], **tol)
 

@@ -11,6 +11,7 @@ from tinycnn.backend import device_of, to_device, to_numpy
 from tinycnn.kernels import im2col as conv_kernels
 from tinycnn.kernels import pooling as pool_kernels
 from tinycnn.kernels.geometry import output_size, same_padding
+from tinycnn.layers._geometry import paddings
 
 CASES = [
     # (N, H, W, C), (KH, KW), (SH, SW), padding
@@ -24,17 +25,11 @@ CASES = [
 ]
 
 
-def pad_for(shape, k, s, padding):
-    if padding == "valid":
-        return (0, 0, 0, 0)
-    return same_padding(shape[1], k[0], s[0]) + same_padding(shape[2], k[1], s[1])
-
-
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("shape, k, s, padding", CASES)
 def test_im2col_col2im_match_reference(rng, device, shape, k, s, padding, dtype):
     x = rng.standard_normal(shape).astype(dtype)
-    pad = pad_for(shape, k, s, padding)
+    pad = paddings(shape[1], shape[2], k, s, padding)
     cols = conv_kernels.im2col(to_device(x, device), *k, s, pad)
     assert device_of(cols) == device
     np.testing.assert_array_equal(to_numpy(cols), conv_kernels.im2col_reference(x, *k, s, pad))
@@ -50,7 +45,7 @@ def test_im2col_col2im_match_reference(rng, device, shape, k, s, padding, dtype)
 @pytest.mark.parametrize("shape, k, s, padding", CASES)
 def test_col2im_is_the_adjoint_of_im2col(rng, device, shape, k, s, padding):
     """<im2col(x), c> == <x, col2im(c)> for all x, c: that is what 'transpose' means."""
-    pad = pad_for(shape, k, s, padding)
+    pad = paddings(shape[1], shape[2], k, s, padding)
     x = rng.standard_normal(shape)
     c = rng.standard_normal(conv_kernels.im2col(x, *k, s, pad).shape)
     xd, cd = to_device(x, device), to_device(c, device)
@@ -87,7 +82,7 @@ def test_keras_same_padding_puts_the_extra_pixel_after():
 @pytest.mark.parametrize("shape, k, s, padding", CASES)
 def test_maxpool_matches_reference(rng, device, shape, k, s, padding, dtype):
     x = rng.standard_normal(shape).astype(dtype)
-    pad = pad_for(shape, k, s, padding)
+    pad = paddings(shape[1], shape[2], k, s, padding)
     y, argmax = pool_kernels.maxpool_forward(to_device(x, device), *k, s, pad)
     assert device_of(y) == device and device_of(argmax) == device
     y_ref, argmax_ref = pool_kernels.maxpool_forward_reference(x, *k, s, pad)
@@ -157,7 +152,7 @@ def test_kernels_match_references_on_random_geometries(rng):
                  int(rng.integers(1, 6)))
         padding = rng.choice(["valid", "same"])
         k, s = (int(kh), int(kw)), (int(sh), int(sw))
-        pad = pad_for(shape, k, s, padding)
+        pad = paddings(shape[1], shape[2], k, s, padding)
         x = rng.standard_normal(shape)
         cols = conv_kernels.im2col(x, *k, s, pad)
         np.testing.assert_array_equal(cols, conv_kernels.im2col_reference(x, *k, s, pad))

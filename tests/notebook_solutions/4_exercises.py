@@ -37,6 +37,14 @@ return col2im(dcols, self.x_shape, kh, kw, self.strides, self.pad)
 ''',
 }
 
+
+def slip(blank, right, wrong):
+    """SOLUTIONS[blank] with its one occurrence of ``right`` written ``wrong``: a mistake that is
+    the answer but for one slip."""
+    assert SOLUTIONS[blank].count(right) == 1, (blank, right)
+    return SOLUTIONS[blank].replace(right, wrong)
+
+
 #: blank: (its body, the verdicts its check cell must print: a prefix and a phrase of each).
 MISTAKES = {
     "dense_backward": ('''
@@ -45,26 +53,8 @@ self.grads["bias"] = dout.sum(axis=0)
 dx = dout @ self.params["kernel"].T             # computed, but never returned
 ''', [("Not yet", "backward returned None")]),
     # Dividing by the full window, PH*PW, is right where no window overlaps the padding only.
-    "average_pooling_backward": ('''
-(ph, pw), (sh, sw), (pt, pb, pl, pr) = self.pool_size, self.strides, self.pad
-oh_count, ow_count = self.out_hw
-h, w, c = self.input_shape
-dx = np.zeros((dout.shape[0], h, w, c), dtype=dout.dtype)
-for oh in range(oh_count):
-    for ow in range(ow_count):
-        top, left = oh * sh - pt, ow * sw - pl
-        rows = slice(max(top, 0), min(top + ph, h))
-        cols = slice(max(left, 0), min(left + pw, w))
-        dx[:, rows, cols, :] += (dout[:, oh, ow, :] / (ph * pw))[:, None, None, :]
-return dx
-''', [("Correct", "padding='valid'"), ("Not yet", "dL/dx is wrong")]),
-    "conv2d_backward": ('''
-kh, kw = self.kernel_size
-kernel = self.params["kernel"]
-dz = dout.reshape(-1, self.filters)
-self.grads["kernal"] = (self.cols.T @ dz).reshape(kernel.shape)      # a misspelt key
-self.grads["bias"] = dz.sum(axis=0)
-dcols = dz @ kernel.reshape(-1, self.filters).T
-return col2im(dcols, self.x_shape, kh, kw, self.strides, self.pad)
-''', [("Not yet", "missing ['kernel']; not parameters: ['kernal']")] * 2),
+    "average_pooling_backward": (slip("average_pooling_backward", "/ self.count[oh, ow]", "/ (ph * pw)"),
+                                 [("Correct", "padding='valid'"), ("Not yet", "dL/dx is wrong")]),
+    "conv2d_backward": (slip("conv2d_backward", 'self.grads["kernel"]', 'self.grads["kernal"]'),   # a misspelt key
+                        [("Not yet", "missing ['kernel']; not parameters: ['kernal']")] * 2),
 }

@@ -163,8 +163,8 @@ def maxpool_relu_backward_m_reference(dy, argmax, y, zw):
 # ---------------------------------------------------------------------------------------------
 #
 # Every kernel writes into arrays that its Python wrapper allocates, scratch space included: each
-# np.empty or np.zeros inside a kernel is one more function for Numba to compile on first use
-# (0.1-0.2 s each), and allocating in NumPy costs nothing extra at run time. One exception, the
+# np.empty or np.zeros inside a kernel is one more function for Numba to compile on first use,
+# and allocating in NumPy costs nothing extra at run time. One exception, the
 # one-channel dU kernel's accumulator, is explained there.
 #
 # They store V, M, dM and dV tile by tile, (T, 16, C): the 16 numbers of a tile are next to each
@@ -205,6 +205,27 @@ def _tile_at_m_a(m0, m1, m2, m3, m4, m5, m6, m7, m8, m9, m10, m11, m12, m13, m14
     """Aᵀ M A for one tile, M[ξ, ν] = m(4ξ + ν): the 2×2 outputs z00, z01, z10, z11."""
     c0, c1, c2, c3 = _at(m0, m4, m8, m12), _at(m1, m5, m9, m13), _at(m2, m6, m10, m14), _at(m3, m7, m11, m15)
     return _at(c0[0], c1[0], c2[0], c3[0]) + _at(c0[1], c1[1], c2[1], c3[1])
+
+
+@jit(helper=True)
+def _one_channel_tile(q0, q1, q2, q3, x0, vt):
+    """Bᵀ d B of the grey 4×4 tile d whose rows q0 ... q3 start at column x0: its 16 numbers,
+    returned and stored in vt (16,), the tile's row of V."""
+    d = _tile_bt_d_b(q0[x0], q0[x0 + 1], q0[x0 + 2], q0[x0 + 3], q1[x0], q1[x0 + 1], q1[x0 + 2], q1[x0 + 3],
+                     q2[x0], q2[x0 + 1], q2[x0 + 2], q2[x0 + 3], q3[x0], q3[x0 + 1], q3[x0 + 2], q3[x0 + 3])
+    vt[0], vt[1], vt[2], vt[3], vt[4], vt[5], vt[6], vt[7] = d[:8]
+    vt[8], vt[9], vt[10], vt[11], vt[12], vt[13], vt[14], vt[15] = d[8:]
+    return d
+
+
+@jit(helper=True)
+def _one_channel_outputs(d, u, ff):
+    """Aᵀ (d ⊙ U) A for filter ff of a grey tile: its 2×2 outputs, without the bias (C = 1, so
+    M = V ⊙ U is 16 products, no matrix product)."""
+    return _tile_at_m_a(d[0] * u[0, ff], d[1] * u[1, ff], d[2] * u[2, ff], d[3] * u[3, ff],
+                        d[4] * u[4, ff], d[5] * u[5, ff], d[6] * u[6, ff], d[7] * u[7, ff],
+                        d[8] * u[8, ff], d[9] * u[9, ff], d[10] * u[10, ff], d[11] * u[11, ff],
+                        d[12] * u[12, ff], d[13] * u[13, ff], d[14] * u[14, ff], d[15] * u[15, ff])
 
 
 @jit()
@@ -370,17 +391,11 @@ def _one_channel_forward_numba(p, u, bias, zw, v, y, argmax):
             r0, r1, r2, r3 = p[b, 2 * ty], p[b, 2 * ty + 1], p[b, 2 * ty + 2], p[b, 2 * ty + 3]
             for tx in range(tw):
                 t, x0 = (b * th + ty) * tw + tx, 2 * tx
-                d = _tile_bt_d_b(r0[x0], r0[x0 + 1], r0[x0 + 2], r0[x0 + 3], r1[x0], r1[x0 + 1], r1[x0 + 2], r1[x0 + 3],
-                                 r2[x0], r2[x0 + 1], r2[x0 + 2], r2[x0 + 3], r3[x0], r3[x0 + 1], r3[x0 + 2], r3[x0 + 3])
-                v[t, 0], v[t, 1], v[t, 2], v[t, 3], v[t, 4], v[t, 5], v[t, 6], v[t, 7] = d[:8]
-                v[t, 8], v[t, 9], v[t, 10], v[t, 11], v[t, 12], v[t, 13], v[t, 14], v[t, 15] = d[8:]
+                d = _one_channel_tile(r0, r1, r2, r3, x0, v[t])
                 top = np.int32(2 * ty * zw + 2 * tx)
                 best_out, where_out = y[b, ty, tx], argmax[b, ty, tx]
                 for ff in range(f):                         # M = V ⊙ U, then as the output kernel
-                    z = _tile_at_m_a(d[0] * u[0, ff], d[1] * u[1, ff], d[2] * u[2, ff], d[3] * u[3, ff],
-                                     d[4] * u[4, ff], d[5] * u[5, ff], d[6] * u[6, ff], d[7] * u[7, ff],
-                                     d[8] * u[8, ff], d[9] * u[9, ff], d[10] * u[10, ff], d[11] * u[11, ff],
-                                     d[12] * u[12, ff], d[13] * u[13, ff], d[14] * u[14, ff], d[15] * u[15, ff])
+                    z = _one_channel_outputs(d, u, ff)
                     best, where = _window_max(z[0] + bias[ff], z[1] + bias[ff], z[2] + bias[ff], z[3] + bias[ff],
                                               top, np.int32(zw))
                     best_out[ff] = zero if best <= 0 else best        # ReLU; NaN stays NaN
@@ -392,7 +407,7 @@ def _one_channel_kernel_backward_numba(dy, argmax, y, v, zw, p, q, dbias, work):
     """dy -> du (16, F), returned; dbias (zeros on entry) += its sum; v (T, 16); p, q, work as for
     dM above. du is allocated here, not by the caller: an array the kernel allocates cannot overlap
     its arguments, so the compiler vectorises the += loop without testing at run time whether the
-    four rows it adds into overlap g, low and right. Passed in, du made the kernel 11-18% slower."""
+    four rows it adds into overlap g, low and right (docs/performance.md)."""
     n, th, tw, f = dy.shape
     g, low, right = work[0], work[1], work[2]
     du = np.zeros((16, f), dtype=dy.dtype)
@@ -466,10 +481,10 @@ def _tile_major(a):
     return np.ascontiguousarray(a.transpose(1, 0, 2))
 
 
-#: The products below take at most this many tiles (rows) at a time, in blocks of equal size.
-#: OpenBLAS (its SkylakeX kernel) runs a product with 512 rows or more about a quarter slower per
-#: row than one with fewer, and one written tile-major (rows 16 L apart) slower again; a sum over
-#: many tiles (dU) is faster as a few shorter sums added (docs/performance.md has the figures).
+#: The products below take at most this many tiles (rows) at a time, in blocks of equal size:
+#: OpenBLAS changes its blocking from 512 rows on and runs each row slower, the more so when the
+#: result is written tile-major (rows 16 L apart), and a sum over many tiles (dU) goes faster as
+#: a few shorter sums added. benchmarks/winograd_products.py times it (docs/performance.md).
 ROWS = 320
 
 
@@ -482,7 +497,7 @@ def _blocks(t):
 
 def _matmul_tile_major(a, b):
     """a @ b for (P, T, K) @ (P, K, L), written tile-major: a (P, T, L) view of (T, P, L); P is 16
-    here. b is made contiguous first: OpenBLAS reads a transposed view of U a third slower."""
+    here. b is made contiguous first: OpenBLAS reads a transposed view of U more slowly."""
     out = np.empty((a.shape[1], a.shape[0], b.shape[2]), dtype=a.dtype).transpose(1, 0, 2)
     b = np.ascontiguousarray(b)
     for rows in _blocks(a.shape[1]):

@@ -67,7 +67,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from . import winograd
 from .geometry import expect_shape
 from .jit import jit
-from .winograd import MIN_CHANNELS, _padded, _tile_at_m_a, _tile_bt_d_b, _unpadded
+from .winograd import MIN_CHANNELS, _one_channel_outputs, _one_channel_tile, _padded, _unpadded
 
 BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=np.float64)
@@ -390,16 +390,10 @@ def _one_channel_forward_numba(p, u, bias, v, z, sink):
             q0, q1, q2, q3 = p[b, 2 * ty], p[b, 2 * ty + 1], p[b, 2 * ty + 2], p[b, 2 * ty + 3]
             for tx in range(tw):
                 k, x0 = (b * th + ty) * tw + tx, 2 * tx
-                d = _tile_bt_d_b(q0[x0], q0[x0 + 1], q0[x0 + 2], q0[x0 + 3], q1[x0], q1[x0 + 1], q1[x0 + 2], q1[x0 + 3],
-                                 q2[x0], q2[x0 + 1], q2[x0 + 2], q2[x0 + 3], q3[x0], q3[x0 + 1], q3[x0 + 2], q3[x0 + 3])
-                v[k, 0], v[k, 1], v[k, 2], v[k, 3], v[k, 4], v[k, 5], v[k, 6], v[k, 7] = d[:8]
-                v[k, 8], v[k, 9], v[k, 10], v[k, 11], v[k, 12], v[k, 13], v[k, 14], v[k, 15] = d[8:]
+                d = _one_channel_tile(q0, q1, q2, q3, x0, v[k])             # .winograd's, as its kernel
                 r00, r01, r10, r11 = _tile_rows(z, b, 2 * ty, x0, oh, ow, sink)
                 for ff in range(f):
-                    z4 = _tile_at_m_a(d[0] * u[0, ff], d[1] * u[1, ff], d[2] * u[2, ff], d[3] * u[3, ff],
-                                      d[4] * u[4, ff], d[5] * u[5, ff], d[6] * u[6, ff], d[7] * u[7, ff],
-                                      d[8] * u[8, ff], d[9] * u[9, ff], d[10] * u[10, ff], d[11] * u[11, ff],
-                                      d[12] * u[12, ff], d[13] * u[13, ff], d[14] * u[14, ff], d[15] * u[15, ff])
+                    z4 = _one_channel_outputs(d, u, ff)
                     r00[ff], r01[ff], r10[ff], r11[ff] = (z4[0] + bias[ff], z4[1] + bias[ff], z4[2] + bias[ff],
                                                           z4[3] + bias[ff])
 
@@ -486,7 +480,8 @@ def _one_channel_batchnorm_backward_numba(dy, argmax, y, z, v, mean, c, e, km, s
 
 
 # ---------------------------------------------------------------------------------------------
-# What the fused block calls (the same contracts as the references)
+# Each kernel behind its reference's contract (what the tests compare), then forward and
+# backward, which the fused block calls: they run the same kernels a group of images at a time
 # ---------------------------------------------------------------------------------------------
 
 def _scratch(shape, dtype):

@@ -175,11 +175,10 @@ class ConvBatchNormReLUMaxPool:
         return self.pool.output_shape(self.conv.output_shape(input_shape))
 
     def _pool_is_tiles(self):
-        """Whether each 2×2 tile of F(2×2, 3×3) is one pool window: a 2×2 max-pool of stride 2
-        without padding."""
-        pool = self.pool
-        return (tuple(pool.pool_size) == (2, 2) and tuple(pool.strides) == (2, 2)
-                and tuple(pool.pad) == (0, 0, 0, 0))
+        """Whether each 2×2 tile of F(2×2, 3×3) is one pool window: winograd.applies's test, as
+        the Conv2D → ReLU → MaxPool2D block makes it."""
+        conv, pool = self.conv, self.pool
+        return winograd.applies(1, conv.kernel_size, conv.strides, pool.pool_size, pool.strides, pool.pad)
 
     def _total(self, part):
         """Σ over the whole batch of a per-channel sum over this block's input (see above)."""
