@@ -19,6 +19,10 @@ class Dense(Layer):
         dL/dbias   = dz.sum(axis=0) (D_out,): the bias is added to every sample
         dL/dx      = dz @ kernel.T  (N, D_in)
 
+    dL/dx is computed as (kernel @ dz.T).T, the same product: OpenBLAS multiplies by a transposed
+    right-hand side slowly when N is a few samples, as in fit's shares (``benchmarks/layers.py``
+    profiles the step).
+
     ``activation="relu"`` (or any name in ``layers/activations.py``) applies that layer to z;
     backward first takes the gradient back through it.
 
@@ -71,7 +75,7 @@ class Dense(Layer):
         dz = dout if self.activation is None else self.activation.backward(dout)
         self.grads["kernel"] = self.x.T @ dz
         self.grads["bias"] = dz.sum(axis=0)
-        return dz @ self.params["kernel"].T
+        return (self.params["kernel"] @ dz.T).T        # = dz @ kernel.T (see the docstring)
 
     def get_config(self):
         return {"name": self.name, "units": self.units, "activation": activations.config_of(self.activation),
