@@ -194,6 +194,29 @@ def test_adam_kernel_equals_numpy_bit_for_bit(rng, dtype):
         np.testing.assert_array_equal(optimizers[0].state[key], optimizers[1].state[key])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adam_step_in_one_pass_equals_the_checked_step_bit_for_bit(rng, dtype):
+    """Optimizer.step three times: the fast mode writes each parameter in one pass
+    (adam_update_and_keep), the reference mode checks every update, then writes (NumPy lines)."""
+    models = []
+    for fast in (True, False):
+        model = Sequential([Dense(7), Dense(3)], input_shape=(5,), seed=0, dtype=dtype)
+        model.compile(Adam(1e-2))
+        models.append((model, fast))
+    for t in range(3):
+        grads = [rng.standard_normal(p.shape).astype(dtype) for p in models[0][0].get_weights()]
+        for model, fast in models:
+            layers = model._trainable_layers()
+            chunks = iter(grads)
+            for layer in layers:
+                layer.grads = {k: next(chunks).copy() for k in layer.params}
+            model.optimizer.step(layers, fast=fast)
+    for a, b in zip(models[0][0].get_weights(), models[1][0].get_weights()):
+        np.testing.assert_array_equal(a, b)
+    for key in models[1][0].optimizer.state:
+        np.testing.assert_array_equal(models[0][0].optimizer.state[key], models[1][0].optimizer.state[key])
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, 3e30])      # 3e30 squared overflows float32
 @pytest.mark.parametrize("fast", [True, False])
 def test_adam_check_changes_nothing_and_spots_non_finite(rng, bad, fast):
@@ -217,6 +240,9 @@ def test_adam_kernel_refuses_arrays_of_other_sizes(rng):
             adam_kernels.adam_update(p, grad, m, v, 1e-3, 0.9, 0.999, 1e-7)
     with pytest.raises(ValueError, match="one shape and dtype"):
         adam_kernels.adam_update(p, p.copy(), m, np.zeros(5, np.float32), 1e-3, 0.9, 0.999, 1e-7)
+    for kept in (np.zeros((3, 5), np.float32), np.zeros((3, 6), np.float64), np.zeros((2, 6), np.float32)):
+        with pytest.raises(ValueError, match="kept of shape"):
+            adam_kernels.adam_update_and_keep(p, p.copy(), m, v, 1e-3, 0.9, 0.999, 1e-7, kept)
 
 
 @pytest.mark.parametrize("optimizer", [Adam(1e-3), SGD(0.1, momentum=0.9)])
@@ -333,6 +359,7 @@ def calls_during_fit(monkeypatch, fast, threads=2):
     counted(conv, "im2col", "im2col")
     counted(fused, "im2col", "im2col")
     counted(optimizers, "adam_update", "adam kernel")
+    counted(optimizers, "adam_update_and_keep", "adam kernel, one pass")
     rng = np.random.default_rng(0)
     x, y = rng.random((64, 28, 28, 1), dtype=np.float32), rng.integers(0, 10, 64)
     model = seed_model()
@@ -347,11 +374,13 @@ def test_the_reference_mode_runs_the_layers_own_code(monkeypatch):
     assert counts["Conv2D.forward"] == counts["MaxPool2D.forward"] == counts["Dense.forward"] == 4
     assert counts["Conv2D.backward"] == counts["MaxPool2D.backward"] == counts["Dense.backward"] == 4
     assert counts["im2col"] == 4
-    assert "ConvReLUMaxPool.forward" not in counts and "adam kernel" not in counts
+    assert "ConvReLUMaxPool.forward" not in counts
+    assert "adam kernel" not in counts and "adam kernel, one pass" not in counts
 
 
 def test_the_fast_mode_runs_the_fused_blocks(monkeypatch):
     counts = calls_during_fit(monkeypatch, fast=True)
     assert "Conv2D.forward" not in counts and "MaxPool2D.backward" not in counts and "im2col" not in counts
     assert counts["ConvReLUMaxPool.forward"] >= 4 and counts["ConvReLUMaxPool.backward"] >= 4
-    assert counts["adam kernel"] == 2 * 8 * 2          # 2 steps x 8 parameters x (check, write)
+    assert counts["adam kernel, one pass"] == 2 * 8    # 2 steps x 8 parameters, each written once
+    assert "adam kernel" not in counts                  # never checked first, in a second pass

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import checks, schedules
 from .backend import device_of, get_array_module, to_device, to_numpy
-from .kernels.adam import FlatAdam, adam_update
+from .kernels.adam import FlatAdam, adam_update, adam_update_and_keep, put_back
 from .layers.base import check_gradients
 
 
@@ -91,12 +91,21 @@ class Optimizer:
         slots = [((layer.name, name), param, layer.grads[name])
                  for layer in layers for name, param in layer.params.items()]
         self.iterations += 1                        # the update's number t, counted from 1
+        bad = self._write_all_or_none(slots, lr, fast)
+        if bad is not None:
+            self.iterations -= 1
+            raise NonFiniteUpdate(bad, f"the update of {bad[0]}/{bad[1]} is not finite")
+
+    def _write_all_or_none(self, slots, lr, fast):
+        """Write the update of every (key, param, grad) in ``slots``, or, if any is not finite,
+        none; returns the key of the first that is not, or None. Every update is checked first,
+        then every one written."""
         for key, param, grad in slots:
             if not self.update(key, param, grad, lr, write=False, fast=fast):
-                self.iterations -= 1
-                raise NonFiniteUpdate(key, f"the update of {key[0]}/{key[1]} is not finite")
+                return key
         for key, param, grad in slots:
             self.update(key, param, grad, lr, fast=fast)
+        return None
 
     def update(self, key, param, grad, lr, write=True, fast=True):
         """Update one parameter in place with learning rate ``lr``; return whether every new
@@ -222,7 +231,8 @@ class Adam(Optimizer):
     In the reference mode (``fast=False``) ``update`` runs the NumPy lines below, which are the
     formula above with ``m += c * (g - m)`` for ``m = beta * m + c * g``. In the fast mode on the
     CPU, the same lines run as one fused Numba kernel (``kernels/adam.py``), one read and one write
-    of each number; ``tests/test_fast_paths.py`` proves it equal, bit for bit. On the GPU ``fit``
+    of each number, and :meth:`step` runs it once per parameter, not twice (``_write_all_or_none``);
+    ``tests/test_fast_paths.py`` proves it equal, bit for bit. On the GPU ``fit``
     runs :meth:`step_unless_flagged` instead: the same lines over every parameter at once, in two
     CUDA kernels that check on the device and wait for nothing (``FlatAdam``);
     ``tests/test_flat_adam.py`` proves them equal to ``update``, bit for bit.
@@ -236,6 +246,7 @@ class Adam(Optimizer):
         self.epsilon = checks.number(epsilon, "epsilon", minimum=0.0, low_open=True)
         self._flat = None           # the FlatAdam of step_unless_flagged, and the views it lent
         self._flat_views = []       # to self.state: [(m, v)] per parameter
+        self._kept = {}             # per parameter, what its last update overwrote (_write_all_or_none)
 
     def update(self, key, param, grad, lr, write=True, fast=True):
         b1, b2, eps = self.beta_1, self.beta_2, self.epsilon
@@ -253,6 +264,29 @@ class Adam(Optimizer):
         if write:
             m[...], v[...], param[...] = new_m, new_v, new_p
         return finite
+
+    def _write_all_or_none(self, slots, lr, fast):
+        """On the CPU in the fast mode, one pass over each parameter instead of two (a check,
+        then the write): each update is written at once by ``adam_update_and_keep``, which keeps
+        the values it overwrites, and when one is not finite the updates written before it are
+        put back (``kernels/adam.py``). What is kept takes three numbers per parameter number.
+        Otherwise as :meth:`Optimizer._write_all_or_none`."""
+        if not fast or not all(isinstance(param, np.ndarray) for _, param, _ in slots):
+            return super()._write_all_or_none(slots, lr, fast)
+        alpha, written, kept_now = self._step_size(lr), [], {}
+        for key, param, grad in slots:
+            m, v = self._slot(key, param, "m"), self._slot(key, param, "v")
+            kept = self._kept.get(key)
+            if kept is None or kept.shape != (3, param.size) or kept.dtype != param.dtype:
+                kept = np.empty((3, param.size), dtype=param.dtype)
+            kept_now[key] = kept
+            written.append((param, m, v, kept))
+            if not adam_update_and_keep(param, grad, m, v, alpha, self.beta_1, self.beta_2, self.epsilon, kept):
+                for arrays in written:
+                    put_back(*arrays)
+                return key
+        self._kept = kept_now           # the parameters of this step only (layers come and go)
+        return None
 
     def step_unless_flagged(self, layers, loss, flag, batch, fast=True):
         """:meth:`Optimizer.step_unless_flagged` in two kernel launches that wait for nothing: every

@@ -18,6 +18,12 @@ reports whether every one of them is finite, changing nothing. The optimizer che
 parameter first and writes only when all of them pass, so a diverging step is never half
 applied (see ``Optimizer.step``).
 
+That computes every update twice, and Adam's square root and division are most of its time. So
+``fit``'s step uses a third form, ``adam_update_and_keep``: one pass that writes the new values
+and keeps the ones it overwrote (``kept``, three numbers per parameter number). Adam writes the
+parameters one after another this way; in the rare step where one is not finite it puts back
+what the earlier ones overwrote (``put_back``), and the step is refused whole all the same.
+
 Every parameter at once, with a sticky flag (the GPU): ``FlatAdam``
 --------------------------------------------------------------------
 On the GPU each NumPy line is a kernel launch, and each check ``bool(isfinite(a).all())`` makes
@@ -96,15 +102,52 @@ def adam_update(param, grad, m, v, alpha, beta_1, beta_2, epsilon, write=True):
     NumPy arrays of one shape and dtype; param, m and v C-contiguous, since the kernel writes them
     through flat views. The kernel does not check its indices, so this wrapper refuses anything else.
     """
+    t = param.dtype.type        # compute in the parameter's dtype, as NumPy does with these scalars
+    return _adam_update_numba(*_flat("adam_update", param, grad, m, v), t(alpha), t(1 - beta_1), t(1 - beta_2),
+                              t(epsilon), write)
+
+
+def _flat(kernel, param, grad, m, v):
+    """Flat views of the four arrays (one compiled kernel for every shape), after checking them."""
     if any(a.shape != param.shape or a.dtype != param.dtype for a in (grad, m, v)) or not all(
             a.flags.c_contiguous for a in (param, m, v)):
-        raise ValueError("adam_update needs param, grad, m and v of one shape and dtype, and param, m "
+        raise ValueError(f"{kernel} needs param, grad, m and v of one shape and dtype, and param, m "
                          "and v C-contiguous; got " + ", ".join(
                              f"{a.shape} {a.dtype}" for a in (param, grad, m, v)) + ".")
-    arrays = (param, np.ascontiguousarray(grad), m, v)
-    t = param.dtype.type        # compute in the parameter's dtype, as NumPy does with these scalars
-    flat = [a.reshape(-1) for a in arrays]     # views: one compiled kernel for every shape
-    return _adam_update_numba(*flat, t(alpha), t(1 - beta_1), t(1 - beta_2), t(epsilon), write)
+    return [a.reshape(-1) for a in (param, np.ascontiguousarray(grad), m, v)]
+
+
+@jit()
+def _adam_update_and_keep_numba(p, g, m, v, alpha, c1, c2, epsilon, kept):
+    # as _adam_update_numba writing, and kept (3, size) gets the p, m and v it overwrites
+    bad = 0
+    for i in range(p.size):
+        gi, pi, mi, vi = g[i], p[i], m[i], v[i]
+        kept[0, i], kept[1, i], kept[2, i] = pi, mi, vi
+        mi = mi + c1 * (gi - mi)
+        vi = vi + c2 * (gi * gi - vi)
+        pi = pi - alpha * mi / (np.sqrt(vi) + epsilon)
+        s = mi * 0 + vi * 0 + pi * 0         # 0 when all three are finite; NaN otherwise
+        bad += s != s
+        m[i], v[i], p[i] = mi, vi, pi
+    return bad == 0
+
+
+def adam_update_and_keep(param, grad, m, v, alpha, beta_1, beta_2, epsilon, kept):
+    """adam_update writing, in the same one pass, into ``kept`` (3, param.size) the param, m and
+    v it overwrites; returns whether all the new values are finite. ``put_back`` undoes it."""
+    if kept.shape != (3, param.size) or kept.dtype != param.dtype or not kept.flags.c_contiguous:
+        raise ValueError(f"adam_update_and_keep needs kept of shape {(3, param.size)} ({param.dtype}), "
+                         f"C-contiguous; got {kept.shape} ({kept.dtype}).")
+    t = param.dtype.type
+    return _adam_update_and_keep_numba(*_flat("adam_update_and_keep", param, grad, m, v), t(alpha),
+                                       t(1 - beta_1), t(1 - beta_2), t(epsilon), kept)
+
+
+def put_back(param, m, v, kept):
+    """Undo adam_update_and_keep: param, m and v as they were before it."""
+    for a, old in zip((param, m, v), kept):
+        a.reshape(-1)[...] = old
 
 
 # ---------------------------------------------------------------------------------------------
