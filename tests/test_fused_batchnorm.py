@@ -54,15 +54,18 @@ def test_kernels_match_the_layers_references(rng, shape, p, s, padding, dtype):
     m = z.size // shape[-1]                         # the variance as the layer takes it, in two passes
     np.testing.assert_allclose(moments[1] / m - (moments[0] / m) ** 2, z.astype(np.float64).var(axis=(0, 1, 2)),
                                rtol=1e-6 if dtype == np.float32 else 1e-12)
-    y_ref, arg_ref = kernels.batchnorm_relu_maxpool_forward_reference(z, mean, inv_std, gamma, beta, *p, s, pad)
-    y, arg = kernels.batchnorm_relu_maxpool_forward(z, mean, inv_std, gamma, beta, *p, s, pad)
-    assert y.dtype == dtype and 0 < (y > 0).mean() < 1             # both ReLU branches are exercised
+    y_ref, arg_ref, xhat_ref = kernels.batchnorm_relu_maxpool_forward_reference(z, mean, inv_std, gamma, beta, *p,
+                                                                                s, pad)
+    y, arg, xhat = kernels.batchnorm_relu_maxpool_forward(z, mean, inv_std, gamma, beta, *p, s, pad)
+    assert y.dtype == dtype and xhat.dtype == dtype and 0 < (y > 0).mean() < 1   # both ReLU branches run
     np.testing.assert_array_equal(y, y_ref)                         # the same operations, in order
     np.testing.assert_array_equal(arg[y > 0], arg_ref[y > 0])       # where a gradient flows
+    np.testing.assert_array_equal(xhat[y > 0], xhat_ref[y > 0])
+    np.testing.assert_array_equal((gamma * xhat + beta)[y > 0], y[y > 0])   # the x̂ whose v is the maximum
 
     dy = rng.standard_normal(y.shape).astype(dtype)
-    sums = kernels.batchnorm_gradient_sums(dy, arg, y, z, mean, inv_std)
-    sums_ref = kernels.batchnorm_gradient_sums_reference(dy, arg_ref, y_ref, z, mean, inv_std)
+    sums = kernels.batchnorm_gradient_sums(dy, y, xhat)
+    sums_ref = kernels.batchnorm_gradient_sums_reference(dy, y_ref, xhat_ref)
     for a, b in zip(sums, sums_ref):
         assert a.dtype == dtype
         np.testing.assert_allclose(a, b, **tol)
@@ -81,9 +84,11 @@ def test_kernels_refuse_arrays_of_other_shapes(rng):
     mean, inv_std, gamma, beta = statistics(rng, z)
     with pytest.raises(ValueError, match="gamma"):
         kernels.batchnorm_relu_maxpool_forward(z, mean, inv_std, gamma[:2], beta, 2, 2, (2, 2), (0, 0, 0, 0))
-    y, arg = kernels.batchnorm_relu_maxpool_forward(z, mean, inv_std, gamma, beta, 2, 2, (2, 2), (0, 0, 0, 0))
+    y, arg, xhat = kernels.batchnorm_relu_maxpool_forward(z, mean, inv_std, gamma, beta, 2, 2, (2, 2), (0, 0, 0, 0))
+    with pytest.raises(ValueError, match="xhat_max"):
+        kernels.batchnorm_gradient_sums(y, y, xhat[:1])
     with pytest.raises(ValueError, match="argmax"):
-        kernels.batchnorm_gradient_sums(y, arg[:1], y, z, mean, inv_std)
+        kernels.batchnorm_input_gradient(y, arg[:1], y, z, mean, inv_std, gamma, mean, mean, 10)
     with pytest.raises(ValueError, match="batch and the channels"):
         kernels.batchnorm_input_gradient(y, arg, y, z[:1], mean, inv_std, gamma, mean, mean, 10)
 

@@ -12,8 +12,10 @@ pool's window, strides and padding; OH, OW the pooled size). M = N*H*W values pe
 mean, inv_std = 1 / sqrt(var + eps), gamma and beta are (C,).
 
 Forward, given the statistics (the batch's in training, the moving averages in inference)
-    v         = gamma * ((z - mean) * inv_std) + beta         BatchNormalization, as it computes it
+    x̂         = (z - mean) * inv_std
+    v         = gamma * x̂ + beta                              BatchNormalization, as it computes it
     y, argmax = maxpool(relu(v))                              one pass, as bias_relu_pool's kernel
+    x̂max      = x̂ at each window's argmax                     (N, OH, OW, C), kept for backward
 The batch's statistics come from one pass over z, both sums in float64:
     s1, s2    = Σ z, Σ z²  per channel                        (channel_moments)
     mean      = s1 / M,  var = s2 / M - mean²
@@ -26,9 +28,10 @@ float64 model loses as many digits as mean² / var has.
 
 Backward, given dL/dy (N, OH, OW, C). Write dv = dL/dv: zero except at each window's argmax where
 y > 0, where it is dy (ReLU and max-pool's backward, as in bias_relu_pool). BatchNormalization's
-backward (layers/normalization.py) needs two sums of dv, which only the argmax pixels add to:
-    dbeta     = Σ dv,   dgamma = Σ dv * x̂                     (batchnorm_gradient_sums: a pass
-                                                                over the pooled outputs only)
+backward (layers/normalization.py) needs two sums of dv, which only the argmax pixels add to, so
+they are sums over the pooled outputs, with the x̂ the forward kept there:
+    dbeta     = Σ dv,   dgamma = Σ dv * x̂                     (batchnorm_gradient_sums: over the
+                = Σ dy (y > 0),  Σ dy (y > 0) x̂max            pooled outputs, reading no z)
     dz        = gamma * inv_std / M * (M dv - dbeta - x̂ * dgamma)     (batchnorm_input_gradient)
 In inference mean and var are constants: dz = dv * gamma * inv_std.
 
@@ -56,19 +59,25 @@ def channel_moments_reference(z):
 
 
 def batchnorm_relu_maxpool_forward_reference(z, mean, inv_std, gamma, beta, ph, pw, stride, pad):
-    """z (N, H, W, C) -> y, argmax (N, OH, OW, C), as BatchNormalization, ReLU and MaxPool2D."""
-    v = gamma * ((z - mean) * inv_std) + beta       # BatchNormalization, with these statistics
-    return maxpool_forward_reference(np.maximum(v, 0), ph, pw, stride, pad)
+    """z (N, H, W, C) -> y, argmax, x̂max (N, OH, OW, C), as BatchNormalization, ReLU and MaxPool2D;
+    x̂max is x̂ = (z - mean) * inv_std at each window's argmax (flat in z's H*W, as argmax is)."""
+    xhat = (z - mean) * inv_std
+    v = gamma * xhat + beta                         # BatchNormalization, with these statistics
+    y, argmax = maxpool_forward_reference(np.maximum(v, 0), ph, pw, stride, pad)
+    n, h, w, c = z.shape
+    xhat_max = np.take_along_axis(xhat.reshape(n, h * w, c), argmax.reshape(n, -1, c), axis=1)
+    return y, argmax, xhat_max.reshape(y.shape)
 
 
 def _dv_reference(dy, argmax, y, z_shape):
     return maxpool_backward_reference(dy * (y > 0), argmax, z_shape)    # max-pool, then ReLU
 
 
-def batchnorm_gradient_sums_reference(dy, argmax, y, z, mean, inv_std):
-    """(dbeta, dgamma), each (C,): Σ dv and Σ dv * x̂ over N, H, W."""
-    dv = _dv_reference(dy, argmax, y, z.shape)
-    return dv.sum(axis=(0, 1, 2)), (dv * ((z - mean) * inv_std)).sum(axis=(0, 1, 2))
+def batchnorm_gradient_sums_reference(dy, y, xhat_max):
+    """(dbeta, dgamma), each (C,): Σ dv and Σ dv * x̂ over N, H, W, which only the argmax pixels
+    add to: Σ dy (y > 0) and Σ dy (y > 0) x̂max over the pooled outputs (the module docstring)."""
+    dv = dy * (y > 0)
+    return dv.sum(axis=(0, 1, 2)), (dv * xhat_max).sum(axis=(0, 1, 2))
 
 
 def batchnorm_input_gradient_reference(dy, argmax, y, z, mean, inv_std, gamma, dbeta, dgamma, m):
@@ -102,10 +111,11 @@ def _batchnorm_relu_maxpool_forward_numba(z, mean, inv_std, gamma, beta, ph, pw,
     n, h, w, c = z.shape
     y = np.empty((n, oh, ow, c), dtype=z.dtype)
     argmax = np.empty((n, oh, ow, c), dtype=np.int32)
+    xhat_max = np.empty((n, oh, ow, c), dtype=z.dtype)
     for b in range(n):
         for yo in range(oh):
             for xo in range(ow):
-                best, where = y[b, yo, xo], argmax[b, yo, xo]    # this window's C outputs
+                best, where, at = y[b, yo, xo], argmax[b, yo, xo], xhat_max[b, yo, xo]   # this window's
                 first = True
                 for i in range(ph):
                     hi = yo * sh + i - pt
@@ -116,19 +126,21 @@ def _batchnorm_relu_maxpool_forward_numba(z, mean, inv_std, gamma, beta, ph, pw,
                         if wi < 0 or wi >= w:
                             continue
                         for ch in range(c):
-                            v = gamma[ch] * ((z[b, hi, wi, ch] - mean[ch]) * inv_std[ch]) + beta[ch]
+                            xh = (z[b, hi, wi, ch] - mean[ch]) * inv_std[ch]
+                            v = gamma[ch] * xh + beta[ch]
                             larger = first or (v > best[ch]) or ((v != v) and (best[ch] == best[ch]))
                             best[ch] = v if larger else best[ch]
                             where[ch] = hi * w + wi if larger else where[ch]
+                            at[ch] = xh if larger else at[ch]
                         first = False
                 for ch in range(c):
                     best[ch] = 0 if best[ch] <= 0 else best[ch]     # ReLU; NaN stays NaN
-    return y, argmax
+    return y, argmax, xhat_max
 
 
 @jit()
-def _batchnorm_gradient_sums_numba(dy, argmax, y, z, mean, inv_std):
-    n, oh, ow, c = dy.shape                     # z is (N, H*W, C): pixels numbered as argmax is
+def _batchnorm_gradient_sums_numba(dy, y, xhat_max):
+    n, oh, ow, c = dy.shape
     dbeta = np.zeros(c, dtype=np.float64)
     dgamma = np.zeros(c, dtype=np.float64)
     for b in range(n):
@@ -137,7 +149,7 @@ def _batchnorm_gradient_sums_numba(dy, argmax, y, z, mean, inv_std):
                 for ch in range(c):         # dv = dy where y > 0: selects, not branches
                     g = dy[b, yo, xo, ch] if y[b, yo, xo, ch] > 0 else 0.0
                     dbeta[ch] += g
-                    dgamma[ch] += g * ((z[b, argmax[b, yo, xo, ch], ch] - mean[ch]) * inv_std[ch])
+                    dgamma[ch] += g * xhat_max[b, yo, xo, ch]
     return dbeta.astype(dy.dtype), dgamma.astype(dy.dtype)
 
 
@@ -203,12 +215,11 @@ def batchnorm_relu_maxpool_forward(z, mean, inv_std, gamma, beta, ph, pw, stride
                                                  ph, pw, sh, sw, pt, pl, oh, ow)
 
 
-def batchnorm_gradient_sums(dy, argmax, y, z, mean, inv_std):
+def batchnorm_gradient_sums(dy, y, xhat_max):
     """Same contract as :func:`batchnorm_gradient_sums_reference`."""
-    _check_pooled("batchnorm_gradient_sums", dy, argmax, y, z.shape)
-    n, h, w, c = z.shape
-    return _batchnorm_gradient_sums_numba(np.ascontiguousarray(dy), argmax, y, np.ascontiguousarray(z).reshape(n, h * w, c),
-                                          mean, inv_std)
+    expect_shape("batchnorm_gradient_sums", "y", y, dy.shape)
+    expect_shape("batchnorm_gradient_sums", "xhat_max", xhat_max, dy.shape)
+    return _batchnorm_gradient_sums_numba(np.ascontiguousarray(dy), y, xhat_max)
 
 
 def batchnorm_input_gradient(dy, argmax, y, z, mean, inv_std, gamma, dbeta, dgamma, m):

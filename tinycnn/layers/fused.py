@@ -135,7 +135,8 @@ class ConvBatchNormReLUMaxPool:
                   mean = Σ z / M,  var = Σ z² / M - mean²      in training: the batch's (both sums
                                                               in float64, in one pass), and the
                                                               moving averages follow them
-                  y, argmax = maxpool(relu(gamma * (z - mean) / sqrt(var + eps) + beta))   one pass
+                  y, argmax = maxpool(relu(gamma * (z - mean) / sqrt(var + eps) + beta))   one pass,
+                                                              keeping x̂ at each argmax
         backward  dbeta, dgamma = Σ dv, Σ dv * x̂               over the pooled outputs only
                   dz = gamma / (M s) * (M dv - dbeta - x̂ dgamma)                  one pass over z
                   dkernel = cols.T @ dz, dbias = Σ dz, dx = col2im(dz @ kernel.T)   Conv2D's own
@@ -212,15 +213,14 @@ class ConvBatchNormReLUMaxPool:
         else:
             mean, var = norm.state["moving_mean"], norm.state["moving_variance"]
         self.z, self.mean, self.inv_std = z, mean, 1.0 / np.sqrt(var + norm.epsilon)
-        self.y, self.argmax = batchnorm_relu_maxpool_forward(z, mean, self.inv_std, norm.params["gamma"],
-                                                             norm.params["beta"], *pool.pool_size, pool.strides,
-                                                             pool.pad)
+        self.y, self.argmax, self.xhat_max = batchnorm_relu_maxpool_forward(
+            z, mean, self.inv_std, norm.params["gamma"], norm.params["beta"], *pool.pool_size, pool.strides, pool.pad)
         return self.y
 
     def backward(self, dy):
         conv, norm = self.conv, self.norm
         kernel, gamma = conv.params["kernel"], norm.params["gamma"]
-        dbeta, dgamma = batchnorm_gradient_sums(dy, self.argmax, self.y, self.z, self.mean, self.inv_std)
+        dbeta, dgamma = batchnorm_gradient_sums(dy, self.y, self.xhat_max)
         norm.grads["beta"], norm.grads["gamma"] = dbeta, dgamma       # this share's, if split
         if self.training:
             dbeta, dgamma = self._total(np.stack([dbeta, dgamma]))
