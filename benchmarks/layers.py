@@ -19,7 +19,7 @@
 2. times those matrix products alone, at the same shapes, one thread: the floor of an im2col
    design that calls BLAS for all of them, and the machine's single-core SGEMM rate for scale;
 3. times whole training steps as ``fit`` runs them (``model._train_step``), on all the cores and
-   on one, and the cost of the check that refuses a non-finite update;
+   on one, and what checking every update without writing costs (a checked step's first pass);
 4. times one thread's share (forward, loss and backward, no update) alone, beside a thread that
    runs a Numba loop without the GIL (what sharing the caches and the memory costs it), and in as
    many threads as ``fit`` uses at once, each on its own copy of the model, meeting nowhere: what
@@ -212,7 +212,7 @@ def main():
         one = 2048
         a = np.random.default_rng(0).random((one, one), dtype=np.float32)
         sgemm = 2 * one ** 3 / (median_ms(lambda: a @ a, 5) * 1e-3) / 1e9
-    rows.append({"step": f"{type(opt).__name__} update (check + write)", "backward_ms": update})
+    rows.append({"step": f"{type(opt).__name__} update (Optimizer.step)", "backward_ms": update})
     total = sum((r.get("forward_ms") or 0) + (r.get("backward_ms") or 0) for r in rows)
     for r in rows:
         r["share"] = 100 * ((r.get("forward_ms") or 0) + (r.get("backward_ms") or 0)) / total
@@ -224,7 +224,8 @@ def main():
     common.print_table(rows, [("step", "step", "{}"), ("forward_ms", "forward ms", "{:.3f}"),
                               ("backward_ms", "backward ms", "{:.3f}"), ("gflops", "GFLOP/s", "{:.1f}"),
                               ("gbs", "GB/s", "{:.1f}"), ("share", "share", "{:.1f}%")])
-    print(f"sum {total:.2f} ms for {share} images; the non-finite check inside the update: {check:.3f} ms")
+    print(f"sum {total:.2f} ms for {share} images; checking every update without writing "
+          f"(update(write=False), a checked step's first pass): {check:.3f} ms")
     print(f"im2col floor: the {len(shapes)} matrix products of an im2col design, alone, one thread: {floor:.2f} ms "
           f"({flop / (floor * 1e-3) / 1e9:.0f} GFLOP/s; one-thread SGEMM 2048^3: {sgemm:.0f} GFLOP/s)")
 
