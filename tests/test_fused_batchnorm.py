@@ -184,7 +184,7 @@ def test_the_first_block_in_training_equals_the_four_layers(rng, dtype, pool):
     def run(p, fast):
         p.loss_and_gradients(x, labels)
         if fast:
-            assert p.steps[0].winograd and p.steps[0].v.shape[0] == 16 and p.steps[0]._pool_is_tiles() == (pool == 2)
+            assert p.steps[0].winograd and p.steps[0].v.shape[0] == 16 and p.steps[0].dz_in_tiles == (pool == 2)
 
     _, ((_, grads, moving), (_, grads_ref, moving_ref)) = fast_and_reference(m, run, input_grad=False,
                                                                             layers=m.layers)

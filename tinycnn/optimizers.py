@@ -73,10 +73,11 @@ class Optimizer:
     def step(self, layers, fast=True):
         """Apply one update to every parameter of ``layers`` from its ``grads``, or to none.
 
-        Every update is first computed without being written, and checked: if any new weight
-        or state value would not be finite (NaN or inf), nothing is written and
-        :class:`NonFiniteUpdate` names the first such parameter. A diverging step is never half
-        applied, and the weights stay those from before it.
+        If any new weight or state value would not be finite (NaN or inf), nothing is written
+        and :class:`NonFiniteUpdate` names the first such parameter: a diverging step is never
+        half applied, and the weights stay those from before it. Every update is first computed
+        without being written, and checked, then all are written (``_write_all_or_none``); Adam
+        on the CPU instead writes each at once and puts the step back if one is not finite.
 
         Each layer's gradients are checked against its parameters first (``check_gradients``:
         the same keys, shapes and dtypes), so an update never reads past the end of an array.

@@ -23,10 +23,10 @@ to the whole batch's.
 
 Two modes. ``fast=False``, the reference mode (``model.compile(..., fast=False)``), runs exactly
 the layers' own ``forward`` and ``backward``. ``fast=True``, the default, differs on the CPU only
-where a fast twin stands in for layers: each Conv2D → ReLU → MaxPool2D (``activation="relu"`` on the Conv2D, or a ``ReLU()`` layer
-between them) runs as one :class:`~tinycnn.layers.fused.ConvReLUMaxPool` block, and each Conv2D →
-BatchNormalization → ReLU → MaxPool2D as one
-:class:`~tinycnn.layers.fused.ConvBatchNormReLUMaxPool` block, which compute the same numbers in
+where a fast twin stands in for layers: each Conv2D → ReLU → MaxPool2D (``activation="relu"`` on
+the Conv2D, or a ``ReLU()`` layer between them) runs as one
+:class:`~tinycnn.layers.fused.ConvReLUMaxPool` block, and each Conv2D → BatchNormalization → ReLU
+→ MaxPool2D as one :class:`~tinycnn.layers.fused.ConvBatchNormReLUMaxPool` block, which compute the same numbers in
 fewer passes over memory; and the first step with parameters, when it is such a block or a Conv2D
 (:class:`~tinycnn.layers.fused.Conv2DWithoutDx`), skips its input gradient, which nobody needs.
 ``tests/test_fast_paths.py`` proves the two modes equal.

@@ -8,8 +8,9 @@
 - :mod:`.winograd` -- a 3×3 convolution with its bias, ReLU and 2×2 max-pool by Winograd's F(2×2, 3×3);
 - :mod:`.winograd_conv` -- the same tiles computing the whole convolution (z written), for the
   BatchNormalization block;
-- :mod:`.adam`    -- Adam's update in one pass, which can check before it writes, and (for the GPU)
-  one update of every parameter at once, with a sticky flag that stops writing after a bad step;
+- :mod:`.adam`    -- Adam's update in one pass, which can check without writing or keep what it
+  overwrites, and (for the GPU) one update of every parameter at once, with a sticky flag that
+  stops writing after a bad step;
 - :mod:`.affine`  -- warping images (rotation, shift) by bilinear interpolation, and its adjoint;
 - :mod:`.geometry` -- a sliding window's output size and "same" padding, for im2col, pooling and
   cuda, and the shape check every wrapper makes before a kernel indexes its arrays;

@@ -80,17 +80,24 @@ from ..backend import get_array_module
 from .jit import jit
 
 
+@jit(helper=True)
+def _adam_element(pi, gi, mi, vi, alpha, c1, c2, epsilon):
+    """One number's update, Adam.update's lines: the new (p, m, v), and 1 if one of them is not
+    finite, else 0. c1 = 1 - beta_1 and c2 = 1 - beta_2, in the parameter's dtype."""
+    mi = mi + c1 * (gi - mi)
+    vi = vi + c2 * (gi * gi - vi)
+    pi = pi - alpha * mi / (np.sqrt(vi) + epsilon)
+    s = mi * 0 + vi * 0 + pi * 0             # 0 when all three are finite; NaN otherwise
+    return pi, mi, vi, s != s
+
+
 @jit()
 def _adam_update_numba(p, g, m, v, alpha, c1, c2, epsilon, write):
-    # p, g, m, v are flat, of one size; c1 = 1 - beta_1 and c2 = 1 - beta_2, in the parameter's dtype
+    # p, g, m, v are flat, of one size
     bad = 0
     for i in range(p.size):
-        gi = g[i]
-        mi = m[i] + c1 * (gi - m[i])
-        vi = v[i] + c2 * (gi * gi - v[i])
-        pi = p[i] - alpha * mi / (np.sqrt(vi) + epsilon)
-        s = mi * 0 + vi * 0 + pi * 0         # 0 when all three are finite; NaN otherwise
-        bad += s != s
+        pi, mi, vi, not_finite = _adam_element(p[i], g[i], m[i], v[i], alpha, c1, c2, epsilon)
+        bad += not_finite
         if write:
             m[i], v[i], p[i] = mi, vi, pi
     return bad == 0
@@ -122,13 +129,9 @@ def _adam_update_and_keep_numba(p, g, m, v, alpha, c1, c2, epsilon, kept):
     # as _adam_update_numba writing, and kept (3, size) gets the p, m and v it overwrites
     bad = 0
     for i in range(p.size):
-        gi, pi, mi, vi = g[i], p[i], m[i], v[i]
-        kept[0, i], kept[1, i], kept[2, i] = pi, mi, vi
-        mi = mi + c1 * (gi - mi)
-        vi = vi + c2 * (gi * gi - vi)
-        pi = pi - alpha * mi / (np.sqrt(vi) + epsilon)
-        s = mi * 0 + vi * 0 + pi * 0         # 0 when all three are finite; NaN otherwise
-        bad += s != s
+        kept[0, i], kept[1, i], kept[2, i] = p[i], m[i], v[i]
+        pi, mi, vi, not_finite = _adam_element(p[i], g[i], m[i], v[i], alpha, c1, c2, epsilon)
+        bad += not_finite
         m[i], v[i], p[i] = mi, vi, pi
     return bad == 0
 

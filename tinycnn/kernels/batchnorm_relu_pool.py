@@ -226,8 +226,9 @@ def batchnorm_input_gradient(dy, argmax, y, z, mean, inv_std, gamma, dbeta, dgam
     """Same contract as :func:`batchnorm_input_gradient_reference`."""
     _check_pooled("batchnorm_input_gradient", dy, argmax, y, z.shape)
     n, h, w, c = z.shape
-    dz = _batchnorm_input_gradient_numba(np.ascontiguousarray(dy), argmax, y, np.ascontiguousarray(z).reshape(n, h * w, c),
-                                         mean, inv_std, gamma, dbeta, dgamma, z.dtype.type(m))
+    dz = _batchnorm_input_gradient_numba(np.ascontiguousarray(dy), argmax, y,
+                                         np.ascontiguousarray(z).reshape(n, h * w, c), mean, inv_std, gamma,
+                                         dbeta, dgamma, z.dtype.type(m))
     return dz.reshape(z.shape)
 
 

@@ -76,20 +76,21 @@ def applies(channels, kernel_size, conv_strides, pool_size, pool_strides, pool_p
 # The kernel's transform (small: NumPy is enough, and it is its own reference)
 # ---------------------------------------------------------------------------------------------
 
-def kernel_transform(kernel):
+def kernel_transform(kernel, g=G):
     """kernel (3, 3, C, F) -> U (16, C, F), U[4ξ+ν] = (G g Gᵀ)[ξ, ν] for every channel and filter.
+    (With another G of a rows, as .winograd_conv's F(4×4, 3×3): U (a², C, F).)
 
     Two matrix products over the kernel's first two axes (einsum would read more easily, but
     does not hand this contraction to BLAS)."""
-    g = G.astype(kernel.dtype)
-    gk = np.matmul(g, kernel.reshape(3, -1)).reshape(4, 3, -1)        # G g: rows      (4, 3, C*F)
-    return np.matmul(g, gk).reshape(16, *kernel.shape[2:])            # (G g) Gᵀ, per row ξ
+    a, g = len(g), g.astype(kernel.dtype)
+    gk = np.matmul(g, kernel.reshape(3, -1)).reshape(a, 3, -1)        # G g: rows      (a, 3, C*F)
+    return np.matmul(g, gk).reshape(a * a, *kernel.shape[2:])         # (G g) Gᵀ, per row ξ
 
 
-def kernel_transform_backward(du):
+def kernel_transform_backward(du, g=G):
     """dU (16, C, F) -> dkernel (3, 3, C, F) = Gᵀ dU G, the transpose of kernel_transform."""
-    g = G.astype(du.dtype)
-    gd = np.matmul(g.T, du.reshape(4, -1)).reshape(3, 4, -1)          # Gᵀ dU          (3, 4, C*F)
+    a, g = len(g), g.astype(du.dtype)
+    gd = np.matmul(g.T, du.reshape(a, -1)).reshape(3, a, -1)          # Gᵀ dU          (3, a, C*F)
     return np.matmul(g.T, gd).reshape(3, 3, *du.shape[1:])            # (Gᵀ dU) G
 
 
@@ -120,22 +121,28 @@ def _unpadded(dpad, x_shape, pt, pl):
 # NumPy references
 # ---------------------------------------------------------------------------------------------
 
-def input_transform_reference(x, pt, pl, th, tw):
-    """x (N, H, W, C) -> V (16, N*TH*TW, C): the 4×4 tile under every 2×2 output block, Bᵀ d B."""
-    tiles = sliding_window_view(_padded(x, pt, pl, th, tw), (4, 4), axis=(1, 2))[:, ::2, ::2]  # N,TH,TW,C,4,4
-    bt = BT.astype(x.dtype)
-    return np.einsum("ai,nhwcij,bj->abnhwc", bt, tiles, bt).reshape(16, -1, x.shape[3])
+def input_transform_reference(x, pt, pl, th, tw, bt=BT):
+    """x (N, H, W, C) -> V (16, N*TH*TW, C): the 4×4 tile under every 2×2 output block, Bᵀ d B.
+    (With another Bᵀ of a rows, as .winograd_conv's F(4×4, 3×3): the a×a tile under every
+    (a - 2)×(a - 2) block, V (a², T, C).)"""
+    a, step = len(bt), len(bt) - 2
+    padded = _padded(x, pt, pl, step * th // 2, step * tw // 2)          # _padded counts 2×2 tiles
+    tiles = sliding_window_view(padded, (a, a), axis=(1, 2))[:, ::step, ::step]      # N,TH,TW,C,a,a
+    bt = bt.astype(x.dtype)
+    return np.einsum("ai,nhwcij,bj->abnhwc", bt, tiles, bt).reshape(a * a, -1, x.shape[3])
 
 
-def input_transform_backward_reference(dv, x_shape, pt, pl, th, tw):
-    """dV (16, T, C) -> dx (N, H, W, C): B dV Bᵀ per tile, added where the tile came from."""
+def input_transform_backward_reference(dv, x_shape, pt, pl, th, tw, bt=BT):
+    """dV (16, T, C) -> dx (N, H, W, C): B dV Bᵀ per tile, added where the tile came from (the
+    transpose of input_transform_reference, for the same Bᵀ)."""
     n, c = x_shape[0], x_shape[3]
-    bt = BT.astype(dv.dtype)
-    dd = np.einsum("ai,abnhwc,bj->nhwijc", bt, dv.reshape(4, 4, n, th, tw, c), bt)
-    dpad = np.zeros((n, 2 * th + 2, 2 * tw + 2, c), dtype=dv.dtype)
-    for i in range(4):
-        for j in range(4):
-            dpad[:, i:i + 2 * th:2, j:j + 2 * tw:2] += dd[:, :, :, i, j]
+    a, step = len(bt), len(bt) - 2
+    bt = bt.astype(dv.dtype)
+    dd = np.einsum("ai,abnhwc,bj->nhwijc", bt, dv.reshape(a, a, n, th, tw, c), bt)
+    dpad = np.zeros((n, step * th + 2, step * tw + 2, c), dtype=dv.dtype)
+    for i in range(a):
+        for j in range(a):
+            dpad[:, i:i + step * th:step, j:j + step * tw:step] += dd[:, :, :, i, j]
     return _unpadded(dpad, x_shape, pt, pl)
 
 

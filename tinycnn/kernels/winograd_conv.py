@@ -62,7 +62,6 @@ it, and ``forward`` and ``backward`` (both paths) against im2col's convolution a
 """
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 from . import winograd
 from .geometry import expect_shape
@@ -86,6 +85,12 @@ def applies(channels, kernel_size, strides):
             and tuple(strides) == (1, 1))
 
 
+def one_channel(channels, input_grad):
+    """Whether ``forward`` takes the one-channel F(2×2, 3×3) kernels: one input channel, and no
+    dx wanted (the first convolution in training); V then has 16 rows instead of 36."""
+    return channels == 1 and not input_grad
+
+
 def tiles(z_hw, m=4):
     """(TH, TW): the m×m tiles that cover z, the last ones partly outside it."""
     return -(-z_hw[0] // m), -(-z_hw[1] // m)
@@ -96,17 +101,13 @@ def tiles(z_hw, m=4):
 # ---------------------------------------------------------------------------------------------
 
 def kernel_transform(kernel):
-    """kernel (3, 3, C, F) -> U (36, C, F), U[6ξ+ν] = (G g Gᵀ)[ξ, ν] for every channel and filter."""
-    g = G.astype(kernel.dtype)
-    gk = np.matmul(g, kernel.reshape(3, -1)).reshape(6, 3, -1)        # G g             (6, 3, C*F)
-    return np.matmul(g, gk).reshape(36, *kernel.shape[2:])            # (G g) Gᵀ, per row ξ
+    """kernel (3, 3, C, F) -> U (36, C, F), U[6ξ+ν] = (G g Gᵀ)[ξ, ν]: .winograd's, with this G."""
+    return winograd.kernel_transform(kernel, G)
 
 
 def kernel_transform_backward(du):
     """dU (36, C, F) -> dkernel (3, 3, C, F) = Gᵀ dU G, the transpose of kernel_transform."""
-    g = G.astype(du.dtype)
-    gd = np.matmul(g.T, du.reshape(6, -1)).reshape(3, 6, -1)          # Gᵀ dU           (3, 6, C*F)
-    return np.matmul(g.T, gd).reshape(3, 3, *du.shape[1:])            # (Gᵀ dU) G
+    return winograd.kernel_transform_backward(du, G)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,65 +120,54 @@ def _padded_for(x, pad, th, tw):
 
 
 def input_transform_reference(x, pad, th, tw):
-    """x (N, H, W, C) -> V (36, N*TH*TW, C): the 6×6 tile under every 4×4 output block, Bᵀ d B."""
-    windows = sliding_window_view(_padded_for(x, pad, th, tw), (6, 6), axis=(1, 2))[:, ::4, ::4]   # N,TH,TW,C,6,6
-    bt = BT.astype(x.dtype)
-    return np.einsum("ai,nhwcij,bj->abnhwc", bt, windows, bt).reshape(36, -1, x.shape[3])
+    """x (N, H, W, C) -> V (36, N*TH*TW, C): the 6×6 tile under every 4×4 output block, Bᵀ d B
+    (.winograd's, with this Bᵀ)."""
+    return winograd.input_transform_reference(x, pad[0], pad[2], th, tw, BT)
 
 
 def input_transform_backward_reference(dv, x_shape, pad, th, tw):
     """dV (36, T, C) -> dx (N, H, W, C): B dV Bᵀ per tile, added where the tile came from."""
-    n, c = x_shape[0], x_shape[3]
-    bt = BT.astype(dv.dtype)
-    dd = np.einsum("ai,abnhwc,bj->nhwijc", bt, dv.reshape(6, 6, n, th, tw, c), bt)
-    dpad = np.zeros((n, 4 * th + 2, 4 * tw + 2, c), dtype=dv.dtype)
-    for i in range(6):
-        for j in range(6):
-            dpad[:, i:i + 4 * th:4, j:j + 4 * tw:4] += dd[:, :, :, i, j]
-    return _unpadded(dpad, x_shape, pad[0], pad[2])
+    return winograd.input_transform_backward_reference(dv, x_shape, pad[0], pad[2], th, tw, BT)
 
 
-def output_transform_reference(m, bias, n, oh, ow):
-    """M (36, T, F) -> z (N, OH, OW, F) = Aᵀ M A + bias per tile, cropped to (OH, OW)."""
-    th, tw = tiles((oh, ow))
-    at = AT.astype(m.dtype)
-    z = np.einsum("ia,abnhwf,jb->nhiwjf", at, m.reshape(6, 6, n, th, tw, -1), at).reshape(n, 4 * th, 4 * tw, -1)
-    return z[:, :oh, :ow] + bias
+def output_transform_reference(m, bias, n, oh, ow, at=AT):
+    """M (36, T, F) -> z (N, OH, OW, F) = Aᵀ M A + bias per tile, cropped to (OH, OW). (With
+    F(2×2, 3×3)'s Aᵀ, .winograd.AT: M (16, T, F), 2×2 tiles.)"""
+    a, m_out = at.shape[1], at.shape[0]                  # a tile's inputs and outputs per side
+    th, tw = tiles((oh, ow), m_out)
+    at = at.astype(m.dtype)
+    z = np.einsum("ia,abnhwf,jb->nhiwjf", at, m.reshape(a, a, n, th, tw, -1), at)
+    return z.reshape(n, m_out * th, m_out * tw, -1)[:, :oh, :ow] + bias
 
 
-def output_transform_backward_reference(dz):
-    """dz (N, OH, OW, F) -> (dM (36, T, F) = A dz_tile Aᵀ per tile, dz zero beyond z; dbias = Σ dz)."""
+def output_transform_backward_reference(dz, at=AT):
+    """dz (N, OH, OW, F) -> (dM (36, T, F) = A dz_tile Aᵀ per tile, dz zero beyond z; dbias = Σ dz).
+    (With .winograd.AT: dM (16, T, F).)"""
     n, oh, ow, f = dz.shape
-    th, tw = tiles((oh, ow))
-    padded = np.zeros((n, 4 * th, 4 * tw, f), dtype=dz.dtype)
+    a, m_out = at.shape[1], at.shape[0]
+    th, tw = tiles((oh, ow), m_out)
+    padded = np.zeros((n, m_out * th, m_out * tw, f), dtype=dz.dtype)
     padded[:, :oh, :ow] = dz
-    at = AT.astype(dz.dtype)
-    dm = np.einsum("ia,nhiwjf,jb->abnhwf", at, padded.reshape(n, th, 4, tw, 4, f), at)
-    return dm.reshape(36, -1, f), dz.sum(axis=(0, 1, 2))
+    at = at.astype(dz.dtype)
+    dm = np.einsum("ia,nhiwjf,jb->abnhwf", at, padded.reshape(n, th, m_out, tw, m_out, f), at)
+    return dm.reshape(a * a, -1, f), dz.sum(axis=(0, 1, 2))
 
 
 def one_channel_forward_reference(x, kernel, bias, pad, z_hw):
-    """x (N, H, W, 1) -> z by F(2×2, 3×3), its steps one after another with .winograd's references."""
+    """x (N, H, W, 1) -> z by F(2×2, 3×3), its steps one after another: V, U, M = V @ U, z."""
     th, tw = tiles(z_hw, 2)
     v = winograd.input_transform_reference(x, pad[0], pad[2], th, tw)
     m = np.matmul(v, winograd.kernel_transform(kernel))
-    at = winograd.AT.astype(x.dtype)
-    n = x.shape[0]
-    z = np.einsum("ia,abnhwf,jb->nhiwjf", at, m.reshape(4, 4, n, th, tw, -1), at).reshape(n, 2 * th, 2 * tw, -1)
-    return z[:, :z_hw[0], :z_hw[1]] + bias
+    return output_transform_reference(m, bias, x.shape[0], *z_hw, winograd.AT)
 
 
 def one_channel_kernel_backward_reference(dz, x, pad):
     """dz (N, OH, OW, F), x (N, H, W, 1) -> (dkernel, dbias) by F(2×2, 3×3): dM = A dz_tile Aᵀ,
     dU = Vᵀ dM, dkernel = Gᵀ dU G."""
-    n, oh, ow, f = dz.shape
-    th, tw = tiles((oh, ow), 2)
-    padded = np.zeros((n, 2 * th, 2 * tw, f), dtype=dz.dtype)
-    padded[:, :oh, :ow] = dz
-    at = winograd.AT.astype(dz.dtype)
-    dm = np.einsum("ia,nhiwjf,jb->abnhwf", at, padded.reshape(n, th, 2, tw, 2, f), at).reshape(16, -1, f)
+    dm, dbias = output_transform_backward_reference(dz, winograd.AT)
+    th, tw = tiles(dz.shape[1:3], 2)
     v = winograd.input_transform_reference(x, pad[0], pad[2], th, tw)
-    return winograd.kernel_transform_backward(np.matmul(v.transpose(0, 2, 1), dm)), dz.sum(axis=(0, 1, 2))
+    return winograd.kernel_transform_backward(np.matmul(v.transpose(0, 2, 1), dm)), dbias
 
 
 def one_channel_batchnorm_backward_reference(dy, argmax, y, z, x, pad, mean, inv_std, gamma, dbeta, dgamma, m):
@@ -575,7 +565,7 @@ def forward(x, kernel, bias, pad, z_hw, input_grad=True):
     n, c, f = x.shape[0], x.shape[3], bias.shape[0]
     expect_shape("winograd_conv.forward", "kernel", kernel, (3, 3, c, f))
     z = np.empty((n, *z_hw, f), dtype=x.dtype)
-    if c == 1 and not input_grad:
+    if one_channel(c, input_grad):
         th, tw = tiles(z_hw, 2)
         u = winograd.kernel_transform(kernel)
         v = np.empty((n * th * tw, 16), dtype=x.dtype)

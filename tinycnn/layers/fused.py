@@ -175,12 +175,6 @@ class ConvBatchNormReLUMaxPool:
     def output_shape(self, input_shape):
         return self.pool.output_shape(self.conv.output_shape(input_shape))
 
-    def _pool_is_tiles(self):
-        """Whether each 2×2 tile of F(2×2, 3×3) is one pool window: winograd.applies's test, as
-        the Conv2D → ReLU → MaxPool2D block makes it."""
-        conv, pool = self.conv, self.pool
-        return winograd.applies(1, conv.kernel_size, conv.strides, pool.pool_size, pool.strides, pool.pad)
-
     def _total(self, part):
         """Σ over the whole batch of a per-channel sum over this block's input (see above)."""
         return part if self.sums is None else self.sums.total(self.k, part)
@@ -191,6 +185,11 @@ class ConvBatchNormReLUMaxPool:
         kernel = conv.params["kernel"]
         self.x_shape = x.shape
         self.winograd = winograd_conv.applies(x.shape[3], conv.kernel_size, conv.strides)
+        # The one-channel kernels, and each 2×2 tile one pool window (winograd.applies's test, as
+        # the Conv2D → ReLU → MaxPool2D block makes it): the backward computes dz tile by tile.
+        self.dz_in_tiles = (self.winograd and winograd_conv.one_channel(x.shape[3], self.input_grad)
+                            and winograd.applies(1, conv.kernel_size, conv.strides, pool.pool_size, pool.strides,
+                                                 pool.pad))
         if self.winograd:
             z, self.v, self.u = winograd_conv.forward(x, kernel, conv.params["bias"], conv.pad, conv.out_hw,
                                                         self.input_grad)
@@ -224,8 +223,7 @@ class ConvBatchNormReLUMaxPool:
         norm.grads["beta"], norm.grads["gamma"] = dbeta, dgamma       # this share's, if split
         if self.training:
             dbeta, dgamma = self._total(np.stack([dbeta, dgamma]))
-            if self.winograd and self.v.shape[0] == 16 and self._pool_is_tiles():
-                # the first convolution (one channel, no dx): dz never written (winograd_conv)
+            if self.dz_in_tiles:            # the first convolution: dz never written (winograd_conv)
                 conv.grads["kernel"], conv.grads["bias"] = winograd_conv.one_channel_batchnorm_backward(
                     dy, self.argmax, self.y, self.z, self.v, self.mean, self.inv_std, gamma, dbeta, dgamma, self.m)
                 return None
