@@ -27,7 +27,9 @@ where a fast twin stands in for layers: each Conv2D → ReLU → MaxPool2D (``ac
 the Conv2D, or a ``ReLU()`` layer between them) runs as one
 :class:`~tinycnn.layers.fused.ConvReLUMaxPool` block, and each Conv2D → BatchNormalization → ReLU
 → MaxPool2D as one :class:`~tinycnn.layers.fused.ConvBatchNormReLUMaxPool` block, which compute the same numbers in
-fewer passes over memory; and the first step with parameters, when it is such a block or a Conv2D
+fewer passes over memory; each Dropout runs as :class:`~tinycnn.layers.fused.OnePassDropout`,
+which draws the same mask by a kernel and applies it in the same pass; and the first step with
+parameters, when it is such a block or a Conv2D
 (:class:`~tinycnn.layers.fused.Conv2DWithoutDx`), skips its input gradient, which nobody needs.
 ``tests/test_fast_paths.py`` proves the two modes equal.
 
@@ -42,7 +44,8 @@ from .backend import is_gpu_array
 from .layers.activations import ReLU, Softmax
 from .layers.base import check_backward, check_forward
 from .layers.conv import Conv2D
-from .layers.fused import Conv2DWithoutDx, ConvBatchNormReLUMaxPool, ConvReLUMaxPool
+from .layers.dropout import Dropout
+from .layers.fused import Conv2DWithoutDx, ConvBatchNormReLUMaxPool, ConvReLUMaxPool, OnePassDropout
 from .layers.normalization import BatchNormalization
 from .layers.pooling import MaxPool2D
 
@@ -151,13 +154,18 @@ def logit_steps(layers, fast=True, input_grad=False):
 
 def _fused(steps):
     """Replace each Conv2D(relu) → MaxPool2D and Conv2D → ReLU → MaxPool2D run by one block,
-    and each Conv2D → BatchNormalization → ReLU → MaxPool2D by another.
+    each Conv2D → BatchNormalization → ReLU → MaxPool2D by another, and each Dropout by its
+    one-pass twin.
 
-    Only on the CPU: the blocks' kernels are Numba's. Only ReLU: the blocks compute ReLU and no
-    other activation."""
+    Only on the CPU: the blocks' kernels are Numba's (OnePassDropout runs the layer's own forward
+    on the GPU). Only ReLU: the blocks compute ReLU and no other activation."""
     out, i = [], 0
     while i < len(steps):
         s = steps[i]
+        if type(s) is Dropout:
+            out.append(OnePassDropout(s))
+            i += 1
+            continue
         if type(s) is Conv2D and not is_gpu_array(s.params.get("kernel")):
             rest = [type(step) for step in steps[i + 1:i + 4]]
             if type(s.activation) is ReLU and rest[:1] == [MaxPool2D]:

@@ -8,6 +8,7 @@
 - :mod:`.winograd` -- a 3×3 convolution with its bias, ReLU and 2×2 max-pool by Winograd's F(2×2, 3×3);
 - :mod:`.winograd_conv` -- the same tiles computing the whole convolution (z written), for the
   BatchNormalization block;
+- :mod:`.dropout` -- Dropout's mask, the layer's Philox numbers computed where they are applied;
 - :mod:`.adam`    -- Adam's update in one pass, which can check without writing or keep what it
   overwrites, and (for the GPU) one update of every parameter at once, with a sticky flag that
   stops writing after a bad step;

@@ -19,7 +19,9 @@ Helpers. Small functions that kernels call (a 4-number transform, a 2×2 window'
 compiled with ``jit(helper=True)``: Numba then skips the two wrappers that let Python, or C, call
 a function directly, which are code to generate, optimise and compile like any other. The helpers
 are only ever inlined into the kernels that call them, which shortens the compile time. Calling
-a helper from Python raises an error.
+a helper from Python raises an error. LLVM usually inlines them too; a helper it leaves as a call
+inside a loop stops that loop's vectorisation, and ``jit(helper=True, inline=True)`` makes Numba
+inline it itself, before LLVM sees the loop (Dropout's Philox rounds need it).
 
 Every kernel is serial. ``fit`` uses the cores another way: each thread runs serial kernels and
 single-threaded BLAS on its own share of the batch (``tinycnn/parallel.py`` says why Numba's own
@@ -37,12 +39,15 @@ from numba.core import event
 _warned = False
 
 
-def jit(helper=False):
+def jit(helper=False, inline=False):
     """Decorator: compile a kernel with Numba in nopython mode, cached on disk when possible.
-    ``helper=True``: a function that only other kernels call (see above)."""
+    ``helper=True``: a function that only other kernels call; ``inline=True``: one that Numba
+    inlines into them (see above)."""
     options = dict(nogil=True, error_model="numpy")
     if helper:
         options.update(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+    if inline:
+        options.update(inline="always")
 
     def decorate(fn):
         global _warned

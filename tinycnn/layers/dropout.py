@@ -47,6 +47,10 @@ class Dropout(Layer):
     each chunk's forward, which then draws there and counts nothing, and adds one to the model's
     layer's ``batches`` once the whole batch is done.
 
+    What ``fit`` runs: in the fast mode, on the CPU, :class:`~tinycnn.layers.fused.OnePassDropout`,
+    which draws the same mask with a kernel (``kernels/dropout.py``) and applies it in the same
+    pass; the reference mode runs this code.
+
     Holding the mask still (for a gradient check): set ``layer.fixed_mask`` to a boolean array
     of the input's shape; while it is not None, training uses it instead of drawing a new mask.
     """
@@ -91,16 +95,19 @@ class Dropout(Layer):
         u = stream.random_raw(shape[0] * 4 * blocks).reshape(shape[0], 4 * blocks)[:, :units]
         return (u >= np.uint64(math.ceil(self.rate * 2 ** 64))).reshape(shape)   # u / 2^64 >= rate
 
+    def drawing_at(self):
+        """(batch, first sample) of the mask a training forward draws now: ``position`` while a
+        copy runs part of a batch, else the next batch of its own, from sample 0."""
+        return (self.batches, 0) if self.position is None else self.position
+
     def forward(self, x, training=False):
         self._prepare(x)
         if not training or self.rate == 0.0:
             self.scale = None
             return x
+        mask = self.draw_mask(x.shape, *self.drawing_at())
         if self.position is None:               # a batch of its own (see "Who counts the batches")
-            mask = self.draw_mask(x.shape, self.batches)
             self.batches += 1
-        else:
-            mask = self.draw_mask(x.shape, *self.position)
         if get_array_module(x) is not np:
             mask = to_device(mask, "gpu")
         # mask / (1 - rate) in x's dtype: what each unit is multiplied by, kept for backward

@@ -4,7 +4,8 @@
 - :class:`ConvBatchNormReLUMaxPool`: Conv2D, BatchNormalization, ReLU and MaxPool2D run as one
   block (at the end of this file);
 - :class:`Conv2DWithoutDx`: a Conv2D that is the first step with parameters, in training: its
-  backward fills the gradients and skips dL/dx, which nobody needs.
+  backward fills the gradients and skips dL/dx, which nobody needs;
+- :class:`OnePassDropout`: Dropout whose mask is drawn and applied by one kernel.
 
 ConvReLUMaxPool
 ---------------
@@ -41,6 +42,7 @@ from ..kernels.batchnorm_relu_pool import (batchnorm_gradient_sums, batchnorm_in
                                            batchnorm_input_gradient, batchnorm_relu_maxpool_forward,
                                            channel_moments)
 from ..kernels.bias_relu_pool import bias_relu_maxpool_forward, maxpool_relu_backward
+from ..kernels.dropout import dropout_forward
 from ..kernels.im2col import col2im, im2col
 
 
@@ -120,6 +122,37 @@ class Conv2DWithoutDx:
         conv.grads["kernel"] = (conv.cols.T @ dz).reshape(conv.params["kernel"].shape)
         conv.grads["bias"] = get_array_module(dz).ones(dz.shape[0], dtype=dz.dtype) @ dz
         return None
+
+
+class OnePassDropout:
+    """Dropout in training, on the CPU, by one kernel (``kernels/dropout.py``) that computes the
+    layer's Philox numbers itself and writes y and scale as it makes them: the layer's own mask,
+    y and scale, bit for bit, in one pass instead of NumPy's five. Everything else is the layer's:
+    its backward, and its own forward in inference, with a ``fixed_mask``, or on the GPU.
+    ``tests/test_dropout_kernel.py`` proves the twin equal to the layer, whole and split.
+    """
+
+    def __init__(self, layer):
+        self.layer, self.name = layer, layer.name
+
+    params = property(lambda self: self.layer.params)     # none, but the plan asks
+    grads = property(lambda self: self.layer.grads)
+
+    def output_shape(self, input_shape):
+        return self.layer.output_shape(input_shape)
+
+    def forward(self, x, training=False):
+        layer = self.layer
+        if not training or layer.rate == 0.0 or layer.fixed_mask is not None or not isinstance(x, np.ndarray):
+            return layer.forward(x, training)
+        layer._prepare(x)
+        y, layer.scale = dropout_forward(x, layer._key, *layer.drawing_at(), layer.rate)
+        if layer.position is None:              # a batch of its own: counted, as the layer counts it
+            layer.batches += 1
+        return y
+
+    def backward(self, dout):
+        return self.layer.backward(dout)
 
 
 class ConvBatchNormReLUMaxPool:
