@@ -21,7 +21,8 @@ import numpy as np
 import pytest
 
 from tinycnn import Sequential
-from tinycnn.layers import BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU
+from tinycnn.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten, Layer, MaxPool2D, RandomRotation,
+                            RandomTranslation, ReLU)
 from tinycnn.layers.fused import ConvBatchNormReLUMaxPool
 from tinycnn.layers.normalization import BatchNormAcrossShares
 from tinycnn.optimizers import SGD, Adam
@@ -127,6 +128,88 @@ def test_fit_with_dropout_is_the_same_on_one_thread_and_on_two():
             model.fit(x, y, epochs=2, batch_size=32, verbose=0, seed=0, threads=threads)
         weights[threads] = model.get_weights()
         assert [layer.batches for layer in model.layers if isinstance(layer, Dropout)] == [6, 6]
+    for a, b in zip(weights[1], weights[2]):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Augmentation: the whole batch's transforms, each share warping its own images
+# ---------------------------------------------------------------------------------------------
+
+class WholeBatch(Layer):
+    """Passes x through; per_sample is False, so it must see whole batches."""
+
+    def forward(self, x, training=False):
+        self._prepare(x)
+        return x
+
+    def backward(self, dout):
+        return dout
+
+
+def augmented_model(seed=0, ahead=()):
+    model = Sequential([RandomRotation(0.1), *ahead, RandomTranslation(0.1, (-0.1, 0.2), fill_value=0.5),
+                        Conv2D(4, 3, activation="relu"), MaxPool2D(2), Flatten(), Dropout(0.3),
+                        Dense(3, activation="softmax")], input_shape=(10, 10, 2), seed=seed, dtype="float64")
+    model.compile(Adam(1e-3))
+    return model
+
+
+@pytest.mark.parametrize("ahead, shares_warp", [((), True), ((ReLU(),), True), ((WholeBatch(),), False)])
+@pytest.mark.parametrize("threads, chunk", [(2, CHUNK), (3, 2)])
+def test_a_split_batch_warps_the_images_the_whole_batch_would(rng, ahead, shares_warp, threads, chunk):
+    """Two models of one seed: one runs the batch in one piece, the other split. The split draws
+    the same transforms (the generators end alike), so logits, loss and gradients agree. The
+    shares run the augmentation themselves unless a layer before the first with parameters is not
+    per_sample; then it all runs on the whole batch first, as before."""
+    x, y = rng.random((13, 10, 10, 2)), rng.integers(0, 3, 13)
+    whole_model, split_model = augmented_model(ahead=ahead), augmented_model(ahead=tuple(type(a)() for a in ahead))
+    logits, loss = whole_model.plan().loss_and_gradients(x, y)
+    warps = [layer for layer in split_model.layers if isinstance(layer, (RandomRotation, RandomTranslation))]
+    with DataParallel(split_model, threads, chunk=chunk) as parallel:
+        assert (parallel.start == 0) == shares_warp
+        split_logits, split_loss = parallel.train_step(x, y)
+        assert all(layer.given is None for layers in parallel.warping for layer in layers)
+    np.testing.assert_allclose(split_logits, logits, rtol=1e-12)
+    assert split_loss == pytest.approx(loss, rel=1e-12)
+    for a, b in zip(whole_model.layers, split_model.layers):
+        for k in a.grads:
+            np.testing.assert_allclose(b.grads[k], a.grads[k], rtol=1e-10, atol=1e-14)
+    for a, b in zip([layer for layer in whole_model.layers if hasattr(layer, "draw_transforms")], warps):
+        np.testing.assert_array_equal(a.draw_transforms(4), b.draw_transforms(4))   # the same draws so far
+
+
+def test_a_split_batch_warps_each_image_by_its_own_rows(rng):
+    """What each share's copy was given: its images' rows of the batch's transforms, in order."""
+    model = augmented_model()
+    x, y = rng.random((9, 10, 10, 2)), rng.integers(0, 3, 9)
+    twin = augmented_model()
+    expected = [layer.draw_transforms(9) for layer in twin.layers if hasattr(layer, "draw_transforms")]
+    given = []
+    with DataParallel(model, 3, chunk=2) as parallel:
+        for k, layers in enumerate(parallel.warping):
+            for j, layer in enumerate(layers):
+                original = layer.forward
+
+                def recording(xs, training=False, _layer=layer, _original=original, _k=k, _j=j):
+                    given.append((_j, _k, _layer.given.copy()))
+                    return _original(xs, training)
+                layer.forward = recording
+        parallel.train_step(x, y)
+    for j, rows in enumerate(expected):        # thread by thread; a thread's chunks in its order
+        pieces = [g for k in range(3) for jj, kk, g in given if (jj, kk) == (j, k)]
+        assert len(pieces) == 5                 # shares of 3 images, chunks of 2: 2 + 2 + 1
+        np.testing.assert_array_equal(np.concatenate(pieces), rows)
+
+
+def test_fit_with_augmentation_is_the_same_on_one_thread_and_on_two():
+    rng = np.random.default_rng(0)
+    x, y = rng.random((96, 10, 10, 2)), rng.integers(0, 3, 96)
+    weights = {}
+    for threads in (1, 2):
+        model = augmented_model()
+        model.fit(x, y, epochs=2, batch_size=32, verbose=0, seed=0, threads=threads)
+        weights[threads] = model.get_weights()
     for a, b in zip(weights[1], weights[2]):
         np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
 

@@ -39,8 +39,12 @@ Two more split with help from here, and compute exactly what they compute on the
   piece.
 
 Any other layer with ``per_sample = False`` after the first trainable layer keeps the model in
-one thread (:func:`can_split`). Augmentation layers before it are fine: they run on the whole
-batch first, forward only.
+one thread (:func:`can_split`). The layers before it (augmentation) run forward only, and split
+with them when they are augmentation layers and layers that treat each sample on its own: the
+model's augmentation layer draws the whole batch's transforms here, in one thread, as its own
+forward would, and each thread's copy warps its own images with its rows (``given``,
+``layers/augmentation.py``). Otherwise (no augmentation, or a layer there that is not
+``per_sample``) they run on the whole batch first, before the shares.
 """
 
 import copy
@@ -153,6 +157,15 @@ class DataParallel:
         self.grads_of = [[layer.grads for layer in layers] for layers in copies]
         # Dropout's copies, told where each chunk starts (see the module docstring)
         self.drawing = [[layer for layer in layers if hasattr(layer, "position")] for layers in copies]
+        # The augmentation layers' copies, given their images' transforms. The shares start at the
+        # first step when there are some, and every step before the first with parameters is one
+        # or treats each sample on its own; otherwise those steps run on the whole batch first.
+        self.warping = [[layer for layer in layers if hasattr(layer, "draw_transforms")] for layers in copies]
+        first = self.plans[0].first
+        ahead = self.plans[0].steps[:first]
+        self.start = first
+        if self.warping[0] and all(getattr(step, "per_sample", False) or step in self.warping[0] for step in ahead):
+            self.start = 0
         self.sums = self._across_shares()
         self.chunk = None if self.sums else chunk      # a share with BatchNormalization runs whole
 
@@ -189,19 +202,25 @@ class DataParallel:
         """
         for plan in self.plans:
             plan.check = check
-        first = self.plans[0].first
-        x = self.plans[0].forward(x, training=True, stop=first)     # augmentation: the whole batch
+        if self.start == 0:         # augmentation in the shares, with the whole batch's transforms
+            transforms = [layer.draw_transforms(len(x)) for layer in self.warping[0]]
+        else:                       # the layers before the first with parameters: the whole batch
+            x, transforms = self.plans[0].forward(x, training=True, stop=self.start), []
         n = len(x)
         shares = self._shares(n)
         for sums in self.sums:
             sums.begin(len(shares), n)
         batches = [layer.batches for layer in self.drawing[0]]      # this batch's number, per Dropout
         try:
-            results = self._run(self._share, [(k, s, x[s], y[s], n, batches) for k, s in enumerate(shares)])
+            results = self._run(self._share, [(k, s, x[s], y[s], n, batches, transforms)
+                                              for k, s in enumerate(shares)])
         finally:
             for layers in self.drawing:
                 for layer in layers:
                     layer.position = None
+            for layers in self.warping:
+                for layer in layers:
+                    layer.given = None
         for layer in self.drawing[0]:
             layer.batches += 1
         loss = sum(r[1] for r in results) / n
@@ -239,11 +258,12 @@ class DataParallel:
             raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
         return results
 
-    def _share(self, k, s, x, y, n, batches):
+    def _share(self, k, s, x, y, n, batches, transforms):
         """One thread's share x = the batch's x[s], in chunks of at most ``self.chunk`` images
         (whole when it is None): each chunk's loss and gradients with dL/dlogits scaled to the
         whole batch (``Plan.loss_and_gradients``); the chunks' gradients add up (gradient
-        accumulation). Returns (logits, loss summed over the share).
+        accumulation). Returns (logits, loss summed over the share). ``transforms``: the whole
+        batch's, one array per augmentation layer, when the shares run it (``self.start`` 0).
 
         A loss that is not finite stops the share before its backward pass, and the logits are
         None. With BatchNormalization the other shares would wait for this one in theirs: it
@@ -257,7 +277,9 @@ class DataParallel:
                 for layer, batch in zip(self.drawing[k], batches):
                     layer.position = (batch, s.start + start)
                 xc, yc = x[start:start + chunk], y[start:start + chunk]
-                logits, loss = plan.loss_and_gradients(xc, yc, scale=len(yc) / n, start=plan.first)
+                for layer, rows in zip(self.warping[k], transforms):
+                    layer.given = rows[s.start + start:s.start + start + len(xc)]
+                logits, loss = plan.loss_and_gradients(xc, yc, scale=len(yc) / n, start=self.start)
                 total += loss * len(yc)
                 if not np.isfinite(loss):
                     self._abort()

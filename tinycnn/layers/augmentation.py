@@ -90,6 +90,10 @@ class _RandomAffine(Layer):
     by ``draw_transforms``, kept in ``self.transforms``), then y = affine_sample(x). Inference:
     y = x, the very same array. Backward: the adjoint of the warp (see ``kernels/affine.py``);
     at inference dx = dout.
+
+    A batch split over threads (``tinycnn/parallel.py``): the model's layer draws the whole
+    batch's transforms in one thread, as its own forward would, and each thread's copy is given
+    the rows of its images (``given``), which its forward uses instead of drawing.
     """
 
     def __init__(self, fill_value=0.0, seed=None, name=None):
@@ -97,6 +101,7 @@ class _RandomAffine(Layer):
         self.fill_value = checks.number(fill_value, "fill_value")
         self.generator = None
         self.transforms = None
+        self.given = None           # (N, 6) transforms drawn for this copy's images, while it runs a share
 
     def build(self, input_shape, dtype="float32", rng=None):
         if len(input_shape) != 3:
@@ -115,7 +120,7 @@ class _RandomAffine(Layer):
         if not training:
             self.transforms = None
             return x
-        self.transforms = self.draw_transforms(x.shape[0])
+        self.transforms = self.draw_transforms(x.shape[0]) if self.given is None else self.given
         return affine_sample(x, self.transforms, self.fill_value)
 
     def backward(self, dout):

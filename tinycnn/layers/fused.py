@@ -132,6 +132,8 @@ class OnePassDropout:
     ``tests/test_dropout_kernel.py`` proves the twin equal to the layer, whole and split.
     """
 
+    per_sample = True           # as the layer: each sample's mask is its own (parallel.py)
+
     def __init__(self, layer):
         self.layer, self.name = layer, layer.name
 
