@@ -39,12 +39,12 @@ Two more split with help from here, and compute exactly what they compute on the
   piece.
 
 Any other layer with ``per_sample = False`` after the first trainable layer keeps the model in
-one thread (:func:`can_split`). The layers before it (augmentation) run forward only, and split
-with them when they are augmentation layers and layers that treat each sample on its own: the
-model's augmentation layer draws the whole batch's transforms here, in one thread, as its own
-forward would, and each thread's copy warps its own images with its rows (``given``,
-``layers/augmentation.py``). Otherwise (no augmentation, or a layer there that is not
-``per_sample``) they run on the whole batch first, before the shares.
+one thread (:func:`can_split`). The layers before it run forward only. When they include
+augmentation layers, and each of them is one or treats each sample on its own, they run in the
+shares too: each augmentation layer of the model draws the whole batch's transforms here, in one
+thread, as its own forward would, and each thread's copy warps its own images with its rows
+(``given``, ``layers/augmentation.py``). Otherwise they run on the whole batch first, before
+the shares.
 """
 
 import copy
