@@ -79,6 +79,28 @@ def test_kernels_match_the_layers_references(rng, shape, p, s, padding, dtype):
                                                                               inv_std), **tol)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("update", [True, False])
+def test_the_statistics_kernel_is_its_reference_bit_for_bit(rng, dtype, update):
+    """From the whole batch's float64 sums: mean, 1 / std and the moving averages, the NumPy lines'
+    numbers exactly. Channels whose Σ z² / M - mean² is negative (float rounding: the variance is
+    0) or NaN (a NaN in z) are among them; so is an epsilon and a momentum that float32 rounds."""
+    c, m = 9, 1234
+    z = rng.standard_normal((m, c)) * rng.uniform(0.1, 30, c) + rng.uniform(-50, 50, c)
+    total = np.stack([z.sum(axis=0), (z * z).sum(axis=0)])
+    total[1, 0] = total[0, 0] ** 2 / m * (1 - 1e-15)            # Σ z² / M just below mean²
+    total[:, 1] = np.nan
+    before = [rng.random(c).astype(dtype) for _ in range(2)]
+    moving, mine = [a.copy() for a in before], [a.copy() for a in before]
+    want = kernels.batch_statistics_reference(total, m, 1.1e-3, 0.93, *moving, update)
+    got = kernels.batch_statistics(total, m, 1.1e-3, 0.93, *mine, update)
+    for a, b in zip(got + tuple(mine), want + tuple(moving)):
+        assert a.dtype == dtype
+        np.testing.assert_array_equal(a, b)
+    assert np.isnan(got[0][1]) and got[1][0] == (1 / np.sqrt(dtype(0) + dtype(1.1e-3))).astype(dtype)  # var 0
+    assert np.array_equal(mine[0][2:], before[0][2:]) != update         # the moving averages move iff update
+
+
 def test_kernels_refuse_arrays_of_other_shapes(rng):
     z = rng.standard_normal((2, 4, 4, 3))
     mean, inv_std, gamma, beta = statistics(rng, z)

@@ -18,7 +18,10 @@ Forward, given the statistics (the batch's in training, the moving averages in i
     x̂max      = x̂ at each window's argmax                     (N, OH, OW, C), kept for backward
 The batch's statistics come from one pass over z, both sums in float64:
     s1, s2    = Σ z, Σ z²  per channel                        (channel_moments)
-    mean      = s1 / M,  var = s2 / M - mean²
+    mean      = s1 / M,  var = s2 / M - mean²                 (batch_statistics, with inv_std =
+                                                              1 / sqrt(var + eps) and the moving
+                                                              averages: a few numbers per channel,
+                                                              in one call after the meeting)
 The layer (layers/normalization.py) takes the variance in a second pass, Σ (z - mean)², which
 never subtracts two large numbers. Here a batch split over threads meets once to add both sums
 instead of twice, and the subtraction costs digits: a float64 sum of M numbers is good to about
@@ -56,6 +59,18 @@ def channel_moments_reference(z):
     """z (N, H, W, C) -> (2, C) float64: Σ z and Σ z² over N, H, W."""
     z64 = z.astype(np.float64)
     return np.stack([z64.sum(axis=(0, 1, 2)), (z64 * z64).sum(axis=(0, 1, 2))])
+
+
+def batch_statistics_reference(total, m, epsilon, momentum, moving_mean, moving_var, update):
+    """total (2, C) float64, the whole batch's Σ z and Σ z² over m values per channel -> (mean,
+    inv_std), each (C,) in the moving averages' dtype; when ``update``, the moving averages follow
+    them in place (BatchNormalization's momentum)."""
+    s1, s2 = total / m
+    mean, var = s1.astype(moving_mean.dtype), np.maximum(s2 - s1 * s1, 0).astype(moving_mean.dtype)
+    if update:
+        moving_mean[...] = momentum * moving_mean + (1.0 - momentum) * mean
+        moving_var[...] = momentum * moving_var + (1.0 - momentum) * var
+    return mean, 1.0 / np.sqrt(var + epsilon)
 
 
 def batchnorm_relu_maxpool_forward_reference(z, mean, inv_std, gamma, beta, ph, pw, stride, pad):
@@ -110,6 +125,25 @@ def _channel_moments_numba(z2):
     out = np.empty((2, c), dtype=np.float64)
     out[0], out[1] = s1, s2
     return out
+
+
+@jit()
+def _batch_statistics_numba(total, m, epsilon, momentum, rest, moving_mean, moving_var, update, mean, inv_std):
+    # NumPy's arithmetic, number by number: float64 sums and divisions, rounded to the model's
+    # dtype t, then t's arithmetic with the Python floats rounded to t (rest = 1.0 - momentum,
+    # taken in Python as the reference takes it); np.maximum(d, 0) keeps a NaN
+    t = mean.dtype.type
+    one, eps, mom, rst = t(1.0), t(epsilon), t(momentum), t(rest)
+    for ch in range(total.shape[1]):
+        s1, s2 = total[0, ch] / m, total[1, ch] / m
+        d = s2 - s1 * s1
+        var = t(d if d >= 0.0 or d != d else 0.0)
+        mu = t(s1)
+        mean[ch] = mu
+        inv_std[ch] = one / np.sqrt(var + eps)
+        if update:
+            moving_mean[ch] = mom * moving_mean[ch] + rst * mu
+            moving_var[ch] = mom * moving_var[ch] + rst * var
 
 
 @jit()
@@ -206,6 +240,19 @@ def _check_pooled(kernel, dy, argmax, y, z_shape):
 def channel_moments(z):
     """Same contract as :func:`channel_moments_reference`."""
     return _channel_moments_numba(np.ascontiguousarray(z).reshape(-1, z.shape[-1]))
+
+
+def batch_statistics(total, m, epsilon, momentum, moving_mean, moving_var, update):
+    """Same contract as :func:`batch_statistics_reference`, bit for bit, in one call: it runs just
+    after a split batch's threads meet, where every NumPy call would hold Python's GIL while the
+    other thread waits for it (docs/performance.md)."""
+    c = moving_mean.shape[0]
+    expect_shape("batch_statistics", "total", total, (2, c))
+    expect_shape("batch_statistics", "moving_var", moving_var, (c,))
+    mean, inv_std = np.empty(c, dtype=moving_mean.dtype), np.empty(c, dtype=moving_mean.dtype)
+    _batch_statistics_numba(total, float(m), float(epsilon), float(momentum), 1.0 - momentum, moving_mean, moving_var,
+                            bool(update), mean, inv_std)
+    return mean, inv_std
 
 
 def batchnorm_relu_maxpool_forward(z, mean, inv_std, gamma, beta, ph, pw, stride, pad):

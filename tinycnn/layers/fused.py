@@ -38,7 +38,7 @@ import numpy as np
 
 from ..backend import get_array_module
 from ..kernels import winograd, winograd_conv
-from ..kernels.batchnorm_relu_pool import (batchnorm_gradient_sums, batchnorm_inference_gradient,
+from ..kernels.batchnorm_relu_pool import (batch_statistics, batchnorm_gradient_sums, batchnorm_inference_gradient,
                                            batchnorm_input_gradient, batchnorm_relu_maxpool_forward,
                                            channel_moments)
 from ..kernels.bias_relu_pool import bias_relu_maxpool_forward, maxpool_relu_backward
@@ -238,15 +238,13 @@ class ConvBatchNormReLUMaxPool:
         if training:
             samples = len(x) if self.sums is None else self.sums.samples
             self.m = samples * conv.out_hw[0] * conv.out_hw[1]        # M values per channel
-            s1, s2 = self._total(channel_moments(z)) / self.m        # float64, one meeting
-            mean, var = s1.astype(z.dtype), np.maximum(s2 - s1 * s1, 0).astype(z.dtype)
-            if self.k == 0:                                           # once per batch
-                moving_mean, moving_var = norm.state["moving_mean"], norm.state["moving_variance"]
-                moving_mean[...] = norm.momentum * moving_mean + (1.0 - norm.momentum) * mean
-                moving_var[...] = norm.momentum * moving_var + (1.0 - norm.momentum) * var
+            total = self._total(channel_moments(z))                   # float64 sums, one meeting
+            mean, inv_std = batch_statistics(total, self.m, norm.epsilon, norm.momentum, norm.state["moving_mean"],
+                                             norm.state["moving_variance"], update=self.k == 0)   # once a batch
         else:
             mean, var = norm.state["moving_mean"], norm.state["moving_variance"]
-        self.z, self.mean, self.inv_std = z, mean, 1.0 / np.sqrt(var + norm.epsilon)
+            inv_std = 1.0 / np.sqrt(var + norm.epsilon)
+        self.z, self.mean, self.inv_std = z, mean, inv_std
         self.y, self.argmax, self.xhat_max = batchnorm_relu_maxpool_forward(
             z, mean, self.inv_std, norm.params["gamma"], norm.params["beta"], *pool.pool_size, pool.strides, pool.pad)
         return self.y
