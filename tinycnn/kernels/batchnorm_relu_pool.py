@@ -190,7 +190,9 @@ def _batchnorm_gradient_sums_numba(dy, y, xhat_max):
                     g = dy[b, yo, xo, ch] if y[b, yo, xo, ch] > 0 else 0.0
                     dbeta[ch] += g
                     dgamma[ch] += g * xhat_max[b, yo, xo, ch]
-    return dbeta.astype(dy.dtype), dgamma.astype(dy.dtype)
+    sums = np.empty((2, c), dtype=dy.dtype)     # one array: what a split batch's threads add up
+    sums[0], sums[1] = dbeta, dgamma
+    return sums
 
 
 @jit()
@@ -267,7 +269,8 @@ def batchnorm_relu_maxpool_forward(z, mean, inv_std, gamma, beta, ph, pw, stride
 
 
 def batchnorm_gradient_sums(dy, y, xhat_max):
-    """Same contract as :func:`batchnorm_gradient_sums_reference`."""
+    """Same contract as :func:`batchnorm_gradient_sums_reference`, as one (2, C) array whose rows
+    are dbeta and dgamma (a split batch's threads add it up as it is)."""
     expect_shape("batchnorm_gradient_sums", "y", y, dy.shape)
     expect_shape("batchnorm_gradient_sums", "xhat_max", xhat_max, dy.shape)
     return _batchnorm_gradient_sums_numba(np.ascontiguousarray(dy), y, xhat_max)

@@ -426,20 +426,32 @@ def _one_channel_kernel_backward_numba(dz, v, zeros, s, t, dbias):
 
 
 @jit()
-def _one_channel_batchnorm_backward_numba(dy, argmax, y, z, v, mean, c, e, km, s, t, nothing, no_argmax, g, dbias):
+def _one_channel_batchnorm_backward_numba(dy, argmax, y, z, v, mean, inv_std, gamma, dbeta, dgamma, m, s64, t64):
     """The one-channel dU kernel above, with dz computed tile by tile instead of read: the
     gradient of BatchNormalization, ReLU and a 2×2 max-pool of stride 2 whose windows are the
     tiles (batchnorm_relu_pool.batchnorm_input_gradient's formula):
         dz = c + e (z - mean)            every pixel of z (c = -k dbeta, e = -k inv_std dgamma)
            + km dv                       at a window's argmax, dv = dy where y > 0 (km = k M)
-    dy, argmax, y (N, PH, PW, F): the pooled outputs; a tile with no window (the last row or
-    column of an odd z) reads ``nothing`` (F,) zeros and ``no_argmax`` (F,) -1. g (4, F): scratch for
-    the tile's dz; dbias (zeros on entry) += Σ dz. Returns dU (16, F)."""
+    with k = gamma inv_std / M per channel, computed here in z's dtype as NumPy computes it (m is
+    M in that dtype). dy, argmax, y (N, PH, PW, F): the pooled outputs; a tile with no window (the
+    last row or column of an odd z) reads zeros and argmax -1. s64, t64: S and T (float64; their
+    0 and ±1 are exact in any dtype). Returns dU (16, F) and dbias = Σ dz (F,)."""
     n, oh, ow, f = z.shape
     th, tw = (oh + 1) // 2, (ow + 1) // 2
     ph, pw = dy.shape[1], dy.shape[2]
-    zero, one = z.dtype.type(0), z.dtype.type(1)
+    zt = z.dtype.type
+    zero, one = zt(0), zt(1)
+    c, e, km = np.empty(f, dtype=z.dtype), np.empty(f, dtype=z.dtype), np.empty(f, dtype=z.dtype)
+    for ff in range(f):
+        k = gamma[ff] * inv_std[ff] / m
+        c[ff], e[ff], km[ff] = -k * dbeta[ff], -k * inv_std[ff] * dgamma[ff], k * m
+    s, t = np.empty(4, dtype=z.dtype), np.empty(4, dtype=z.dtype)
+    for i in range(4):
+        s[i], t[i] = zt(s64[i]), zt(t64[i])
+    nothing, no_argmax = np.zeros(f, dtype=z.dtype), np.full(f, -1, dtype=np.int32)
     du = np.zeros((16, f), dtype=z.dtype)
+    dbias = np.zeros(f, dtype=z.dtype)
+    g = np.empty((4, f), dtype=z.dtype)                 # the tile's dz
     g00, g01, g10, g11 = g[0], g[1], g[2], g[3]
     for b in range(n):
         for ty in range(th):
@@ -468,7 +480,7 @@ def _one_channel_batchnorm_backward_numba(dy, argmax, y, z, v, mean, c, e, km, s
                     g00[ff], g01[ff], g10[ff], g11[ff] = d00, d01, d10, d11
                     dbias[ff] += (d00 + d01) + (d10 + d11)
                 _add_tile_du(du, v[(b * th + ty) * tw + tx], g00, g01, g10, g11, s, t)
-    return du
+    return du, dbias
 
 
 # ---------------------------------------------------------------------------------------------
@@ -532,13 +544,11 @@ def one_channel_batchnorm_backward(dy, argmax, y, z, v, mean, inv_std, gamma, db
     expect_shape("one_channel_batchnorm_backward", "dy", dy, (n, oh // 2, ow // 2, f))
     for what, a in (("argmax", argmax), ("y", y)):
         expect_shape("one_channel_batchnorm_backward", what, a, dy.shape)
-    k = gamma * inv_std / m
-    dbias = np.zeros(f, dtype=z.dtype)
-    du = _one_channel_batchnorm_backward_numba(np.ascontiguousarray(dy), argmax, y, np.ascontiguousarray(z),
-                                               v[:, :, 0].T, mean, -k * dbeta, -k * inv_std * dgamma,
-                                               (k * m).astype(z.dtype), S.astype(z.dtype), T.astype(z.dtype),
-                                               np.zeros(f, dtype=z.dtype), np.full(f, -1, dtype=np.int32),
-                                               np.empty((4, f), dtype=z.dtype), dbias)
+    for what, a in (("mean", mean), ("inv_std", inv_std), ("gamma", gamma), ("dbeta", dbeta), ("dgamma", dgamma)):
+        expect_shape("one_channel_batchnorm_backward", what, a, (f,))
+    du, dbias = _one_channel_batchnorm_backward_numba(np.ascontiguousarray(dy), argmax, y, np.ascontiguousarray(z),
+                                                      v[:, :, 0].T, mean, inv_std, gamma, dbeta, dgamma,
+                                                      z.dtype.type(m), S, T)
     return winograd.kernel_transform_backward(du[:, None]), dbias
 
 

@@ -252,10 +252,10 @@ class ConvBatchNormReLUMaxPool:
     def backward(self, dy):
         conv, norm = self.conv, self.norm
         kernel, gamma = conv.params["kernel"], norm.params["gamma"]
-        dbeta, dgamma = batchnorm_gradient_sums(dy, self.y, self.xhat_max)
-        norm.grads["beta"], norm.grads["gamma"] = dbeta, dgamma       # this share's, if split
+        sums = batchnorm_gradient_sums(dy, self.y, self.xhat_max)     # (dbeta, dgamma) as rows
+        norm.grads["beta"], norm.grads["gamma"] = sums                 # this share's, if split
         if self.training:
-            dbeta, dgamma = self._total(np.stack([dbeta, dgamma]))
+            dbeta, dgamma = self._total(sums)
             if self.dz_in_tiles:            # the first convolution: dz never written (winograd_conv)
                 conv.grads["kernel"], conv.grads["bias"] = winograd_conv.one_channel_batchnorm_backward(
                     dy, self.argmax, self.y, self.z, self.v, self.mean, self.inv_std, gamma, dbeta, dgamma, self.m)
