@@ -14,6 +14,7 @@
 
 import math
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -26,7 +27,7 @@ from tinycnn.layers import (BatchNormalization, Conv2D, Dense, Dropout, Flatten,
 from tinycnn.layers.fused import ConvBatchNormReLUMaxPool
 from tinycnn.layers.normalization import BatchNormAcrossShares
 from tinycnn.optimizers import SGD, Adam
-from tinycnn.parallel import CHUNK, DataParallel, SumsAcrossShares, replica
+from tinycnn.parallel import CHUNK, DataParallel, Gate, SumsAcrossShares, replica
 
 
 def splits(n, rng, parts):
@@ -405,6 +406,48 @@ def within(seconds, fn):
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
+
+
+@pytest.mark.parametrize("parties", [2, 3, 5])
+def test_the_gate_lets_no_thread_through_before_all_have_come(parties):
+    """Many meetings in a row, the threads arriving in random order: at each, every thread sees
+    every other's part of that round (none has gone ahead), and none is left behind."""
+    gate, rounds = Gate(parties), 300
+    posted = np.full((rounds, parties), -1)
+    seen_incomplete = []
+
+    def thread(k):
+        rng = np.random.default_rng(k)
+        for r in range(rounds):
+            if rng.random() < 0.1:
+                time.sleep(0.0005)                          # arrive late, now and then
+            posted[r, k] = k
+            gate.wait(k)
+            if (posted[r] < 0).any():
+                seen_incomplete.append((r, k))
+    with ThreadPoolExecutor(parties) as pool:
+        for f in [pool.submit(thread, k) for k in range(parties)]:
+            within(60, f.result)
+    assert not seen_incomplete and (posted >= 0).all()
+
+
+def test_an_aborted_gate_releases_whoever_waits_and_refuses_later_comers():
+    gate = Gate(3)
+    with ThreadPoolExecutor(2) as pool:
+        waiting = [pool.submit(gate.wait, k) for k in (0, 1)]
+        time.sleep(0.05)
+        assert not any(f.done() for f in waiting)           # two of three: they wait
+        gate.abort()
+        for f in waiting:
+            with pytest.raises(threading.BrokenBarrierError):
+                within(30, f.result)
+    with pytest.raises(threading.BrokenBarrierError):
+        gate.wait(2)
+    sums = SumsAcrossShares()
+    sums.begin(3, 30)
+    sums.gate.abort()
+    sums.begin(3, 30)                                       # the next batch meets at a new gate
+    assert not sums.gate.broken
 
 
 @pytest.fixture

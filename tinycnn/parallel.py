@@ -103,6 +103,51 @@ def replica(layer):
     return twin
 
 
+class Gate:
+    """Where ``parties`` threads meet, again and again: each calls ``wait(k)`` with its own k, and
+    none returns before all have called it. What ``threading.Barrier`` does, with less Python on
+    the way: a thread that must wait blocks on a lock of its own, which the last to arrive
+    releases. (A Barrier is a Condition, whose wait and wake-up run more Python lines, all holding
+    the GIL that the other thread needs at that very moment; docs/performance.md measures both.)
+
+    ``abort`` breaks the gate for good: every thread waiting, and every later ``wait``, raises
+    ``threading.BrokenBarrierError``, as a broken Barrier does.
+    """
+
+    def __init__(self, parties):
+        self.parties, self.broken = parties, False
+        self._lock = threading.Lock()               # guards the count and the list of who waits
+        self._arrived, self._waiting = 0, []
+        self._gates = [threading.Lock() for _ in range(parties)]
+        for gate in self._gates:
+            gate.acquire()                          # closed: a thread waits by acquiring its own
+
+    def wait(self, k):
+        with self._lock:
+            if self.broken:
+                raise threading.BrokenBarrierError
+            self._arrived += 1
+            last = self._arrived == self.parties
+            if last:                                # open every gate, for the next meeting too
+                self._arrived, waiting, self._waiting = 0, self._waiting, []
+            else:
+                self._waiting.append(k)
+        if last:
+            for j in waiting:
+                self._gates[j].release()
+            return
+        self._gates[k].acquire()                    # until the last arrives, or abort
+        if self.broken:
+            raise threading.BrokenBarrierError
+
+    def abort(self):
+        with self._lock:
+            self.broken = True
+            waiting, self._waiting = self._waiting, []
+        for j in waiting:
+            self._gates[j].release()
+
+
 class SumsAcrossShares:
     """Where the threads of one batch add up their shares' sums (an all-reduce): each of the
     batch's ``shares`` threads calls ``total(k, part)`` with its own share's ``part``, waits for
@@ -120,11 +165,11 @@ class SumsAcrossShares:
     """
 
     def __init__(self):
-        self.barrier, self.parts, self.calls, self.samples = None, [[], []], [], None
+        self.gate, self.parts, self.calls, self.samples = None, [[], []], [], None
 
     def begin(self, shares, samples):
-        if self.barrier is None or self.barrier.parties != shares or self.barrier.broken:
-            self.barrier = threading.Barrier(shares)
+        if self.gate is None or self.gate.parties != shares or self.gate.broken:
+            self.gate = Gate(shares)
             self.parts = [[None] * shares, [None] * shares]
         self.calls, self.samples = [0] * shares, samples       # each thread's count of its calls
 
@@ -136,15 +181,15 @@ class SumsAcrossShares:
         parts = self.parts[self.calls[k] % 2]
         self.calls[k] += 1
         parts[k] = part
-        self.barrier.wait()             # every share's part is in
+        self.gate.wait(k)               # every share's part is in
         total = parts[0]
         for other in parts[1:]:
             total = total + other
         return total
 
     def abort(self):
-        if self.barrier is not None:
-            self.barrier.abort()
+        if self.gate is not None:
+            self.gate.abort()
 
 
 class DataParallel:
