@@ -39,7 +39,7 @@ from examples.mnist import ARCHS, arch_name
 from threadpoolctl import threadpool_limits
 
 from tinycnn.layers.fused import Conv2DWithoutDx, ConvReLUMaxPool
-from tinycnn.parallel import ACROSS_SHARES, CHUNK, can_split, cpu_count
+from tinycnn.parallel import DataParallel, can_split, cpu_count
 from tinycnn.plan import Plan
 
 
@@ -121,7 +121,8 @@ def profile(model, x, y, steps_n):
                      "forward_ms": fwd, "backward_ms": bwd,
                      "gflops": (f_flop + b_flop) / ((fwd + bwd) * 1e-3) / 1e9,
                      "gbs": (f_bytes + b_bytes) / ((fwd + bwd) * 1e-3) / 1e9})
-    rows.append({"step": f"loss ({type(loss).__name__})", "forward_ms": median_ms(lambda: loss.forward(logits, y), steps_n),
+    rows.append({"step": f"loss ({type(loss).__name__})",
+                 "forward_ms": median_ms(lambda: loss.forward(logits, y), steps_n),
                  "backward_ms": median_ms(loss.backward, steps_n)})
     return rows, shapes
 
@@ -199,8 +200,9 @@ def main():
     model = common.tinycnn_model(args.arch, args.augment)
     x, y, _ = common.load_images(args.batch * 20)
     threads = args.threads if can_split(model.layers) else 1
-    whole = any(type(step) in ACROSS_SHARES for step in model.plan().steps)     # parallel.DataParallel.chunk
-    share = -(-args.batch // threads) if whole else min(-(-args.batch // threads), CHUNK)   # one thread at a time
+    chunk = DataParallel(model, threads).chunk          # None: each share whole (BatchNormalization)
+    share = -(-args.batch // threads)                   # what one thread runs at a time
+    share = share if chunk is None else min(share, chunk)
     with threadpool_limits(limits=1, user_api="blas"):
         rows, shapes = profile(model, x[:share], y[:share], args.steps)
         opt_layers = model._trainable_layers()
@@ -219,8 +221,8 @@ def main():
 
     print(f"\n{args.arch} model{' with augmentation' if args.augment else ''}: {share} images, what one "
           f"thread works on at a time (batch {args.batch} over {threads} thread(s), "
-          + ("each share whole" if whole else f"chunks of at most {CHUNK}") + f"), BLAS on one thread; median of "
-          f"{args.steps} runs")
+          + ("each share whole" if chunk is None else f"chunks of at most {chunk}")
+          + f"), BLAS on one thread; median of {args.steps} runs")
     common.print_table(rows, [("step", "step", "{}"), ("forward_ms", "forward ms", "{:.3f}"),
                               ("backward_ms", "backward ms", "{:.3f}"), ("gflops", "GFLOP/s", "{:.1f}"),
                               ("gbs", "GB/s", "{:.1f}"), ("share", "share", "{:.1f}%")])

@@ -435,7 +435,13 @@ def _one_channel_batchnorm_backward_numba(dy, argmax, y, z, v, mean, inv_std, ga
     with k = gamma inv_std / M per channel, computed here in z's dtype as NumPy computes it (m is
     M in that dtype). dy, argmax, y (N, PH, PW, F): the pooled outputs; a tile with no window (the
     last row or column of an odd z) reads zeros and argmax -1. s64, t64: S and T (float64; their
-    0 and ±1 are exact in any dtype). Returns dU (16, F) and dbias = Σ dz (F,)."""
+    0 and ±1 are exact in any dtype). Returns dU (16, F) and dbias = Σ dz (F,).
+
+    Unlike .winograd's kernels, this one makes the arrays it writes (dU, dbias, the tile's dz, the
+    coefficients), as that module's dU kernel makes its accumulator: the compiler then knows they
+    overlap no input and vectorises the loops over the filters without testing at every tile.
+    And it runs just after a split batch's threads meet, where NumPy calls for the coefficients
+    would hold the GIL that the other thread is waiting for (docs/performance.md)."""
     n, oh, ow, f = z.shape
     th, tw = (oh + 1) // 2, (ow + 1) // 2
     ph, pw = dy.shape[1], dy.shape[2]

@@ -95,19 +95,21 @@ class Dropout(Layer):
         u = stream.random_raw(shape[0] * 4 * blocks).reshape(shape[0], 4 * blocks)[:, :units]
         return (u >= np.uint64(math.ceil(self.rate * 2 ** 64))).reshape(shape)   # u / 2^64 >= rate
 
-    def drawing_at(self):
-        """(batch, first sample) of the mask a training forward draws now: ``position`` while a
-        copy runs part of a batch, else the next batch of its own, from sample 0."""
-        return (self.batches, 0) if self.position is None else self.position
+    def next_draw(self):
+        """(batch, first sample) of the mask this training forward draws: ``position`` while a
+        copy runs part of a batch; else the next batch of its own, from sample 0, which it
+        counts (see "Who counts the batches")."""
+        if self.position is not None:
+            return self.position
+        self.batches += 1
+        return self.batches - 1, 0
 
     def forward(self, x, training=False):
         self._prepare(x)
         if not training or self.rate == 0.0:
             self.scale = None
             return x
-        mask = self.draw_mask(x.shape, *self.drawing_at())
-        if self.position is None:               # a batch of its own (see "Who counts the batches")
-            self.batches += 1
+        mask = self.draw_mask(x.shape, *self.next_draw())
         if get_array_module(x) is not np:
             mask = to_device(mask, "gpu")
         # mask / (1 - rate) in x's dtype: what each unit is multiplied by, kept for backward

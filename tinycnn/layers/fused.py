@@ -148,9 +148,7 @@ class OnePassDropout:
         if not training or layer.rate == 0.0 or layer.fixed_mask is not None or not isinstance(x, np.ndarray):
             return layer.forward(x, training)
         layer._prepare(x)
-        y, layer.scale = dropout_forward(x, layer._key, *layer.drawing_at(), layer.rate)
-        if layer.position is None:              # a batch of its own: counted, as the layer counts it
-            layer.batches += 1
+        y, layer.scale = dropout_forward(x, layer._key, *layer.next_draw(), layer.rate)
         return y
 
     def backward(self, dout):
