@@ -3,6 +3,7 @@
 import numpy as np
 
 from .backend import get_array_module
+from .kernels.cross_entropy import softmax_cross_entropy, softmax_cross_entropy_backward
 
 
 def check_labels(y, num_classes, n=None):
@@ -49,6 +50,10 @@ class SoftmaxCrossEntropy:
 
     Computing softmax and then log() in two steps would give log(0) = -inf for a confident wrong
     answer; this fused form cannot.
+
+    What ``fit`` runs: by default, on the CPU, :class:`OnePassSoftmaxCrossEntropy`, these lines
+    as one compiled kernel each way (``kernels/cross_entropy.py`` says why), which
+    ``tests/test_cross_entropy_kernel.py`` proves equal; ``compile(fast=False)`` runs this code.
     """
 
     name = "sparse_categorical_crossentropy"
@@ -88,6 +93,31 @@ class SoftmaxCrossEntropy:
 
     def __call__(self, logits, labels):
         return self.forward(logits, labels)
+
+
+class OnePassSoftmaxCrossEntropy(SoftmaxCrossEntropy):
+    """SoftmaxCrossEntropy as the fast mode runs it on the CPU (``Plan`` puts it in): the same
+    lines, each pass one Numba kernel (``kernels/cross_entropy.py``), and the same numbers to
+    float rounding. It keeps ``labels`` and ``probs`` as the reference does. CuPy arrays take
+    the reference's own lines."""
+
+    def forward(self, logits, labels):
+        if not isinstance(logits, np.ndarray):
+            return super().forward(logits, labels)
+        loss, self.probs = softmax_cross_entropy(logits, labels)
+        self.labels = labels
+        return loss
+
+    def backward(self):
+        if not isinstance(self.probs, np.ndarray):
+            return super().backward()
+        return softmax_cross_entropy_backward(self.probs, self.labels)
+
+
+def fast_twin(loss):
+    """The loss as the fast mode runs it: a SoftmaxCrossEntropy's one-pass twin, or the loss
+    itself (one-hot targets, and any loss of a user's, have no twin)."""
+    return OnePassSoftmaxCrossEntropy(loss.from_logits) if type(loss) is SoftmaxCrossEntropy else loss
 
 
 class CategoricalCrossEntropy(SoftmaxCrossEntropy):

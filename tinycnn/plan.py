@@ -23,12 +23,14 @@ to the whole batch's.
 
 Two modes. ``fast=False``, the reference mode (``model.compile(..., fast=False)``), runs exactly
 the layers' own ``forward`` and ``backward``. ``fast=True``, the default, differs on the CPU only
-where a fast twin stands in for layers: each Conv2D → ReLU → MaxPool2D (``activation="relu"`` on
-the Conv2D, or a ``ReLU()`` layer between them) runs as one
+where a fast twin stands in for layers or the loss: each Conv2D → ReLU → MaxPool2D
+(``activation="relu"`` on the Conv2D, or a ``ReLU()`` layer between them) runs as one
 :class:`~tinycnn.layers.fused.ConvReLUMaxPool` block, and each Conv2D → BatchNormalization → ReLU
-→ MaxPool2D as one :class:`~tinycnn.layers.fused.ConvBatchNormReLUMaxPool` block, which compute the same numbers in
-fewer passes over memory; each Dropout runs as :class:`~tinycnn.layers.fused.OnePassDropout`,
-which draws the same mask by a kernel and applies it in the same pass; and the first step with
+→ MaxPool2D as one :class:`~tinycnn.layers.fused.ConvBatchNormReLUMaxPool` block, which compute
+the same numbers in fewer passes over memory; each Dropout runs as
+:class:`~tinycnn.layers.fused.OnePassDropout`, which draws the same mask by a kernel and applies
+it in the same pass; ``SoftmaxCrossEntropy`` runs as
+:class:`~tinycnn.losses.OnePassSoftmaxCrossEntropy`, one kernel each way; and the first step with
 parameters, when it is such a block or a Conv2D
 (:class:`~tinycnn.layers.fused.Conv2DWithoutDx`), skips its input gradient, which nobody needs.
 ``tests/test_fast_paths.py`` proves the two modes equal.
@@ -48,6 +50,7 @@ from .layers.dropout import Dropout
 from .layers.fused import Conv2DWithoutDx, ConvBatchNormReLUMaxPool, ConvReLUMaxPool, OnePassDropout
 from .layers.normalization import BatchNormalization
 from .layers.pooling import MaxPool2D
+from .losses import fast_twin
 
 
 class Plan:
@@ -59,7 +62,8 @@ class Plan:
     """
 
     def __init__(self, layers, loss=None, fast=True, input_grad=False, check=False):
-        self.loss, self.fast, self.check = loss, fast, check
+        self.loss = fast_twin(loss) if fast and loss is not None else loss
+        self.fast, self.check = fast, check
         self.softmax = final_softmax(layers)
         self.steps = logit_steps(layers, fast, input_grad)
         self.first = first_trainable(self.steps)

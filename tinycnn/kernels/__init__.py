@@ -9,6 +9,7 @@
 - :mod:`.winograd_conv` -- the same tiles computing the whole convolution (z written), for the
   BatchNormalization block;
 - :mod:`.dropout` -- Dropout's mask, the layer's Philox numbers computed where they are applied;
+- :mod:`.cross_entropy` -- the loss, softmax and cross-entropy, in one kernel each way;
 - :mod:`.adam`    -- Adam's update in one pass, which can check without writing or keep what it
   overwrites, and (for the GPU) one update of every parameter at once, with a sticky flag that
   stops writing after a bad step;
