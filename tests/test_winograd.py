@@ -12,7 +12,7 @@ test_fast_paths.py.
 import numpy as np
 import pytest
 
-from tinycnn.kernels import winograd
+from tinycnn.kernels import winograd, winograd_conv
 from tinycnn.kernels.bias_relu_pool import bias_relu_maxpool_forward_reference, conv_relu_maxpool_backward_reference
 from tinycnn.kernels.im2col import im2col_reference
 
@@ -89,6 +89,35 @@ def test_kernels_equal_their_numpy_references(rng, shape, filters, pad, dtype):
     np.testing.assert_allclose(winograd.input_transform_backward(dv, shape, pad[0], pad[2], th, tw),
                                winograd.input_transform_backward_reference(dv, shape, pad[0], pad[2], th, tw),
                                **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("g", [winograd.G, winograd_conv.G], ids=["F(2x2)", "F(4x4)"])
+@pytest.mark.parametrize("channels, filters", [(1, 1), (1, 32), (5, 7), (32, 64)])
+def test_the_kernel_transforms_equal_their_references(rng, g, channels, filters, dtype):
+    """U = G g Gᵀ and dkernel = Gᵀ dU G by the Numba kernels, against the reference's matrix
+    products, for both tile sizes' G (.winograd_conv's F(4×4, 3×3) too): same shapes and dtype,
+    the same numbers but for rounding."""
+    kernel = rng.standard_normal((3, 3, channels, filters)).astype(dtype)
+    u = winograd.kernel_transform(kernel, g)
+    assert u.shape == (len(g) ** 2, channels, filters) and u.dtype == dtype
+    np.testing.assert_allclose(u, winograd.kernel_transform_reference(kernel, g), **tol(dtype))
+    du = rng.standard_normal(u.shape).astype(dtype)
+    dkernel = winograd.kernel_transform_backward(du, g)
+    assert dkernel.shape == kernel.shape and dkernel.dtype == dtype
+    np.testing.assert_allclose(dkernel, winograd.kernel_transform_backward_reference(du, g), **tol(dtype))
+
+
+def test_the_kernel_transform_by_hand():
+    """A kernel of ones: (G g Gᵀ)[ξ, ν] = (row sum ξ of G) (row sum ν of G), rows summing to
+    1, 3/2, 1/2, 1; and dkernel of a dU that is 1 at (ξ, ν) alone is G[ξ, k] G[ν, l]."""
+    sums = np.array([1, 1.5, 0.5, 1])
+    u = winograd.kernel_transform(np.ones((3, 3, 1, 1)))
+    np.testing.assert_array_equal(u[:, 0, 0], np.outer(sums, sums).ravel())
+    du = np.zeros((16, 1, 1))
+    du[4 * 1 + 2] = 1.0                                 # (ξ, ν) = (1, 2)
+    np.testing.assert_array_equal(winograd.kernel_transform_backward(du)[:, :, 0, 0],
+                                  np.outer(winograd.G[1], winograd.G[2]))
 
 
 @pytest.mark.parametrize("shape, filters, pad", CASES[:3])

@@ -73,10 +73,10 @@ def applies(channels, kernel_size, conv_strides, pool_size, pool_strides, pool_p
 
 
 # ---------------------------------------------------------------------------------------------
-# The kernel's transform (small: NumPy is enough, and it is its own reference)
+# The kernel's transform: NumPy's reference, and a kernel
 # ---------------------------------------------------------------------------------------------
 
-def kernel_transform(kernel, g=G):
+def kernel_transform_reference(kernel, g=G):
     """kernel (3, 3, C, F) -> U (16, C, F), U[4ξ+ν] = (G g Gᵀ)[ξ, ν] for every channel and filter.
     (With another G of a rows, as .winograd_conv's F(4×4, 3×3): U (a², C, F).)
 
@@ -87,11 +87,75 @@ def kernel_transform(kernel, g=G):
     return np.matmul(g, gk).reshape(a * a, *kernel.shape[2:])         # (G g) Gᵀ, per row ξ
 
 
-def kernel_transform_backward(du, g=G):
+def kernel_transform_backward_reference(du, g=G):
     """dU (16, C, F) -> dkernel (3, 3, C, F) = Gᵀ dU G, the transpose of kernel_transform."""
     a, g = len(g), g.astype(du.dtype)
     gd = np.matmul(g.T, du.reshape(a, -1)).reshape(3, a, -1)          # Gᵀ dU          (3, a, C*F)
     return np.matmul(g.T, gd).reshape(3, 3, *du.shape[1:])            # (Gᵀ dU) G
+
+
+# The same two products as loops over the C*F columns, in one call each. The arithmetic is small;
+# what the kernels save is the reference's half-dozen NumPy calls per convolution and step, in
+# every thread of a split batch (tinycnn/parallel.py: those calls hold the GIL the other threads
+# wait for). G's numbers are rounded to the kernel's dtype first, as the reference's astype does.
+
+@jit()
+def _kernel_transform_numba(k9, g):
+    """k9 (9, C*F): the kernel's rows g[k, l] at 3k + l; g (a, 3) float64 -> U (a*a, C*F)."""
+    a, n = g.shape[0], k9.shape[1]
+    t = k9.dtype.type
+    u = np.empty((a * a, n), dtype=k9.dtype)
+    gk = np.empty((3, n), dtype=k9.dtype)           # row ξ of G g: gk[l] = Σ_k G[ξ, k] g[k, l]
+    for xi in range(a):
+        c0, c1, c2 = t(g[xi, 0]), t(g[xi, 1]), t(g[xi, 2])
+        for l in range(3):
+            r0, r1, r2, out = k9[l], k9[3 + l], k9[6 + l], gk[l]
+            for q in range(n):
+                out[q] = c0 * r0[q] + c1 * r1[q] + c2 * r2[q]
+        for nu in range(a):                         # U[a ξ + ν] = Σ_l (G g)[ξ, l] G[ν, l]
+            c0, c1, c2 = t(g[nu, 0]), t(g[nu, 1]), t(g[nu, 2])
+            out, r0, r1, r2 = u[a * xi + nu], gk[0], gk[1], gk[2]
+            for q in range(n):
+                out[q] = c0 * r0[q] + c1 * r1[q] + c2 * r2[q]
+    return u
+
+
+@jit()
+def _kernel_transform_backward_numba(du, g):
+    """du (a*a, C*F), g (a, 3) float64 -> dkernel (9, C*F), row 3k + l = Σ_ξ Σ_ν G[ξ, k] dU[a ξ + ν] G[ν, l]."""
+    a, n = g.shape[0], du.shape[1]
+    t = du.dtype.type
+    dk = np.zeros((9, n), dtype=du.dtype)
+    gd = np.empty((3, n), dtype=du.dtype)           # for one ξ: gd[l] = Σ_ν dU[a ξ + ν] G[ν, l]
+    for xi in range(a):
+        for l in range(3):
+            out = gd[l]
+            out[:] = 0
+            for nu in range(a):
+                c, row = t(g[nu, l]), du[a * xi + nu]
+                for q in range(n):
+                    out[q] += c * row[q]
+        for k in range(3):
+            c = t(g[xi, k])
+            for l in range(3):
+                out, row = dk[3 * k + l], gd[l]
+                for q in range(n):
+                    out[q] += c * row[q]
+    return dk
+
+
+def kernel_transform(kernel, g=G):
+    """Same contract as :func:`kernel_transform_reference`."""
+    expect_shape("kernel_transform", "kernel", kernel, (3, 3, *kernel.shape[2:]))
+    u = _kernel_transform_numba(np.ascontiguousarray(kernel).reshape(9, -1), g)
+    return u.reshape(len(g) ** 2, *kernel.shape[2:])
+
+
+def kernel_transform_backward(du, g=G):
+    """Same contract as :func:`kernel_transform_backward_reference`."""
+    expect_shape("kernel_transform_backward", "dU", du, (len(g) ** 2, *du.shape[1:]))
+    dk = _kernel_transform_backward_numba(np.ascontiguousarray(du).reshape(len(g) ** 2, -1), g)
+    return dk.reshape(3, 3, *du.shape[1:])
 
 
 # ---------------------------------------------------------------------------------------------

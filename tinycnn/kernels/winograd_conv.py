@@ -97,7 +97,7 @@ def tiles(z_hw, m=4):
 
 
 # ---------------------------------------------------------------------------------------------
-# F(4×4, 3×3): the kernel's transform (small: NumPy is enough, and it is its own reference)
+# F(4×4, 3×3): the kernel's transform (.winograd's, with this G)
 # ---------------------------------------------------------------------------------------------
 
 def kernel_transform(kernel):
@@ -157,7 +157,7 @@ def one_channel_forward_reference(x, kernel, bias, pad, z_hw):
     """x (N, H, W, 1) -> z by F(2×2, 3×3), its steps one after another: V, U, M = V @ U, z."""
     th, tw = tiles(z_hw, 2)
     v = winograd.input_transform_reference(x, pad[0], pad[2], th, tw)
-    m = np.matmul(v, winograd.kernel_transform(kernel))
+    m = np.matmul(v, winograd.kernel_transform_reference(kernel))
     return output_transform_reference(m, bias, x.shape[0], *z_hw, winograd.AT)
 
 
@@ -167,7 +167,7 @@ def one_channel_kernel_backward_reference(dz, x, pad):
     dm, dbias = output_transform_backward_reference(dz, winograd.AT)
     th, tw = tiles(dz.shape[1:3], 2)
     v = winograd.input_transform_reference(x, pad[0], pad[2], th, tw)
-    return winograd.kernel_transform_backward(np.matmul(v.transpose(0, 2, 1), dm)), dbias
+    return winograd.kernel_transform_backward_reference(np.matmul(v.transpose(0, 2, 1), dm)), dbias
 
 
 def one_channel_batchnorm_backward_reference(dy, argmax, y, z, x, pad, mean, inv_std, gamma, dbeta, dgamma, m):
