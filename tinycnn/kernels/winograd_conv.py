@@ -624,18 +624,23 @@ def backward(dz, v, u, x_shape, pad, input_grad=True):
     expect_shape("winograd_conv.backward", "U", u, (36, c, f))
     groups = _groups(n, th * tw)
     dm = np.empty((max(g.stop - g.start for _, g in groups), 36, f), dtype=dz.dtype)  # one group's dM, tile-major
-    du, part = np.zeros((36, c, f), dtype=dz.dtype), np.empty((36, c, f), dtype=dz.dtype)
+    # dU = Vᵀ dM, summed over the groups: the first group's product is written into dU, and each
+    # later one into ``part``, then added
+    du = np.empty((36, c, f), dtype=dz.dtype)
+    part = np.empty((36, c, f), dtype=dz.dtype) if len(groups) > 1 else None
     e_out, zeros = _scratch((6, 4, f), dz.dtype), np.zeros((4, f), dtype=dz.dtype)
     if input_grad:
         dp = np.zeros((n, 4 * th + 2, 4 * tw + 2, c), dtype=dz.dtype)
         dv = np.empty((len(dm), 36, c), dtype=dz.dtype)                  # one group's dV
+        # Uᵀ made contiguous: BLAS multiplies by the transposed view more slowly than the copy costs
         ut, e_in = np.ascontiguousarray(u.transpose(0, 2, 1)), _scratch((6, 6, c), dz.dtype)
-    for images, group in groups:
+    for j, (images, group) in enumerate(groups):
         k = group.stop - group.start
         dmg = dm[:k]
         _output_transform_backward_numba(dz[images], dmg, dbias, e_out, zeros)
-        np.matmul(v[:, group].transpose(0, 2, 1), dmg.transpose(1, 0, 2), out=part)     # dU += Vᵀ dM
-        du += part
+        np.matmul(v[:, group].transpose(0, 2, 1), dmg.transpose(1, 0, 2), out=du if j == 0 else part)
+        if j > 0:
+            du += part
         if input_grad:
             np.matmul(dmg.transpose(1, 0, 2), ut, out=dv[:k].transpose(1, 0, 2))          # dV = dM Uᵀ
             _input_transform_backward_numba(dv[:k], th, tw, dp[images], e_in)
