@@ -278,6 +278,35 @@ def test_two_concurrent_downloads_both_get_a_valid_file(loopback_server, served_
     assert sha256_hex((tmp_path / "mnist.npz").read_bytes()) == sha256
 
 
+def test_a_download_being_checked_is_not_taken_for_a_dead_one(loopback_server, served_mnist,
+                                                               tmp_path):
+    url, sha256, _ = served_mnist
+    checking, go_on = threading.Event(), threading.Event()
+    errors = []
+
+    def slow_check(path):
+        checking.set()
+        go_on.wait(10)
+        return mnist.read_npz(path)
+
+    def first():
+        try:
+            download.fetch(url, "mnist.npz", sha256, tmp_path, check=slow_check)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert checking.wait(10)
+    # The second download tidies the .part files of dead downloads: the first one's is not one.
+    download.fetch(url, "mnist.npz", sha256, tmp_path, check=mnist.read_npz)
+    go_on.set()
+    thread.join()
+    assert errors == []
+    assert loopback_server.count("/mnist.npz") == 2
+    assert files_in(tmp_path) == ["mnist.npz"]
+
+
 def test_unwritable_cache_dir_is_a_clear_error(served_mnist, tmp_path):
     url, sha256, _ = served_mnist
     (tmp_path / "afile").write_text("a file, so nothing can be created below it")

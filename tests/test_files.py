@@ -4,11 +4,13 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
 from conftest import seed_model
+from tinycnn import files
 from tinycnn.files import atomic_write, part_file, remove_stale_parts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -60,3 +62,25 @@ def test_a_live_writers_temporary_file_is_left_alone(tmp_path):
     time.sleep(0)
     atomic_write(target, lambda f: f.write(b"again"))   # now nobody holds it: removed
     assert parts(tmp_path) == []
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX flock")
+def test_a_temporary_file_removed_before_its_lock_is_made_anew(tmp_path, monkeypatch):
+    """part_file makes its file, then locks it. A write of the same path that tidies in between
+    removes it as a dead write's: part_file then makes another, and returns one that exists."""
+    real_mkstemp, made = tempfile.mkstemp, []
+
+    def mkstemp(**kwargs):
+        fd, tmp = real_mkstemp(**kwargs)
+        if not made:
+            remove_stale_parts(tmp_path / "m.bin")          # the other write, before our lock
+        made.append(tmp)
+        return fd, tmp
+
+    monkeypatch.setattr(files.tempfile, "mkstemp", mkstemp)
+    fd, tmp = part_file(tmp_path / "m.bin")
+    try:
+        assert len(made) == 2 and not os.path.exists(made[0])
+        assert tmp == made[1] and os.path.exists(tmp) and parts(tmp_path) == [os.path.basename(tmp)]
+    finally:
+        os.close(fd)

@@ -154,15 +154,22 @@ def cannot_write(path, err):
 def part_file(path):
     """A new, locked temporary file ``.NAME.XXXXXXXX.part`` beside ``path``: (fd, its path).
 
-    First removes the temporary files that dead writes of ``path`` left behind.
+    First removes the temporary files that dead writes of ``path`` left behind. The file is
+    made, then locked: a write of the same path that starts in between finds it unlocked, takes
+    it for a dead one's and removes it. So a file that is gone once the lock is ours is let go,
+    and another one made.
     """
     path = os.fsdecode(os.fspath(path))
     remove_stale_parts(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)[:NAME_KEPT]}.", suffix=".part",
-                               dir=os.path.dirname(os.path.abspath(path)))
-    if fcntl is not None:
+    while True:
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)[:NAME_KEPT]}.", suffix=".part",
+                                   dir=os.path.dirname(os.path.abspath(path)))
+        if fcntl is None:                      # Windows: an open file cannot be removed
+            return fd, tmp
         fcntl.flock(fd, fcntl.LOCK_EX)         # "a live writer": released when this process dies
-    return fd, tmp
+        if os.fstat(fd).st_nlink:              # still in the directory, and no one else's to remove
+            return fd, tmp
+        os.close(fd)
 
 
 def remove_stale_parts(path):

@@ -239,27 +239,33 @@ def download(
     except OSError as exc:
         raise cache_dir_error(target.parent, exc) from exc
     try:
+        # Open until renamed, as atomic_write does (tinycnn.files): closing it releases its lock,
+        # and a download of the same file starting meanwhile would take it for a dead one's.
         with os.fdopen(fd, "wb") as out:
             actual = stream_with_retries(url, out, advice=advice, retries=retries,
                                          backoff=backoff, timeout=timeout)
-        if check is not None:
-            try:
-                check(tmp_name)
-            except DataFormatError as exc:
-                reason = str(exc).replace(tmp_name, "the file")
-                raise DataFormatError(
-                    f"The file downloaded from {url} is not {target.name}: {reason} It was "
-                    "discarded and nothing was cached. Check the URL: a server that answers "
-                    "with a web page (an error or login page) in place of the file looks like this."
-                ) from None
-        if digest is not None:
-            actual = digest(tmp_name)
-        if actual != sha256.lower():
-            raise ChecksumError(
-                f"SHA-256 mismatch for {url}: expected {sha256.lower()}, got {actual}. "
-                f"The download was discarded. {checksum_advice}".rstrip()
-            )
-        os.replace(tmp_name, target)
+            out.flush()                      # the checks read it by name
+            if check is not None:
+                try:
+                    check(tmp_name)
+                except DataFormatError as exc:
+                    reason = str(exc).replace(tmp_name, "the file")
+                    raise DataFormatError(
+                        f"The file downloaded from {url} is not {target.name}: {reason} It was "
+                        "discarded and nothing was cached. Check the URL: a server that answers "
+                        "with a web page (an error or login page) in place of the file looks like this."
+                    ) from None
+            if digest is not None:
+                actual = digest(tmp_name)
+            if actual != sha256.lower():
+                raise ChecksumError(
+                    f"SHA-256 mismatch for {url}: expected {sha256.lower()}, got {actual}. "
+                    f"The download was discarded. {checksum_advice}".rstrip()
+                )
+            if os.name == "posix":
+                os.replace(tmp_name, target)
+        if os.name != "posix":               # Windows cannot rename an open file
+            os.replace(tmp_name, target)
     except BaseException:
         remove_if_present(tmp_name)
         raise
