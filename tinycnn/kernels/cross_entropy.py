@@ -11,9 +11,10 @@ reads beside their derivation. For logits z (N, K) and labels y (N,):
 
 Those are a dozen NumPy calls on a few hundred numbers: each call costs more than its arithmetic,
 and every one of them holds Python's GIL. When ``fit`` splits a batch over threads, a thread that
-holds the GIL keeps the others from coming back from their kernels (``tinycnn/parallel.py``), so
-the loss cost the step about three times its own time. Here each pass is one call of a Numba
-kernel, which holds nothing.
+holds the GIL keeps the others from coming back from their kernels (``tinycnn/parallel.py``):
+the loss's calls cost a training step of 32 more than the loss's own time in both threads
+(docs/performance.md measures it). Here each pass is one call of a Numba kernel, which holds
+nothing while it runs.
 
 The lines are the reference's, in the same order and the same dtype. The numbers match it to
 float rounding: NumPy's ``exp`` and ``log`` (vectorised, its own) and the compiled ones round a
