@@ -5,7 +5,6 @@ no test touches the internet.
 """
 
 import gzip
-import hashlib
 import io
 import os
 import subprocess
