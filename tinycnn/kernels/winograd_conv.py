@@ -5,8 +5,8 @@ tile, and fuses the last step with the max-pool that follows, so that z is never
 needs each tile to be a pool window. When a BatchNormalization sits between the convolution and
 its ReLU (``--arch bn-dropout``), the batch's mean and variance are needed before anything can be
 pooled, and they are taken over *every* pixel of z, the last row and column included when the
-size does not divide. So here the tiles compute z itself, all of it: the input is padded with
-zeros under the last tiles, and their pixels beyond z are dropped.
+size does not divide. So here the tiles compute z itself, all of it: the last tiles read zeros
+beyond the input, and their pixels beyond z are dropped.
 
 Larger tiles: F(4×4, 3×3)
 -------------------------
@@ -113,11 +113,6 @@ def kernel_transform_backward(du):
 # ---------------------------------------------------------------------------------------------
 # F(4×4, 3×3): NumPy references
 # ---------------------------------------------------------------------------------------------
-
-def _padded_for(x, pad, th, tw):
-    """The (N, 4TH + 2, 4TW + 2, C) input the 6×6 tiles read: x shifted by the padding, zeros around."""
-    return _padded(x, pad[0], pad[2], 2 * th, 2 * tw)        # .winograd's, for 2×2 tiles twice as many
-
 
 def input_transform_reference(x, pad, th, tw):
     """x (N, H, W, C) -> V (36, N*TH*TW, C): the 6×6 tile under every 4×4 output block, Bᵀ d B
@@ -243,22 +238,40 @@ def _row_of_four(a, b, y, x0, oh, ow, spare):
     return r0, r1, r2, r3
 
 
+@jit(helper=True)
+def _row_or(x, b, y, zeros):
+    """Row y of image b of x (N, H, W, C), or ``zeros`` (W, C) when y is outside x."""
+    return x[b, y] if 0 <= y < x.shape[1] else zeros
+
+
 @jit()
-def _input_transform_numba(p, th, tw, v, e):
-    """p: the padded input (N, 4TH + 2, 4TW + 2, C) -> v, V tile-major (T, 36, C). e (6, 6, C)."""
-    n, c = p.shape[0], p.shape[3]
+def _input_transform_numba(x, pt, pl, th, tw, v, e):
+    """x (N, H, W, C), read as if padded by pt rows above and pl columns left and by zeros all
+    round -> v, V tile-major (T, 36, C). e (6, 6, C).
+
+    The padding is not made: a tile row outside x reads a row of zeros, and a tile column
+    outside x is a column of e that is zero (Bᵀ of zeros). Copying x into a zeroed, padded array
+    first took a pass over x and one over the copy, in every share's thread (docs/performance.md)."""
+    n, w, c = x.shape[0], x.shape[2], x.shape[3]
+    zero_row = np.zeros((w, c), dtype=x.dtype)
     for b in range(n):
         for ty in range(th):
-            d0, d1, d2 = p[b, 4 * ty], p[b, 4 * ty + 1], p[b, 4 * ty + 2]        # the tile's rows
-            d3, d4, d5 = p[b, 4 * ty + 3], p[b, 4 * ty + 4], p[b, 4 * ty + 5]
+            y0 = 4 * ty - pt                        # the tile's six rows (W, C): x's, or zeros
+            d0, d1, d2 = _row_or(x, b, y0, zero_row), _row_or(x, b, y0 + 1, zero_row), \
+                _row_or(x, b, y0 + 2, zero_row)
+            d3, d4, d5 = _row_or(x, b, y0 + 3, zero_row), _row_or(x, b, y0 + 4, zero_row), \
+                _row_or(x, b, y0 + 5, zero_row)
             for tx in range(tw):
-                t, x0 = (b * th + ty) * tw + tx, 4 * tx
+                t, x0 = (b * th + ty) * tw + tx, 4 * tx - pl
                 for j in range(6):                  # column j of e = Bᵀ (column j of d)
-                    x = x0 + j
+                    xj = x0 + j
                     e0, e1, e2, e3, e4, e5 = e[0, j], e[1, j], e[2, j], e[3, j], e[4, j], e[5, j]
+                    if xj < 0 or xj >= w:
+                        e0[:], e1[:], e2[:], e3[:], e4[:], e5[:] = 0, 0, 0, 0, 0, 0
+                        continue
                     for ch in range(c):
                         e0[ch], e1[ch], e2[ch], e3[ch], e4[ch], e5[ch] = _bt6(
-                            d0[x, ch], d1[x, ch], d2[x, ch], d3[x, ch], d4[x, ch], d5[x, ch])
+                            d0[xj, ch], d1[xj, ch], d2[xj, ch], d3[xj, ch], d4[xj, ch], d5[xj, ch])
                 for i in range(6):                  # row i of V = Bᵀ (row i of e)
                     ei, vt, k = e[i], v[t], 6 * i
                     o0, o1, o2, o3, o4, o5 = vt[k], vt[k + 1], vt[k + 2], vt[k + 3], vt[k + 4], vt[k + 5]
@@ -502,7 +515,7 @@ def input_transform(x, pad, th, tw):
     """Same contract as the reference: V (36, T, C), a view of a tile-major array."""
     n, c = x.shape[0], x.shape[3]
     v = np.empty((n * th * tw, 36, c), dtype=x.dtype)
-    _input_transform_numba(_padded_for(x, pad, th, tw), th, tw, v, _scratch((6, 6, c), x.dtype))
+    _input_transform_numba(np.ascontiguousarray(x), pad[0], pad[2], th, tw, v, _scratch((6, 6, c), x.dtype))
     return v.transpose(1, 0, 2)
 
 
@@ -590,14 +603,14 @@ def forward(x, kernel, bias, pad, z_hw, input_grad=True):
         return z, v[:, :, None].transpose(1, 0, 2), u
     th, tw = tiles(z_hw)
     u = kernel_transform(kernel)
-    p = _padded_for(x, pad, th, tw)
+    x = np.ascontiguousarray(x)
     v = np.empty((n * th * tw, 36, c), dtype=x.dtype)              # V, tile-major
     groups = _groups(n, th * tw)
     m = np.empty((max(g.stop - g.start for _, g in groups), 36, f), dtype=x.dtype)   # one group's M, tile-major
     e_in, e_out, sink = _scratch((6, 6, c), x.dtype), _scratch((4, 6, f), x.dtype), _scratch((4, f), x.dtype)
     for images, group in groups:
         vg, mg = v[group], m[:group.stop - group.start]
-        _input_transform_numba(p[images], th, tw, vg, e_in)
+        _input_transform_numba(x[images], pad[0], pad[2], th, tw, vg, e_in)
         np.matmul(vg.transpose(1, 0, 2), u, out=mg.transpose(1, 0, 2))
         _output_transform_numba(mg, bias, z[images], e_out, sink)
     return z, v.transpose(1, 0, 2), u
