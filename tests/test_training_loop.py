@@ -116,10 +116,10 @@ class BatchLogs(Callback):
         self.logs.append(dict(logs))
 
 
-def frozen_model(seed):
+def frozen_model(seed, fast=True):
     model = Sequential([Dense(5, activation="tanh"), Dense(3, activation="softmax")], input_shape=(4,), seed=seed)
     model.build((4,), "float64")
-    model.compile(SGD(NoLearning()))
+    model.compile(SGD(NoLearning()), fast=fast)
     return model
 
 
@@ -135,9 +135,11 @@ def data(n, seed):
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 40), batch_size=st.integers(1, 48), seed=st.integers(0, 2**16))
-def test_evaluate_is_the_mean_over_every_sample(n, batch_size, seed):
-    model = frozen_model(seed)
+@given(n=st.integers(1, 40), batch_size=st.integers(1, 48), seed=st.integers(0, 2**16), fast=st.booleans())
+def test_evaluate_is_the_mean_over_every_sample(n, batch_size, seed, fast):
+    """In both modes: the fast mode's loss is its kernel (kernels/cross_entropy.py), the reference
+    mode's the NumPy lines of losses.py."""
+    model = frozen_model(seed, fast)
     x, y = data(n, seed)
     losses, correct = per_sample(model, x, y)
     loss, accuracy = model.evaluate(x, y, batch_size=batch_size)
@@ -156,9 +158,9 @@ def test_evaluate_weighs_a_partial_last_batch_by_its_samples():
 
 @settings(max_examples=30, deadline=None)
 @given(n=st.integers(1, 40), batch_size=st.integers(1, 48), n_val=st.integers(1, 20),
-       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16))
-def test_fits_logs_are_means_over_the_samples_seen(n, batch_size, n_val, threads, seed):
-    model = frozen_model(seed)
+       threads=st.sampled_from([1, 2]), seed=st.integers(0, 2**16), fast=st.booleans())
+def test_fits_logs_are_means_over_the_samples_seen(n, batch_size, n_val, threads, seed, fast):
+    model = frozen_model(seed, fast)
     x, y = data(n, seed)
     x_val, y_val = data(n_val, seed + 1)
     losses, correct = per_sample(model, x, y)
