@@ -156,15 +156,16 @@ def augmented_model(seed=0, ahead=()):
     return model
 
 
-@pytest.mark.parametrize("ahead, shares_warp", [((), True), ((ReLU(),), True), ((WholeBatch(),), False)])
+@pytest.mark.parametrize("ahead, shares_warp", [((), True), ((ReLU,), True), ((lambda: Dropout(0.2),), True),
+                                                ((WholeBatch,), False)], ids=["none", "relu", "dropout", "whole"])
 @pytest.mark.parametrize("threads, chunk", [(2, CHUNK), (3, 2)])
 def test_a_split_batch_warps_the_images_the_whole_batch_would(rng, ahead, shares_warp, threads, chunk):
     """Two models of one seed: one runs the batch in one piece, the other split. The split draws
     the same transforms (the generators end alike), so logits, loss and gradients agree. The
     shares run the augmentation themselves unless a layer before the first with parameters is not
-    per_sample; then it all runs on the whole batch first, as before."""
+    per_sample; then it all runs on the whole batch first."""
     x, y = rng.random((13, 10, 10, 2)), rng.integers(0, 3, 13)
-    whole_model, split_model = augmented_model(ahead=ahead), augmented_model(ahead=tuple(type(a)() for a in ahead))
+    whole_model, split_model = (augmented_model(ahead=tuple(make() for make in ahead)) for _ in range(2))
     logits, loss = whole_model.plan().loss_and_gradients(x, y)
     warps = [layer for layer in split_model.layers if isinstance(layer, (RandomRotation, RandomTranslation))]
     with DataParallel(split_model, threads, chunk=chunk) as parallel:

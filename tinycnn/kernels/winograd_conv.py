@@ -249,9 +249,9 @@ def _input_transform_numba(x, pt, pl, th, tw, v, e):
     """x (N, H, W, C), read as if padded by pt rows above and pl columns left and by zeros all
     round -> v, V tile-major (T, 36, C). e (6, 6, C).
 
-    The padding is not made: a tile row outside x reads a row of zeros, and a tile column
-    outside x is a column of e that is zero (Bᵀ of zeros). Copying x into a zeroed, padded array
-    first took a pass over x and one over the copy, in every share's thread (docs/performance.md)."""
+    The padding is not made, so that no zeroed, padded copy of x costs a pass over x and one over
+    the copy in every share's thread: a tile row outside x reads a row of zeros, and a tile column
+    outside x is a column of e that is zero (Bᵀ of zeros)."""
     n, w, c = x.shape[0], x.shape[2], x.shape[3]
     zero_row = np.zeros((w, c), dtype=x.dtype)
     for b in range(n):

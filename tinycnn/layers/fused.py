@@ -132,13 +132,12 @@ class OnePassDropout:
     ``tests/test_dropout_kernel.py`` proves the twin equal to the layer, whole and split.
     """
 
-    per_sample = True           # as the layer: each sample's mask is its own (parallel.py)
-
     def __init__(self, layer):
         self.layer, self.name = layer, layer.name
 
     params = property(lambda self: self.layer.params)     # none, but the plan asks
     grads = property(lambda self: self.layer.grads)
+    per_sample = property(lambda self: self.layer.per_sample)     # parallel.py asks
 
     def output_shape(self, input_shape):
         return self.layer.output_shape(input_shape)
